@@ -1,0 +1,277 @@
+"""The dispatcher: threads that drain the outbox into targets.
+
+One loop thread claims audiences with due work (as many as there are free delivery threads)
+and hands each claim to a pool thread, which calls the target and settles the claim. A commit in
+this process wakes the loop at once (`wake`); work committed by other processes is found by
+polling. Retry policy lives here; the outbox only moves rows.
+"""
+import concurrent.futures
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+
+from outbox.retry import RetryPolicy
+from targets.base import ADD, REMOVE
+from targets.errors import PartialFailure, PayloadTooLarge, PermanentError, TargetError, TransientError
+
+log = logging.getLogger("diy.dispatcher")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        outbox,
+        targets,
+        *,
+        threads=4,
+        poll_interval=1.0,
+        lease=300.0,
+        policy=RetryPolicy(),
+        stop_timeout=10.0,
+        maintenance_interval=60.0,
+        clock=time.time,
+        rand=random.random,
+    ):
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        self.outbox = outbox
+        self.targets = dict(targets)
+        self.threads = threads
+        self.poll_interval = poll_interval
+        self.lease = lease
+        self.policy = policy
+        self.stop_timeout = stop_timeout
+        self.maintenance_interval = maintenance_interval
+        self.clock = clock
+        self.rand = rand
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.batch_sizes = {name: target.max_batch for name, target in self.targets.items()}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._in_flight = set()
+        self._in_flight_lock = threading.Lock()
+        self._loop = None
+        self._pool = None
+        self._next_maintenance = 0.0
+
+    # Running in the background.
+
+    def start(self):
+        if self._loop is not None:
+            return
+        self._stopping.clear()
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="diy-deliver")
+        self._loop = threading.Thread(target=self._run, name="diy-dispatcher", daemon=True)
+        self._loop.start()
+        log.info("dispatcher started owner=%s threads=%d integrations=%s", self.owner, self.threads, ",".join(self.targets))
+
+    def wake(self):
+        self._wake.set()
+
+    @property
+    def alive(self):
+        return self._loop is not None and self._loop.is_alive()
+
+    def stop(self, timeout=None):
+        """Stop claiming, give in-flight calls `timeout` seconds, then give back unsettled leases."""
+        if self._loop is None:
+            return
+        timeout = self.stop_timeout if timeout is None else timeout
+        self._stopping.set()
+        self._wake.set()
+        self._loop.join(timeout)
+        with self._in_flight_lock:
+            in_flight = set(self._in_flight)
+        _, unfinished = concurrent.futures.wait(in_flight, timeout)
+        self._pool.shutdown(wait=False)
+        released = 0
+        try:
+            released = self.outbox.release(self.owner)
+        except Exception:
+            log.exception("could not give back leases owner=%s; they expire by themselves", self.owner)
+        log.info("dispatcher stopped owner=%s unfinished=%d released=%d", self.owner, len(unfinished), released)
+        self._loop = None
+
+    def _run(self):
+        while not self._stopping.is_set():
+            try:
+                claimed = self._claim_and_submit()
+                self._maintain()
+            except Exception:
+                log.exception("dispatcher loop failed; retrying in %.1fs", self.poll_interval)
+                claimed = 0
+            if not claimed:
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+
+    def _claim_and_submit(self):
+        with self._in_flight_lock:
+            free = self.threads - len(self._in_flight)
+        claims = self.outbox.claim(
+            self.owner, now=self.clock(), lease=self.lease, limit=free, batch_sizes=self.batch_sizes
+        )
+        for claim in claims:
+            future = self._pool.submit(self.deliver, claim)
+            with self._in_flight_lock:
+                self._in_flight.add(future)
+            future.add_done_callback(self._finished)
+        return len(claims)
+
+    def _finished(self, future):
+        with self._in_flight_lock:
+            self._in_flight.discard(future)
+        self._wake.set()
+
+    def _maintain(self):
+        now = self.clock()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + self.maintenance_interval
+        purged = self.outbox.purge(now=now)
+        if purged:
+            log.info("purged delivered mutations count=%d", purged)
+        self.outbox.checkpoint()
+
+    # One round in the calling thread, for tests and tools.
+
+    def run_once(self):
+        """Claim what is due now and deliver it in this thread; returns how many claims ran."""
+        claims = self.outbox.claim(
+            self.owner, now=self.clock(), lease=self.lease, limit=self.threads, batch_sizes=self.batch_sizes
+        )
+        for claim in claims:
+            self.deliver(claim)
+        return len(claims)
+
+    # Delivering one claim.
+
+    def deliver(self, claim):
+        """Create the audience or deliver the batch, then settle the claim; never raises."""
+        audience = claim.audience
+        try:
+            target = self.targets[audience.integration]
+            if audience.state == "creating":
+                self._create(claim, target)
+            elif audience.state == "failed":
+                reason = f"audience {audience.dmp_id} could not be created: {audience.last_error}"
+                self._settle(claim, self.outbox.dead_letter(claim, reason, now=self.clock()))
+            else:
+                self._deliver_mutations(claim, target)
+        except Exception:
+            log.exception(
+                "delivery crashed integration=%s audience=%s; the lease expires and it is tried again",
+                audience.integration,
+                audience.key,
+            )
+
+    def _create(self, claim, target):
+        audience = claim.audience
+        try:
+            target_id = target.create_audience(audience.for_target())
+        except TransientError as error:
+            self._retry(claim, error.message, error.retry_after)
+        except TargetError as error:
+            log.error("audience refused integration=%s audience=%s reason=%r", audience.integration, audience.dmp_id, error.message)
+            self._settle(claim, self.outbox.creation_failed(claim, error.message, now=self.clock()))
+        except Exception as error:
+            log.exception("create_audience crashed integration=%s audience=%s", audience.integration, audience.dmp_id)
+            self._retry(claim, f"{type(error).__name__} in the target: {error}", None)
+        else:
+            log.info("audience created integration=%s audience=%s target_id=%s", audience.integration, audience.dmp_id, target_id)
+            self._settle(claim, self.outbox.created(claim, str(target_id), now=self.clock()))
+            self.wake()
+
+    def _deliver_mutations(self, claim, target):
+        audience = claim.audience
+        latest = coalesce(claim.mutations)
+        started = time.monotonic()
+        try:
+            dead = self._send(target, audience.for_target(), latest)
+        except TransientError as error:
+            self._retry(claim, error.message, error.retry_after)
+        except TargetError as error:
+            log.error(
+                "batch dead-lettered integration=%s audience=%s mutations=%d reason=%r",
+                audience.integration, audience.key, len(claim.mutations), error.message,
+            )
+            self._settle(claim, self.outbox.dead_letter(claim, error.message, now=self.clock()))
+        except Exception as error:
+            log.exception("target crashed integration=%s audience=%s", audience.integration, audience.key)
+            self._retry(claim, f"{type(error).__name__} in the target: {error}", None)
+        else:
+            settled = self.outbox.settle(claim, dead=dead, now=self.clock())
+            self._settle(claim, settled)
+            log.info(
+                "delivered integration=%s audience=%s mutations=%d sent=%d dead=%d ms=%.0f",
+                audience.integration, audience.key, len(claim.mutations), len(latest), len(dead),
+                (time.monotonic() - started) * 1000,
+            )
+            for mutation_id, reason in dead.items():
+                log.error("mutation dead-lettered integration=%s audience=%s id=%d reason=%r", audience.integration, audience.key, mutation_id, reason)
+
+    def _send(self, target, audience, mutations):
+        """Call the target for removals and additions; returns {mutation id: reason} of refusals.
+
+        After coalescing each user appears once, so removals and additions touch different users
+        and their relative order does not matter.
+        """
+        dead = {}
+        for call, op in ((target.remove_users, REMOVE), (target.add_users, ADD)):
+            batch = [m for m in mutations if m.op == op]
+            if batch:
+                dead.update(call_splitting(call, audience, batch))
+        return dead
+
+    def _retry(self, claim, reason, retry_after):
+        audience = claim.audience
+        attempts = audience.attempts + 1
+        now = self.clock()
+        if self.policy.exhausted(attempts):
+            reason = f"gave up after {attempts} attempts: {reason}"
+            log.error("giving up integration=%s audience=%s reason=%r", audience.integration, audience.key, reason)
+            if audience.state == "creating":
+                self._settle(claim, self.outbox.creation_failed(claim, reason, now=now))
+            else:
+                self._settle(claim, self.outbox.dead_letter(claim, reason, now=now))
+            return
+        delay = self.policy.delay(attempts, retry_after, self.rand)
+        log.warning(
+            "will retry integration=%s audience=%s attempt=%d in=%.1fs reason=%r",
+            audience.integration, audience.key, attempts, delay, reason,
+        )
+        self._settle(claim, self.outbox.retry_later(claim, reason, at=now + delay, now=now))
+
+    def _settle(self, claim, settled):
+        if not settled:
+            log.warning(
+                "lease lost integration=%s audience=%s: another dispatcher took it over; its outcome was dropped",
+                claim.audience.integration, claim.audience.key,
+            )
+
+
+def coalesce(mutations):
+    """The last mutation of each user, in id order: it alone decides the final membership."""
+    latest = {}
+    for mutation in mutations:
+        latest.pop(mutation.external_user_id, None)
+        latest[mutation.external_user_id] = mutation
+    return list(latest.values())
+
+
+def call_splitting(call, audience, batch):
+    """Call the target; on 413 split the batch in halves. Returns {mutation id: reason}."""
+    try:
+        call(audience, batch)
+        return {}
+    except PartialFailure as error:
+        ids = {m.id for m in batch}
+        return {mutation_id: reason for mutation_id, reason in error.failed.items() if mutation_id in ids}
+    except PayloadTooLarge as error:
+        if len(batch) == 1:
+            return {batch[0].id: error.message}
+        half = len(batch) // 2
+        return {**call_splitting(call, audience, batch[:half]), **call_splitting(call, audience, batch[half:])}

@@ -1,0 +1,259 @@
+"""The outbox against a real SQLite file, with the clock moved by hand."""
+import sqlite3
+
+import pytest
+
+from outbox.db import Database, require_sqlite
+from outbox.errors import StoreError, StoreUnavailable
+from outbox.store import Outbox, ReceivedMutation
+
+SIZES = {"demo": 100}
+
+
+def received(audience, *users, **extra):
+    return [ReceivedMutation(audience, user, uuid=f"uuid-{user}", customer=7, platform=113, extra=extra) for user in users]
+
+
+def claim_one(outbox, clock, owner="d1", lease=60, sizes=SIZES):
+    claims = outbox.claim(owner, now=clock(), lease=lease, limit=10, batch_sizes=sizes)
+    assert len(claims) <= 1
+    return claims[0] if claims else None
+
+
+def test_an_audience_first_seen_in_a_mutation_is_queued_for_creation(outbox, clock):
+    outbox.enqueue("demo", "add", received("aud-1", "u1"), pass_through=False, now=clock())
+
+    claim = claim_one(outbox, clock)
+
+    assert claim.audience.state == "creating"
+    assert claim.mutations == []
+
+
+def test_with_pass_through_the_audience_value_is_the_platform_id(outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1"), pass_through=True, now=clock())
+
+    claim = claim_one(outbox, clock)
+
+    assert (claim.audience.state, claim.audience.target_id) == ("ready", "4711")
+    assert [m.external_user_id for m in claim.mutations] == ["u1"]
+
+
+def test_mutations_keep_every_field_the_dmp_sent(outbox, clock):
+    outbox.enqueue("demo", "remove", received("4711", "u1", Segment_name="x", Nested={"a": [1]}), pass_through=True, now=clock())
+
+    (mutation,) = claim_one(outbox, clock).mutations
+
+    assert (mutation.op, mutation.external_user_id, mutation.uuid, mutation.customer, mutation.platform) == (
+        "remove", "u1", "uuid-u1", 7, 113)
+    assert mutation.extra == {"Segment_name": "x", "Nested": {"a": [1]}}
+
+
+def test_a_claimed_audience_is_not_claimed_again_until_its_lease_runs_out(outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1"), pass_through=True, now=clock())
+    first = claim_one(outbox, clock, owner="d1", lease=60)
+
+    assert claim_one(outbox, clock, owner="d2") is None
+    clock.advance(61)
+    second = claim_one(outbox, clock, owner="d2")
+
+    assert second.mutations == first.mutations
+    assert outbox.settle(first, now=clock()) is False, "the expired holder must not settle"
+    assert outbox.settle(second, now=clock()) is True
+    assert outbox.counts()["done"] == 1
+
+
+def test_batches_follow_the_order_the_dmp_sent_and_the_batch_size(outbox, clock):
+    users = [f"u{i}" for i in range(250)]
+    outbox.enqueue("demo", "add", received("4711", *users), pass_through=True, now=clock())
+    seen = []
+    while True:
+        claim = claim_one(outbox, clock)
+        if claim is None:
+            break
+        assert len(claim.mutations) <= 100
+        seen += [m.external_user_id for m in claim.mutations]
+        outbox.settle(claim, now=clock())
+
+    assert seen == users
+
+
+def test_mutations_arriving_during_a_lease_wait_for_the_next_claim(outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1"), pass_through=True, now=clock())
+    claim = claim_one(outbox, clock)
+    outbox.enqueue("demo", "remove", received("4711", "u1"), pass_through=True, now=clock())
+
+    outbox.settle(claim, now=clock())
+    following = claim_one(outbox, clock)
+
+    assert [(m.op, m.external_user_id) for m in following.mutations] == [("remove", "u1")]
+
+
+def test_retry_later_holds_the_audience_back_until_the_time_given(outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1"), pass_through=True, now=clock())
+    claim = claim_one(outbox, clock)
+
+    outbox.retry_later(claim, "HTTP 503", at=clock() + 30, now=clock())
+
+    assert claim_one(outbox, clock) is None
+    clock.advance(30)
+    again = claim_one(outbox, clock)
+    assert again.audience.attempts == 1
+    assert again.audience.last_error == "HTTP 503"
+
+
+def test_a_failing_audience_does_not_hold_up_another(outbox, clock):
+    outbox.enqueue("demo", "add", received("slow", "u1") + received("fast", "u2"), pass_through=True, now=clock())
+    claims = outbox.claim("d1", now=clock(), lease=60, limit=10, batch_sizes=SIZES)
+    slow = next(c for c in claims if c.audience.key == "slow")
+    fast = next(c for c in claims if c.audience.key == "fast")
+    outbox.retry_later(slow, "timeout", at=clock() + 600, now=clock())
+    outbox.settle(fast, now=clock())
+    outbox.enqueue("demo", "add", received("fast", "u3"), pass_through=True, now=clock())
+
+    claim = claim_one(outbox, clock)
+
+    assert claim.audience.key == "fast"
+
+
+def test_partial_failure_dead_letters_only_the_named_mutations(outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1", "u2", "u3"), pass_through=True, now=clock())
+    claim = claim_one(outbox, clock)
+    bad = claim.mutations[1].id
+
+    outbox.settle(claim, dead={bad: "MissingUserId"}, now=clock())
+
+    assert outbox.counts() == {"pending": 0, "done": 2, "dead": 1}
+    assert [(row[0], row[-1]) for row in outbox.dead_letters()] == [(bad, "MissingUserId")]
+
+
+def test_dead_letter_keeps_the_reason_for_the_whole_batch(outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1", "u2"), pass_through=True, now=clock())
+
+    outbox.dead_letter(claim_one(outbox, clock), "HTTP 400: bad id", now=clock())
+
+    assert [row[-1] for row in outbox.dead_letters()] == ["HTTP 400: bad id"] * 2
+    assert claim_one(outbox, clock) is None
+
+
+def test_creation_then_delivery(outbox, clock):
+    outbox.enqueue("demo", "add", received("aud-1", "u1"), pass_through=False, now=clock())
+    creating = claim_one(outbox, clock)
+
+    assert outbox.created(creating, "T-1", now=clock())
+    ready = claim_one(outbox, clock)
+
+    assert (ready.audience.state, ready.audience.target_id) == ("ready", "T-1")
+    assert [m.external_user_id for m in ready.mutations] == ["u1"]
+
+
+def test_a_refused_audience_hands_its_mutations_to_the_dispatcher_to_dead_letter(outbox, clock):
+    outbox.enqueue("demo", "add", received("aud-1", "u1"), pass_through=False, now=clock())
+    outbox.creation_failed(claim_one(outbox, clock), "name taken", now=clock())
+
+    claim = claim_one(outbox, clock)
+
+    assert (claim.audience.state, claim.audience.last_error) == ("failed", "name taken")
+    assert len(claim.mutations) == 1
+
+
+def test_record_created_maps_the_dmp_id_and_keys_it_by_the_platform_id(outbox, clock):
+    record = outbox.record_created("demo", "dmp-1", name="Buyers", customer=7, target_id="T-9", key="T-9", now=clock())
+    outbox.enqueue("demo", "add", received("T-9", "u1"), pass_through=True, now=clock())
+
+    claim = claim_one(outbox, clock)
+
+    assert (record.key, record.target_id, record.state) == ("T-9", "T-9", "ready")
+    assert claim.audience.dmp_id == "dmp-1"
+    assert outbox.audience("demo", "dmp-1").pending == 1
+
+
+def test_record_created_is_idempotent_and_keeps_the_first_key(outbox, clock):
+    outbox.record_created("demo", "dmp-1", name="Buyers", customer=7, target_id="T-9", key="T-9", now=clock())
+    again = outbox.record_created("demo", "dmp-1", name="Buyers", customer=7, target_id="T-9", key="dmp-1", now=clock())
+
+    assert again.key == "T-9"
+
+
+def test_pending_creation_is_created_by_the_dispatcher(outbox, clock):
+    outbox.record_creation_pending("demo", "dmp-1", name="Buyers", customer=7, error="timeout", now=clock())
+
+    claim = claim_one(outbox, clock)
+
+    assert (claim.audience.state, claim.audience.name) == ("creating", "Buyers")
+
+
+def test_release_gives_back_the_leases_of_one_owner(outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1"), pass_through=True, now=clock())
+    claim_one(outbox, clock, owner="d1", lease=600)
+
+    assert outbox.release("d1") == 1
+    assert claim_one(outbox, clock, owner="d2") is not None
+
+
+def test_purge_deletes_delivered_rows_past_the_retention_only(outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1", "u2"), pass_through=True, now=clock())
+    claim = claim_one(outbox, clock)
+    outbox.settle(claim, dead={claim.mutations[0].id: "refused"}, now=clock())
+
+    assert outbox.purge(now=clock() + 3599) == 0
+    assert outbox.purge(now=clock() + 3601) == 1
+    assert outbox.counts() == {"pending": 0, "done": 0, "dead": 1}
+
+
+def test_zero_retention_deletes_delivered_rows_at_once(database, clock):
+    outbox = Outbox(database, retention=0)
+    outbox.enqueue("demo", "add", received("4711", "u1"), pass_through=True, now=clock())
+
+    outbox.settle(claim_one(outbox, clock), now=clock())
+
+    assert outbox.counts() == {"pending": 0, "done": 0, "dead": 0}
+
+
+def test_other_integrations_are_left_to_their_own_dispatchers(outbox, clock):
+    outbox.enqueue("other", "add", received("4711", "u1"), pass_through=True, now=clock())
+
+    assert claim_one(outbox, clock, sizes={"demo": 10}) is None
+
+
+def test_a_write_blocked_by_another_process_past_the_budget_is_unavailable(database, outbox, clock):
+    blocker = sqlite3.connect(database.path, isolation_level=None)
+    outbox.counts()
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable, match="locked"):
+            outbox.enqueue("demo", "add", received("4711", "u1"), pass_through=True, now=clock())
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert outbox.counts()["pending"] == 0
+
+
+def test_a_foreign_database_is_refused_with_a_clear_error(tmp_path):
+    path = tmp_path / "foreign.sqlite3"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE invoices (id INTEGER)")
+
+    with pytest.raises(StoreError, match="not a diy-wsgi outbox"):
+        Outbox(Database(path)).counts()
+
+
+def test_a_file_that_is_not_a_database_is_refused_with_a_clear_error(tmp_path):
+    path = tmp_path / "junk.sqlite3"
+    path.write_bytes(b"this is not sqlite" * 100)
+
+    with pytest.raises(StoreError, match="cannot"):
+        Outbox(Database(path)).counts()
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "newer.sqlite3"
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA user_version=99")
+
+    with pytest.raises(StoreError, match="newer"):
+        Outbox(Database(path)).counts()
+
+
+def test_an_old_sqlite_is_refused_with_the_version_found():
+    with pytest.raises(StoreError, match="3.35 or newer.*3.31.1"):
+        require_sqlite((3, 31, 1))
