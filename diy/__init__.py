@@ -1,0 +1,1 @@
+"""The service around the receiver: configuration, wiring, command line."""

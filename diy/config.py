@@ -1,0 +1,376 @@
+"""The configuration: one INI file, read once at start into frozen dataclasses.
+
+Every problem is one `ConfigError` naming the file, the section and the key, e.g.
+`diy.ini: [integration:demo] hmac_secrets: at least one secret is required`. Messages never
+repeat a value, so a secret written on the wrong line does not end up in a log.
+
+The file is plain INI with these choices: keys are case-sensitive; a line starting with `;` or
+`#` is a comment, and so is ` ;` (after whitespace) at the end of a value; `%` is an ordinary
+character (no interpolation); there is no `[DEFAULT]` section. Secrets (each item of
+`hmac_secrets`, `basic_auth` and every `target.*` key) may be written `env:NAME` or `file:PATH`.
+"""
+import configparser
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable, Mapping, Optional
+
+RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Paths the service answers itself; no integration may take them."""
+
+
+class ConfigError(Exception):
+    """The configuration is wrong; the message says where and why, and never holds a secret."""
+
+
+@dataclass(frozen=True)
+class Integration:
+    """One `[integration:NAME]`: where the DMP calls, how it proves itself, where audiences go."""
+
+    name: str
+    path: str
+    """Normalised: starts with "/" and has no trailing slash (unless it is "/")."""
+    hmac_secrets: tuple[bytes, ...] = field(repr=False)
+    """Every secret a signature may be made with; more than one while a secret rotates."""
+    target: str
+    """A builtin target's name or the dotted path of a `targets.base.Target` class."""
+    basic_auth: Optional[tuple[str, str]] = field(default=None, repr=False)
+    target_settings: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False)
+    """The `target.*` keys without the prefix, secrets resolved; may hold credentials."""
+    return_target_id: bool = False
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    """The `[dispatcher]` section: how mutations in the outbox reach the platforms."""
+
+    embedded: bool = True
+    threads: int = 4
+    poll_interval: float = 1.0
+    lease: float = 300.0
+    max_attempts: int = 50
+    backoff_base: float = 2.0
+    backoff_cap: float = 600.0
+    stop_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; durations are float seconds, sizes int bytes."""
+
+    database: str
+    """Absolute path of the SQLite file."""
+    synchronous: str = "full"
+    write_timeout: float = 3.0
+    max_body: int = 1048576
+    create_timeout: float = 2.5
+    retention: float = 86400.0
+    log_level: str = "info"
+    dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
+    integrations: tuple[Integration, ...] = ()
+    source: str = "<string>"
+    """Where the configuration came from, as messages name it."""
+
+    def integration_for_path(self, path: str) -> Optional[Integration]:
+        """The integration the DMP reaches at `path` (a PATH_INFO; a trailing slash is ignored)."""
+        path = _normal_path(path)
+        for integration in self.integrations:
+            if integration.path == path:
+                return integration
+        return None
+
+
+def load_config(path, environ: Optional[Mapping[str, str]] = None) -> Config:
+    """Read the configuration file at `path`; `environ` (default `os.environ`) serves `env:`."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8-sig")
+    except OSError as error:
+        raise ConfigError(f"{source}: cannot read the configuration file "
+                          f"({error.strerror or type(error).__name__})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: the configuration file is not UTF-8 text") from None
+    return parse_config(
+        text, source=source, base_dir=os.path.dirname(os.path.abspath(source)),
+        environ=os.environ if environ is None else environ)
+
+
+def parse_config(text: str, *, source: str = "<string>", base_dir=".",
+                 environ: Optional[Mapping[str, str]] = None) -> Config:
+    """Parse configuration `text`; relative paths are taken from `base_dir`.
+
+    Reads nothing but the files named by `file:` secrets: `env:` secrets are looked up in
+    `environ` only, which defaults to an empty mapping (`load_config` passes `os.environ`).
+    """
+    ini = _read_ini(text, source)
+    base_dir = os.path.abspath(base_dir)
+    resolve = _secret_resolver(base_dir, {} if environ is None else environ)
+    for section in ini.sections():
+        if section not in ("diy", "dispatcher") and not section.startswith("integration:"):
+            raise _error(source, section, None,
+                         "unknown section; expected [diy], [dispatcher] or [integration:NAME]")
+
+    def items(section):
+        return dict(ini.items(section)) if ini.has_section(section) else {}
+
+    settings = _diy_settings(source, items("diy"), base_dir)
+    dispatcher = _dispatcher_settings(source, items("dispatcher"))
+    integrations = tuple(_integration(source, section, items(section), resolve)
+                         for section in ini.sections() if section.startswith("integration:"))
+    if not integrations:
+        raise ConfigError(f"{source}: at least one [integration:NAME] section is required")
+    _check_paths_unique(source, integrations)
+    return Config(**settings, dispatcher=dispatcher, integrations=integrations, source=source)
+
+
+def _read_ini(text, source):
+    ini = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";",), default_section="")
+    ini.optionxform = str
+    # configparser's messages quote the offending line, which may hold a secret: only the
+    # line number is passed on, and `from None` keeps the original out of tracebacks.
+    try:
+        ini.read_string(text, source=source)
+    except configparser.DuplicateOptionError as error:
+        raise _error(source, error.section, error.option,
+                     f"line {error.lineno}: the key appears twice") from None
+    except configparser.DuplicateSectionError as error:
+        raise _error(source, error.section, None,
+                     f"line {error.lineno}: the section appears twice") from None
+    except configparser.MissingSectionHeaderError as error:
+        raise ConfigError(f"{source}: line {error.lineno}: "
+                          "a key before the first [section]") from None
+    except configparser.ParsingError as error:
+        lines = ", ".join(str(lineno) for lineno, _ in error.errors)
+        raise ConfigError(f"{source}: line {lines}: expected [section], key = value "
+                          "or a comment") from None
+    except configparser.Error:
+        raise ConfigError(f"{source}: not a valid INI file") from None
+    return ini
+
+
+def _diy_settings(source, items, base_dir):
+    settings = _parse_section(source, "diy", items, {
+        "database": lambda raw: _database(raw, base_dir),
+        "synchronous": _choice("full", "normal"),
+        "write_timeout": _duration(),
+        "max_body": _size,
+        "create_timeout": _duration(),
+        "retention": _duration(allow_zero=True),
+        "log_level": _choice("debug", "info", "warning", "error"),
+    })
+    if "database" not in settings:
+        raise _error(source, "diy", "database", "required: the path of the SQLite file")
+    return settings
+
+
+def _dispatcher_settings(source, items):
+    settings = DispatcherSettings(**_parse_section(source, "dispatcher", items, {
+        "embedded": _boolean,
+        "threads": _whole_number(1, 256),
+        "poll_interval": _duration(),
+        "lease": _duration(),
+        "max_attempts": _whole_number(1),
+        "backoff_base": _duration(),
+        "backoff_cap": _duration(),
+        "stop_timeout": _duration(allow_zero=True),
+    }))
+    if settings.backoff_cap < settings.backoff_base:
+        raise _error(source, "dispatcher", "backoff_cap", "must be at least backoff_base")
+    return settings
+
+
+def _integration(source, section, items, resolve):
+    name = section[len("integration:"):]
+    if not _NAME.fullmatch(name):
+        raise _error(source, section, None, "NAME must match [A-Za-z0-9_.-]+")
+    values = _parse_section(source, section, items, {
+        "path": _path,
+        "hmac_secrets": lambda raw: _hmac_secrets(raw, resolve),
+        "basic_auth": lambda raw: _basic_auth(resolve(raw)),
+        "target": _target,
+        "return_target_id": _boolean,
+        "target.*": resolve,
+    })
+    for key, why in (("path", 'required: the URL path the DMP calls, e.g. "/dmp"'),
+                     ("hmac_secrets", "at least one secret is required"),
+                     ("target", "required: a builtin target or a dotted path to a class")):
+        if key not in values:
+            raise _error(source, section, key, why)
+    target_settings = {key[len("target."):]: values.pop(key)
+                       for key in list(values) if key.startswith("target.")}
+    return Integration(name=name, target_settings=MappingProxyType(target_settings), **values)
+
+
+def _check_paths_unique(source, integrations):
+    owners = {}
+    for integration in integrations:
+        owner = owners.setdefault(integration.path, integration.name)
+        if owner != integration.name:
+            raise _error(source, f"integration:{integration.name}", "path",
+                         f"{integration.path} is already the path of [integration:{owner}]")
+
+
+def _parse_section(source, section, items, parsers):
+    """Parse each key of `section` with its parser; a key without one is an error, not ignored.
+
+    A parser named `prefix.*` takes every key `prefix.SOMETHING`.
+    """
+    values = {}
+    for key, raw in items.items():
+        prefix, dot, rest = key.partition(".")
+        parser = parsers.get(key) or (parsers.get(f"{prefix}.*") if dot and rest else None)
+        if parser is None:
+            raise _error(source, section, key,
+                         f"unknown key; expected one of {', '.join(parsers)}")
+        try:
+            values[key] = parser(raw)
+        except _Invalid as invalid:
+            raise _error(source, section, key, str(invalid)) from None
+    return values
+
+
+def _error(source, section, key, why):
+    where = f"[{section}] {key}" if key else f"[{section}]"
+    return ConfigError(f"{source}: {where}: {why}")
+
+
+class _Invalid(Exception):
+    """A value is wrong; the message says why and `_parse_section` adds where."""
+
+
+_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
+             "no": False, "false": False, "off": False, "0": False}
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d)?")
+_SECONDS_PER_UNIT = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_LONGEST = 3650 * 86400
+"""Ten years: longer is a typo, and far longer overflows the waits of `threading`."""
+_SIZE = re.compile(r"([0-9]+)\s*([kKmM]?)")
+_BYTES_PER_UNIT = {"": 1, "k": 1024, "m": 1024 * 1024}
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _boolean(raw):
+    try:
+        return _BOOLEANS[raw.lower()]
+    except KeyError:
+        raise _Invalid("expected yes or no (or true/false, on/off, 1/0)") from None
+
+
+def _choice(*choices) -> Callable[[str], str]:
+    def parse(raw):
+        if raw.lower() not in choices:
+            raise _Invalid(f"expected one of {', '.join(choices)}")
+        return raw.lower()
+    return parse
+
+
+def _whole_number(low, high=None) -> Callable[[str], int]:
+    def parse(raw):
+        number = int(raw) if re.fullmatch("[0-9]+", raw) else None
+        if number is None or number < low or (high is not None and number > high):
+            raise _Invalid(f"expected a whole number from {low} to {high}" if high is not None
+                           else f"expected a whole number of at least {low}")
+        return number
+    return parse
+
+
+def _duration(allow_zero=False) -> Callable[[str], float]:
+    def parse(raw):
+        match = _DURATION.fullmatch(raw)
+        if not match:
+            raise _Invalid("expected a duration such as 300ms, 2.5s, 5m, 1h or 1d")
+        number, unit = match.groups()
+        seconds = float(number) / 1000 if unit == "ms" else float(number) * _SECONDS_PER_UNIT[unit]
+        if seconds > _LONGEST:
+            raise _Invalid("must be at most 3650d")
+        if seconds == 0 and not allow_zero:
+            raise _Invalid("must be more than 0")
+        return seconds
+    return parse
+
+
+def _size(raw):
+    match = _SIZE.fullmatch(raw)
+    if not match:
+        raise _Invalid("expected a number of bytes, optionally with k or M, such as 512k")
+    size = int(match.group(1)) * _BYTES_PER_UNIT[match.group(2).lower()]
+    if size == 0:
+        raise _Invalid("must be more than 0")
+    return size
+
+
+def _database(raw, base_dir):
+    if not raw:
+        raise _Invalid("required: the path of the SQLite file")
+    return os.path.abspath(os.path.join(base_dir, raw))
+
+
+def _normal_path(path):
+    return path.rstrip("/") or "/"
+
+
+def _path(raw):
+    if not raw.startswith("/"):
+        raise _Invalid('must start with "/"')
+    if any(char in "?#" or char.isspace() for char in raw):
+        raise _Invalid("must be a plain path, without spaces, query or fragment")
+    path = _normal_path(raw)
+    if path in RESERVED_PATHS:
+        raise _Invalid(f"{path} is reserved for the service itself")
+    return path
+
+
+def _target(raw):
+    if not _TARGET.fullmatch(raw):
+        raise _Invalid("expected a builtin target or a dotted path to a class")
+    return raw
+
+
+def _hmac_secrets(raw, resolve):
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    if not items:
+        raise _Invalid("at least one secret is required")
+    # surrogateescape gives back the exact bytes of an environment variable that is not UTF-8
+    secrets = tuple(resolve(item).encode("utf-8", "surrogateescape") for item in items)
+    if not all(secrets):
+        raise _Invalid("a secret is empty, and anyone could sign with an empty secret")
+    return secrets
+
+
+def _basic_auth(value):
+    user, colon, password = value.partition(":")
+    if not (colon and user and password):
+        raise _Invalid("expected USER:PASSWORD, neither empty")
+    return user, password
+
+
+def _secret_resolver(base_dir, environ) -> Callable[[str], str]:
+    """Return a function giving the value a secret's text stands for.
+
+    `env:NAME` is the variable NAME of `environ`; `file:PATH` is the content of the file
+    (relative to `base_dir`) without trailing newlines; anything else is the secret itself.
+    """
+    def resolve(raw):
+        if raw.startswith("env:"):
+            name = raw[len("env:"):].strip()
+            if not name:
+                raise _Invalid("env: needs the name of an environment variable")
+            if name not in environ:
+                raise _Invalid(f"environment variable {name} is not set")
+            return environ[name]
+        if raw.startswith("file:"):
+            path = os.path.join(base_dir, raw[len("file:"):].strip())
+            try:
+                return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as error:
+                raise _Invalid(f"cannot read {path} "
+                               f"({error.strerror or type(error).__name__})") from None
+            except UnicodeDecodeError:
+                raise _Invalid(f"{path} is not UTF-8 text") from None
+        return raw
+    return resolve

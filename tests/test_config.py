@@ -1,0 +1,446 @@
+"""The INI file becomes a `Config`, or one `ConfigError` that says where the problem is."""
+import os
+import textwrap
+import traceback
+
+import pytest
+
+from diy.config import (Config, ConfigError, DispatcherSettings, Integration, load_config,
+                        parse_config)
+
+EXAMPLE = """\
+[diy]
+database = diy.sqlite3          ; required; a relative path is relative to the config file's folder
+synchronous = full              ; full (default: an acknowledged mutation survives power loss) | normal
+write_timeout = 3s              ; how long a request waits for the database write lock before 503
+max_body = 1048576              ; bytes; larger requests get 413 (accepts 512k, 1M suffixes too)
+create_timeout = 2.5s           ; budget for creating an audience during CREATE_AUDIENCE
+retention = 1d                  ; how long delivered mutations are kept before purge (0 = delete at once)
+log_level = info                ; debug|info|warning|error
+
+[dispatcher]
+embedded = yes                  ; run the dispatcher inside the serving process
+threads = 4                     ; platform calls in flight at once, per process (1..256)
+poll_interval = 1s              ; how often to look for work committed by other processes
+lease = 5m                      ; how long a claimed batch is reserved
+max_attempts = 50               ; transient failures before a batch is dead-lettered
+backoff_base = 2s
+backoff_cap = 10m
+stop_timeout = 10s              ; graceful stop: in-flight calls get this long to finish
+
+[integration:demo]              ; one or more; NAME matches [A-Za-z0-9_.-]+
+path = /dmp                     ; URL path the DMP calls
+hmac_secrets = env:DIY_SECRET   ; comma-separated; several are accepted at once
+basic_auth = user:password      ; optional second layer
+target = webhook                ; a builtin name or a dotted path to your own class
+return_target_id = no           ; yes: answer CREATE_AUDIENCE with {"id": <platform id>}
+target.url = http://127.0.0.1:8001/events     ; every target.* key goes to the target
+target.secret = file:webhook.secret
+"""
+
+MINIMAL = """\
+[diy]
+database = /var/lib/diy/diy.sqlite3
+
+[integration:demo]
+path = /dmp
+hmac_secrets = s3cr3t
+target = webhook
+"""
+
+
+def parse(text, **kwargs):
+    kwargs.setdefault("source", "diy.ini")
+    return parse_config(textwrap.dedent(text), **kwargs)
+
+
+def parse_error(text, **kwargs):
+    with pytest.raises(ConfigError) as caught:
+        parse(text, **kwargs)
+    return str(caught.value)
+
+
+def with_setting(section, line, base=MINIMAL):
+    """`base` with `line` added to `[section]` (the section is added when missing)."""
+    header = f"[{section}]\n"
+    if header not in base:
+        return f"{base}\n{header}{line}\n"
+    return base.replace(header, f"{header}{line}\n")
+
+
+def test_the_example_parses_into_typed_settings(tmp_path):
+    (tmp_path / "webhook.secret").write_text("w3bh00k\n")
+    config_file = tmp_path / "diy.ini"
+    config_file.write_text(EXAMPLE)
+
+    config = load_config(config_file, environ={"DIY_SECRET": "s3cr3t"})
+
+    assert config == Config(
+        database=str(tmp_path / "diy.sqlite3"),
+        synchronous="full",
+        write_timeout=3.0,
+        max_body=1048576,
+        create_timeout=2.5,
+        retention=86400.0,
+        log_level="info",
+        dispatcher=DispatcherSettings(
+            embedded=True, threads=4, poll_interval=1.0, lease=300.0, max_attempts=50,
+            backoff_base=2.0, backoff_cap=600.0, stop_timeout=10.0),
+        integrations=(Integration(
+            name="demo",
+            path="/dmp",
+            hmac_secrets=(b"s3cr3t",),
+            basic_auth=("user", "password"),
+            target="webhook",
+            target_settings={"url": "http://127.0.0.1:8001/events", "secret": "w3bh00k"},
+            return_target_id=False),),
+        source=str(config_file),
+    )
+
+
+def test_omitted_settings_take_the_documented_defaults():
+    config = parse(MINIMAL)
+
+    assert (config.synchronous, config.write_timeout, config.max_body, config.create_timeout,
+            config.retention, config.log_level) == ("full", 3.0, 1048576, 2.5, 86400.0, "info")
+    assert config.dispatcher == DispatcherSettings(
+        embedded=True, threads=4, poll_interval=1.0, lease=300.0, max_attempts=50,
+        backoff_base=2.0, backoff_cap=600.0, stop_timeout=10.0)
+    [integration] = config.integrations
+    assert (integration.basic_auth, dict(integration.target_settings),
+            integration.return_target_id) == (None, {}, False)
+
+
+@pytest.mark.parametrize("written, seconds", [
+    ("7", 7.0),
+    ("0.25", 0.25),
+    ("300ms", 0.3),
+    ("2.5s", 2.5),
+    (".5s", 0.5),
+    ("5m", 300.0),
+    ("2h", 7200.0),
+    ("1d", 86400.0),
+    ("10 s", 10.0),
+], ids=["bare-seconds", "bare-fraction", "ms", "s", "leading-dot", "m", "h", "d", "spaced"])
+def test_durations_become_float_seconds(written, seconds):
+    config = parse(with_setting("diy", f"write_timeout = {written}"))
+
+    assert config.write_timeout == seconds
+    assert isinstance(config.write_timeout, float)
+
+
+@pytest.mark.parametrize("written, size", [
+    ("1048576", 1048576),
+    ("512k", 512 * 1024),
+    ("512K", 512 * 1024),
+    ("1M", 1024 * 1024),
+    ("2m", 2 * 1024 * 1024),
+], ids=["bytes", "k", "K", "M", "m"])
+def test_sizes_become_int_bytes(written, size):
+    assert parse(with_setting("diy", f"max_body = {written}")).max_body == size
+
+
+@pytest.mark.parametrize("written, value", [
+    ("yes", True), ("no", False), ("true", True), ("false", False),
+    ("on", True), ("off", False), ("1", True), ("0", False), ("Yes", True), ("FALSE", False),
+], ids=lambda value: str(value))
+def test_booleans_accept_the_usual_words(written, value):
+    assert parse(with_setting("dispatcher", f"embedded = {written}")).dispatcher.embedded is value
+
+
+BAD_VALUES = [
+    ("diy", "synchronous = off", "[diy] synchronous: expected one of full, normal"),
+    ("diy", "write_timeout = 0", "[diy] write_timeout: must be more than 0"),
+    ("diy", "write_timeout = -1s", "[diy] write_timeout: expected a duration"),
+    ("diy", "write_timeout = 3 sec", "[diy] write_timeout: expected a duration"),
+    ("diy", "create_timeout = 3650.5d", "[diy] create_timeout: must be at most 3650d"),
+    ("diy", "retention = 1w", "[diy] retention: expected a duration"),
+    ("diy", "max_body = 1G", "[diy] max_body: expected a number of bytes"),
+    ("diy", "max_body = 0", "[diy] max_body: must be more than 0"),
+    ("diy", "log_level = verbose", "[diy] log_level: expected one of debug, info"),
+    ("dispatcher", "embedded = maybe", "[dispatcher] embedded: expected yes or no"),
+    ("dispatcher", "threads = 0", "[dispatcher] threads: expected a whole number from 1 to 256"),
+    ("dispatcher", "threads = 257", "[dispatcher] threads: expected a whole number from 1"),
+    ("dispatcher", "threads = four", "[dispatcher] threads: expected a whole number"),
+    ("dispatcher", "threads = 4.0", "[dispatcher] threads: expected a whole number"),
+    ("dispatcher", "max_attempts = 0", "[dispatcher] max_attempts: expected a whole number of at"),
+    ("dispatcher", "poll_interval = 0ms", "[dispatcher] poll_interval: must be more than 0"),
+    ("dispatcher", "lease = soon", "[dispatcher] lease: expected a duration"),
+    ("dispatcher", "backoff_cap = 1s", "[dispatcher] backoff_cap: must be at least backoff_base"),
+    ("dispatcher", "stop_timeout = -1", "[dispatcher] stop_timeout: expected a duration"),
+    ("integration:demo", "return_target_id = maybe",
+     "[integration:demo] return_target_id: expected yes or no"),
+    ("integration:demo", "basic_auth = nocolon",
+     "[integration:demo] basic_auth: expected USER:PASSWORD"),
+    ("integration:demo", "basic_auth = user:", "[integration:demo] basic_auth: expected USER"),
+    ("integration:demo", "target.url = env:", "[integration:demo] target.url: env: needs"),
+]
+
+
+@pytest.mark.parametrize("section, line, message", BAD_VALUES,
+                         ids=[line for _, line, _ in BAD_VALUES])
+def test_a_bad_value_is_refused_naming_its_section_and_key(section, line, message):
+    assert parse_error(with_setting(section, line)).startswith(f"diy.ini: {message}")
+
+
+@pytest.mark.parametrize("line, message", [
+    ("path = dmp", 'path: must start with "/"'),
+    ("path = /dmp?x=1", "path: must be a plain path"),
+    ("hmac_secrets = ,", "hmac_secrets: at least one secret is required"),
+    ("hmac_secrets = env:EMPTY", "hmac_secrets: a secret is empty"),
+    ("target = no such target", "target: expected a builtin target or a dotted path"),
+], ids=["path-relative", "path-query", "secrets-empty-list", "secret-empty-value",
+        "target-not-a-name"])
+def test_a_bad_integration_value_is_refused_naming_its_key(line, message):
+    key = line.split(" = ")[0]
+    text = MINIMAL.replace(next(k for k in MINIMAL.splitlines() if k.startswith(key)), line)
+
+    error = parse_error(text, environ={"EMPTY": ""})
+
+    assert error.startswith(f"diy.ini: [integration:demo] {message}")
+
+
+@pytest.mark.parametrize("key", ["path", "hmac_secrets", "target"])
+def test_an_integration_without_a_required_key_is_refused(key):
+    text = "\n".join(line for line in MINIMAL.splitlines() if not line.startswith(key))
+
+    assert parse_error(text).startswith(f"diy.ini: [integration:demo] {key}: ")
+
+
+@pytest.mark.parametrize("replacement", ["", "[diy]\n", "[diy]\ndatabase =\n"],
+                         ids=["no-diy-section", "no-database-key", "empty-database"])
+def test_a_database_is_required(replacement):
+    text = MINIMAL.replace("[diy]\ndatabase = /var/lib/diy/diy.sqlite3\n", replacement)
+
+    assert parse_error(text) == "diy.ini: [diy] database: required: the path of the SQLite file"
+
+
+def test_a_configuration_without_integrations_is_refused():
+    text = "[diy]\ndatabase = diy.sqlite3\n"
+
+    assert parse_error(text) == "diy.ini: at least one [integration:NAME] section is required"
+
+
+@pytest.mark.parametrize("section, line", [
+    ("diy", "databse = diy.sqlite3"),
+    ("diy", "Database = diy.sqlite3"),
+    ("dispatcher", "thread = 4"),
+    ("integration:demo", "hmac_secret = s3cr3t"),
+    ("integration:demo", "target. = x"),
+], ids=["diy-typo", "diy-case", "dispatcher-typo", "integration-typo", "target-empty-name"])
+def test_an_unknown_key_is_refused_by_name(section, line):
+    key = line.split(" = ")[0]
+
+    error = parse_error(with_setting(section, line))
+
+    assert error.startswith(f"diy.ini: [{section}] {key}: unknown key; expected one of ")
+
+
+@pytest.mark.parametrize("section", [
+    "integraton:demo", "DEFAULT", "server", "integration:", "integration:no spaces",
+], ids=["typo", "DEFAULT", "other", "integration-without-name", "integration-bad-name"])
+def test_an_unknown_section_or_bad_integration_name_is_refused(section):
+    error = parse_error(with_setting(section, "path = /other"))
+
+    assert error.startswith(f"diy.ini: [{section}]: ")
+
+
+@pytest.mark.parametrize("other_path", ["/dmp", "/dmp/", "/dmp//"],
+                         ids=["same", "trailing-slash", "two-trailing-slashes"])
+def test_two_integrations_cannot_share_a_path(other_path):
+    text = MINIMAL + f"\n[integration:other]\npath = {other_path}\nhmac_secrets = x\ntarget = t\n"
+
+    assert parse_error(text) == (
+        "diy.ini: [integration:other] path: /dmp is already the path of [integration:demo]")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz/", "/metrics"])
+def test_the_service_own_paths_are_reserved(path):
+    error = parse_error(MINIMAL.replace("path = /dmp", f"path = {path}"))
+
+    assert error.startswith("diy.ini: [integration:demo] path: ")
+    assert "reserved" in error
+
+
+@pytest.mark.parametrize("written, path", [
+    ("/dmp", "/dmp"), ("/dmp/", "/dmp"), ("/a/b//", "/a/b"), ("/", "/"), ("//", "/"),
+], ids=["plain", "trailing-slash", "nested", "root", "root-doubled"])
+def test_paths_are_normalised_without_trailing_slash(written, path):
+    [integration] = parse(MINIMAL.replace("path = /dmp", f"path = {written}")).integrations
+
+    assert integration.path == path
+
+
+@pytest.mark.parametrize("request_path, found", [
+    ("/dmp", "demo"), ("/dmp/", "demo"), ("/other", "other"), ("/dmpx", None), ("/", None),
+], ids=["exact", "trailing-slash", "second", "prefix-only", "root"])
+def test_integration_for_path_finds_the_integration_the_dmp_calls(request_path, found):
+    config = parse(MINIMAL + "\n[integration:other]\npath = /other\nhmac_secrets = x\ntarget = t\n")
+
+    integration = config.integration_for_path(request_path)
+
+    assert (integration.name if integration else None) == found
+
+
+def test_several_hmac_secrets_are_accepted_for_rotation(tmp_path):
+    (tmp_path / "next").write_text("n3xt")
+    text = MINIMAL.replace("hmac_secrets = s3cr3t", "hmac_secrets = old, env:NEW ,file:next,")
+
+    config = parse(text, environ={"NEW": "n3w"}, base_dir=tmp_path)
+
+    assert config.integrations[0].hmac_secrets == (b"old", b"n3w", b"n3xt")
+
+
+def test_env_and_file_secrets_are_resolved_relative_to_the_config_folder(
+        tmp_path, monkeypatch):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "hmac").write_text("fr0m-f1le\n")
+    (tmp_path / "secrets" / "token").write_text("t0ken\r\n")
+    (tmp_path / "diy.ini").write_text(MINIMAL.replace(
+        "hmac_secrets = s3cr3t",
+        "hmac_secrets = file:secrets/hmac, env:DIY_SECRET\n"
+        "basic_auth = env:DIY_AUTH\n"
+        "target.token = file:secrets/token\n"
+        "target.region = env:REGION\n"
+        "target.url = http://x/y"))
+    monkeypatch.chdir(tmp_path / "secrets")
+
+    [integration] = load_config(tmp_path / "diy.ini", environ={
+        "DIY_SECRET": "fr0m-env", "DIY_AUTH": "dmp:pa:ss", "REGION": "eu"}).integrations
+
+    assert integration.hmac_secrets == (b"fr0m-f1le", b"fr0m-env")
+    assert integration.basic_auth == ("dmp", "pa:ss")
+    assert dict(integration.target_settings) == {
+        "token": "t0ken", "region": "eu", "url": "http://x/y"}
+
+
+def test_load_config_reads_env_secrets_from_the_process_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIY_TEST_SECRET", "fr0m-os")
+    (tmp_path / "diy.ini").write_text(
+        MINIMAL.replace("hmac_secrets = s3cr3t", "hmac_secrets = env:DIY_TEST_SECRET"))
+
+    assert load_config(tmp_path / "diy.ini").integrations[0].hmac_secrets == (b"fr0m-os",)
+
+
+def test_parse_config_does_not_read_the_process_environment(monkeypatch):
+    monkeypatch.setenv("DIY_TEST_SECRET", "fr0m-os")
+    text = MINIMAL.replace("hmac_secrets = s3cr3t", "hmac_secrets = env:DIY_TEST_SECRET")
+
+    assert "DIY_TEST_SECRET is not set" in parse_error(text)
+
+
+@pytest.mark.parametrize("key, line", [
+    ("hmac_secrets", "hmac_secrets = s3cr3t, env:DIY_MISSING"),
+    ("basic_auth", "basic_auth = env:DIY_MISSING"),
+    ("target.token", "target.token = env:DIY_MISSING"),
+], ids=["hmac_secrets", "basic_auth", "target"])
+def test_a_missing_environment_variable_is_named_with_its_key(key, line):
+    text = with_setting("integration:demo", line, MINIMAL.replace("hmac_secrets = s3cr3t\n", ""))
+
+    assert parse_error(text, environ={"OTHER": "x"}) == (
+        f"diy.ini: [integration:demo] {key}: environment variable DIY_MISSING is not set")
+
+
+def test_an_unreadable_secret_file_is_named_with_its_key(tmp_path):
+    error = parse_error(with_setting("integration:demo", "target.token = file:missing"),
+                        base_dir=tmp_path)
+
+    assert error.startswith(
+        f"diy.ini: [integration:demo] target.token: cannot read {tmp_path / 'missing'} (")
+
+
+SECRET = "hunter2-Sup3rS3cret"
+
+
+@pytest.mark.parametrize("text", [
+    with_setting("integration:demo", f"basic_auth = {SECRET}"),
+    with_setting("integration:demo", f"basic_auth = env:AUTH"),
+    with_setting("integration:demo", f"basic_auth = env:AUTH\nbasic_auth = {SECRET}"),
+    with_setting("integration:demo", f"basic_auth = u:{SECRET}\nthreads = 4"),
+    with_setting("integration:demo", SECRET),
+    with_setting("diy", f"log_level = info\n  {SECRET}"),
+    with_setting("diy", f"max_body = {SECRET}"),
+    f"{SECRET}\n" + MINIMAL,
+    MINIMAL.replace("hmac_secrets = s3cr3t", f"hmac_secrets = {SECRET}, env:GONE"),
+], ids=["basic-auth-without-colon", "basic-auth-from-env-without-colon", "duplicate-key",
+        "next-key-unknown", "line-without-equals", "continuation-line", "wrong-key",
+        "before-any-section", "other-secret-missing"])
+def test_secrets_never_appear_in_error_messages(text):
+    with pytest.raises(ConfigError) as caught:
+        parse(text, environ={"AUTH": SECRET})
+
+    error = caught.value
+    shown = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    assert SECRET not in str(error)
+    assert SECRET not in shown, "a chained exception quotes the secret"
+
+
+def test_secrets_never_appear_in_the_repr_of_the_config(tmp_path):
+    (tmp_path / "token").write_text("t0ken-fr0m-f1le")
+    text = MINIMAL.replace("hmac_secrets = s3cr3t", f"hmac_secrets = {SECRET}, env:SECOND\n"
+                           f"basic_auth = dmp:pa55w0rd\ntarget.token = file:token")
+
+    shown = repr(parse(text, environ={"SECOND": "env-s3cond"}, base_dir=tmp_path))
+
+    for secret in (SECRET, "env-s3cond", "pa55w0rd", "t0ken-fr0m-f1le"):
+        assert secret not in shown
+    assert "Integration(name='demo', path='/dmp', target='webhook'" in shown
+
+
+@pytest.mark.parametrize("written, relative_to_config", [
+    ("diy.sqlite3", "diy.sqlite3"),
+    ("data/diy.sqlite3", "data/diy.sqlite3"),
+    ("../diy.sqlite3", "../diy.sqlite3"),
+], ids=["same-folder", "subfolder", "parent"])
+def test_a_relative_database_path_is_made_absolute_against_the_config_folder(
+        tmp_path, monkeypatch, written, relative_to_config):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "diy.ini").write_text(
+        MINIMAL.replace("/var/lib/diy/diy.sqlite3", written))
+    monkeypatch.chdir(tmp_path)
+
+    config = load_config("etc/diy.ini")
+
+    assert config.database == os.path.normpath(tmp_path / "etc" / relative_to_config)
+    assert config.source == "etc/diy.ini"
+
+
+def test_an_absolute_database_path_is_kept():
+    assert parse(MINIMAL).database == "/var/lib/diy/diy.sqlite3"
+
+
+def test_load_config_on_a_missing_file_names_it(tmp_path):
+    missing = tmp_path / "nope.ini"
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(missing)
+
+    assert str(caught.value) == (
+        f"{missing}: cannot read the configuration file (No such file or directory)")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("database = x\n[diy]\n", "diy.ini: line 1: a key before the first [section]"),
+    (MINIMAL + "[diy]\n", "diy.ini: [diy]: line 8: the section appears twice"),
+    (MINIMAL + "path = /again\n",
+     "diy.ini: [integration:demo] path: line 8: the key appears twice"),
+    ("[diy]\ndatabase = x\njust words\n",
+     "diy.ini: line 3: expected [section], key = value or a comment"),
+], ids=["key-before-section", "duplicate-section", "duplicate-key", "line-without-equals"])
+def test_malformed_ini_is_refused_with_its_line(text, message):
+    assert parse_error(text) == message
+
+
+def test_inline_comments_need_whitespace_before_the_semicolon():
+    text = MINIMAL.replace("hmac_secrets = s3cr3t", "hmac_secrets = a;b%c  ; the secret")
+
+    assert parse(text).integrations[0].hmac_secrets == (b"a;b%c",)
+
+
+def test_the_config_objects_are_frozen():
+    config = parse(MINIMAL)
+
+    with pytest.raises(AttributeError):
+        config.database = "/tmp/other"
+    with pytest.raises(TypeError):
+        config.integrations[0].target_settings["url"] = "http://elsewhere"
