@@ -1,0 +1,79 @@
+"""The contract between the outbox and a platform: a target creates audiences and moves users.
+
+A target is a class with this shape (subclassing `Target` is the easy way to get it):
+
+    class MyTarget(Target):
+        max_batch = 1000                       # most mutations one add/remove call accepts
+
+        def __init__(self, settings, http):    # `target.*` keys of the integration, prefix cut
+            ...                                # raise TargetConfigError(key, why) on bad ones
+
+        def create_audience(self, audience):   # -> the platform's id for it (a string)
+        def add_users(self, audience, mutations):
+        def remove_users(self, audience, mutations):
+
+Every call is made from a dispatcher thread (or, for `create_audience`, from a request within the
+creation budget); several calls may run at once on one instance, so keep shared state
+thread-safe. A call returns normally when the platform accepted everything and raises one of
+`targets.errors` otherwise; any other exception is treated like a `TransientError`.
+
+Calls are repeated after failures and crashes (delivery is at least once), so they must be safe
+to repeat: adding a member twice or removing a non-member must do no harm.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+ADD = "add"
+REMOVE = "remove"
+
+
+@dataclass(frozen=True)
+class Audience:
+    """A DMP audience (segment) as one integration knows it."""
+
+    integration: str
+    dmp_id: str
+    name: Optional[str]
+    """What the marketer typed; None for an audience first seen in a mutation."""
+    customer: Optional[Any]
+    """The DMP client (an integer in practice) that owns the audience."""
+    target_id: Optional[str] = None
+    """The platform's id, once the audience exists there."""
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One user entering (`op == "add"`) or leaving (`"remove"`) an audience."""
+
+    id: int
+    """The outbox row id: unique, and increasing in the order the DMP sent the mutations."""
+    op: str
+    external_user_id: str
+    """The platform's own user id, learned by the DMP through cookie sync."""
+    uuid: Optional[str] = None
+    customer: Optional[Any] = None
+    platform: Optional[Any] = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Fields the DMP sent that diy-wsgi does not know, kept as received."""
+
+
+class Target:
+    """Base class of the platform modules; see the module docstring for the contract."""
+
+    max_batch = 1000
+
+    def __init__(self, settings: Mapping[str, str], http):
+        self.settings = settings
+        self.http = http
+
+    def create_audience(self, audience: Audience) -> str:
+        raise NotImplementedError
+
+    def add_users(self, audience: Audience, mutations: Sequence[Mutation]) -> None:
+        raise NotImplementedError
+
+    def remove_users(self, audience: Audience, mutations: Sequence[Mutation]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the target holds (connections are the shared client's, not its own)."""
