@@ -1,0 +1,155 @@
+"""Building configurations and signed DMP requests for the tests."""
+import base64
+import io
+import json
+import sys
+import wsgiref.util
+import wsgiref.validate
+
+from diy.config import parse_config
+from diy.signature import sign
+
+DMP_SECRET = b"s3cr3t"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"webhook-signing-key-for-tests-0").decode()
+
+
+def config_text(database, receiver_url, *, integration=None, dispatcher=None, diy=None):
+    """An INI text; each keyword's {key: value} overrides or adds keys of that section."""
+    sections = {
+        "diy": {"database": database, "write_timeout": "0.5s", "create_timeout": "1s", **(diy or {})},
+        "dispatcher": {"poll_interval": "0.1s", "backoff_base": "0.1s", "backoff_cap": "0.5s", **(dispatcher or {})},
+        "integration:demo": {
+            "path": "/dmp",
+            "hmac_secrets": DMP_SECRET.decode(),
+            "target": "webhook",
+            "target.url": receiver_url,
+            "target.secret": WEBHOOK_SECRET,
+            "target.timeout": "2",
+            **(integration or {}),
+        },
+    }
+    return "".join(
+        f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items()) + "\n"
+        for name, keys in sections.items()
+    )
+
+
+def make_config(tmp_path, receiver_url, **sections):
+    text = config_text(tmp_path / "outbox.sqlite3", receiver_url, **sections)
+    return parse_config(text, source="test.ini", base_dir=tmp_path, environ={})
+
+
+def body_of(payload):
+    return payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+
+
+def mutation(audience, user, **extra):
+    return {"Uuid": f"uuid-{user}", "Audience": audience, "Customer": 123, "Platform": 113,
+            "External_user_id": user, **extra}
+
+
+def mutations_body(kind, *mutations):
+    return {"Type": kind, "Mutations": list(mutations)}
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = dict(headers)
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def call(app, method="POST", path="/dmp", query="", body=b"", headers=None, signed=True, secret=DMP_SECRET,
+         validate=True):
+    """Call the WSGI app in-process through wsgiref.validate, as a WSGI server would.
+
+    `validate=False` skips the validator, for environs it refuses but a sloppy server may send.
+    """
+    raw = body_of(body)
+    environ = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "CONTENT_TYPE": "application/json",
+        "wsgi.input": io.BytesIO(raw),
+        "wsgi.errors": sys.stderr,
+    }
+    if method == "POST":
+        environ["CONTENT_LENGTH"] = str(len(raw))
+    if signed and method == "POST":
+        environ["HTTP_X_HMAC"] = sign(secret, raw)
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_LENGTH", "CONTENT_TYPE") else f"HTTP_{key}"] = value
+    for name in [k for k, v in environ.items() if v is None]:
+        del environ[name]
+    wsgiref.util.setup_testing_defaults(environ)
+    captured = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        captured["status"] = int(status.split()[0])
+        captured["headers"] = response_headers
+
+    result = (wsgiref.validate.validator(app) if validate else app)(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return Response(captured["status"], captured["headers"], body)
+
+
+class WebhookReceiver:
+    """A webhook receiver on pytest-httpserver: verifies each signature, keeps the membership.
+
+    `script` lists statuses to answer (in order) before answering 200; a 200 from the script
+    (or after it) is applied. `members[dmp_id]` is the set of external user ids in the audience.
+    """
+
+    def __init__(self, httpserver, path="/events", script=(), retry_after=None, created_id=None):
+        import threading
+
+        self.url = httpserver.url_for(path)
+        self.script = list(script)
+        self.retry_after = retry_after
+        self.created_id = created_id
+        self.events = []
+        self.ids = []
+        self.members = {}
+        self.calls = 0
+        self.lock = threading.Lock()
+        httpserver.expect_request(path, method="POST").respond_with_handler(self.handle)
+
+    def handle(self, request):
+        import time
+
+        from werkzeug import Response as WerkzeugResponse
+
+        from targets.webhook import verify
+
+        verify(WEBHOOK_SECRET, dict(request.headers), request.get_data(), now=time.time())
+        with self.lock:
+            self.calls += 1
+            status = self.script.pop(0) if self.script else 200
+            if status != 200:
+                headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+                return WerkzeugResponse('{"error": "scripted failure"}', status=status, headers=headers)
+            event = json.loads(request.get_data())
+            self.events.append(event)
+            self.ids.append(request.headers["webhook-id"])
+            audience = event["data"]["audience"]
+            members = self.members.setdefault(audience["dmp_id"], set())
+            users = {member["external_user_id"] for member in event["data"].get("members", [])}
+            if event["type"] == "audience.members_added":
+                members |= users
+            elif event["type"] == "audience.members_removed":
+                members -= users
+            answer = {"id": self.created_id} if event["type"] == "audience.created" and self.created_id else {}
+            return WerkzeugResponse(json.dumps(answer), status=200, content_type="application/json")
+
+    def delivered(self, event_type):
+        return [event for event in self.events if event["type"] == event_type]

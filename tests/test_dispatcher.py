@@ -1,0 +1,249 @@
+"""The dispatcher against a real webhook receiver (pytest-httpserver), clock moved by hand."""
+import threading
+import time
+
+import pytest
+
+from diy.service import Service
+from outbox.dispatcher import call_splitting, coalesce
+from outbox.store import ReceivedMutation
+from targets.base import Mutation
+from targets.errors import PayloadTooLarge
+from tests.support import WebhookReceiver, make_config
+
+
+@pytest.fixture
+def service_for(tmp_path, clock):
+    services = []
+
+    def build(receiver, **sections):
+        service = Service(make_config(tmp_path, receiver.url, **sections), clock=clock)
+        service.dispatcher.rand = lambda: 0.0
+        services.append(service)
+        return service
+
+    yield build
+    for service in services:
+        service.close()
+
+
+def enqueue(service, op, audience, *users, clock, pass_through=True):
+    received = [ReceivedMutation(audience, user, uuid=f"uuid-{user}", customer=123, platform=113) for user in users]
+    service.outbox.enqueue("demo", op, received, pass_through=pass_through, now=clock())
+
+
+def drain(service, clock, rounds=50, step=1.0):
+    """Run the dispatcher round by round, moving the clock past any backoff, until idle."""
+    for _ in range(rounds):
+        if not service.dispatcher.run_once():
+            clock.advance(step)
+            if not service.dispatcher.run_once():
+                return
+
+
+def test_a_batch_reaches_the_receiver_and_is_marked_delivered(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver)
+    service = service_for(receiver)
+    enqueue(service, "add", "4711", "u1", "u2", clock=clock)
+
+    drain(service, clock)
+
+    assert receiver.members == {"4711": {"u1", "u2"}}
+    assert service.outbox.counts() == {"pending": 0, "done": 2, "dead": 0}
+
+
+def test_add_remove_add_of_one_user_ends_a_member(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver)
+    service = service_for(receiver)
+    for op in ("add", "remove", "add"):
+        enqueue(service, op, "4711", "u1", clock=clock)
+        service.dispatcher.run_once()
+
+    drain(service, clock)
+
+    assert receiver.members == {"4711": {"u1"}}
+    assert [e["type"] for e in receiver.events] == ["audience.members_added", "audience.members_removed", "audience.members_added"]
+
+
+def test_several_mutations_of_one_user_in_a_batch_are_coalesced_to_the_last(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver)
+    service = service_for(receiver)
+    for op in ("add", "remove", "add", "remove"):
+        enqueue(service, op, "4711", "u1", clock=clock)
+
+    drain(service, clock)
+
+    assert [e["type"] for e in receiver.events] == ["audience.members_removed"]
+    assert service.outbox.counts()["done"] == 4
+
+
+def test_a_transient_failure_is_retried_after_a_backoff_with_the_same_webhook_id(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver, script=[503, 503])
+    service = service_for(receiver)
+    enqueue(service, "add", "4711", "u1", clock=clock)
+
+    service.dispatcher.run_once()
+    assert service.dispatcher.run_once() == 0, "backing off: not tried again at once"
+    drain(service, clock)
+
+    assert receiver.calls == 3
+    assert receiver.members == {"4711": {"u1"}}
+    assert len(set(receiver.ids)) == 1
+
+
+def test_retry_after_is_honoured(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver, script=[429], retry_after=30)
+    service = service_for(receiver, dispatcher={"backoff_cap": "1m"})
+    enqueue(service, "add", "4711", "u1", clock=clock)
+    service.dispatcher.run_once()
+
+    clock.advance(29)
+    assert service.dispatcher.run_once() == 0
+    clock.advance(1)
+    assert service.dispatcher.run_once() == 1
+    assert receiver.members == {"4711": {"u1"}}
+
+
+def test_a_permanent_refusal_is_dead_lettered_with_the_receivers_reason(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver, script=[400])
+    service = service_for(receiver)
+    enqueue(service, "add", "4711", "u1", clock=clock)
+
+    drain(service, clock)
+
+    assert receiver.calls == 1
+    (row,) = service.outbox.dead_letters()
+    assert "HTTP 400" in row[-1] and "scripted failure" in row[-1]
+
+
+def test_exhausted_retries_are_dead_lettered(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver, script=[503] * 10)
+    service = service_for(receiver, dispatcher={"max_attempts": "3"})
+    enqueue(service, "add", "4711", "u1", clock=clock)
+
+    drain(service, clock)
+
+    assert receiver.calls == 3
+    (row,) = service.outbox.dead_letters()
+    assert row[-1].startswith("gave up after 3 attempts")
+
+
+def test_a_failing_audience_does_not_hold_up_another(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver)
+    service = service_for(receiver)
+    enqueue(service, "add", "broken", "u1", clock=clock)
+    service.outbox.retry_later(service.outbox.claim("other", now=clock(), lease=60, limit=1, batch_sizes={"demo": 10})[0],
+                               "down", at=clock() + 3600, now=clock())
+    enqueue(service, "add", "healthy", "u2", clock=clock)
+
+    service.dispatcher.run_once()
+
+    assert receiver.members == {"healthy": {"u2"}}
+
+
+def test_an_audience_first_seen_in_a_mutation_is_created_then_filled(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver, created_id="T-77")
+    service = service_for(receiver)
+    enqueue(service, "add", "dmp-aud", "u1", clock=clock, pass_through=False)
+
+    drain(service, clock)
+
+    assert [e["type"] for e in receiver.events] == ["audience.created", "audience.members_added"]
+    assert receiver.events[1]["data"]["audience"]["id"] == "T-77"
+    assert service.outbox.audience("demo", "dmp-aud").target_id == "T-77"
+
+
+def test_mutations_wait_while_creation_is_failing_then_flow(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver, script=[503, 503])
+    service = service_for(receiver)
+    enqueue(service, "add", "dmp-aud", "u1", clock=clock, pass_through=False)
+
+    drain(service, clock)
+
+    assert [e["type"] for e in receiver.events] == ["audience.created", "audience.members_added"]
+    assert receiver.members == {"dmp-aud": {"u1"}}
+
+
+def test_a_refused_creation_dead_letters_the_audiences_mutations(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver, script=[400])
+    service = service_for(receiver)
+    enqueue(service, "add", "dmp-aud", "u1", "u2", clock=clock, pass_through=False)
+
+    drain(service, clock)
+
+    assert service.outbox.counts()["dead"] == 2
+    assert all("could not be created" in row[-1] for row in service.outbox.dead_letters())
+
+
+def test_batches_are_cut_at_the_targets_max_batch(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver)
+    service = service_for(receiver, integration={"target.max_batch": "10"})
+    enqueue(service, "add", "4711", *(f"u{i}" for i in range(25)), clock=clock)
+
+    drain(service, clock)
+
+    assert [len(e["data"]["members"]) for e in receiver.events] == [10, 10, 5]
+
+
+def test_a_413_splits_the_batch_until_it_passes(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver, script=[413])
+    service = service_for(receiver)
+    enqueue(service, "add", "4711", *(f"u{i}" for i in range(4)), clock=clock)
+
+    drain(service, clock)
+
+    assert [len(e["data"]["members"]) for e in receiver.events] == [2, 2]
+    assert receiver.members == {"4711": {"u0", "u1", "u2", "u3"}}
+
+
+def test_a_single_mutation_too_large_for_the_platform_is_dead_lettered():
+    def refuse(audience, batch):
+        raise PayloadTooLarge("HTTP 413")
+
+    assert call_splitting(refuse, None, [Mutation(1, "add", "u1")]) == {1: "HTTP 413"}
+
+
+def test_coalesce_keeps_the_last_mutation_of_each_user_in_order():
+    mutations = [Mutation(1, "add", "a"), Mutation(2, "add", "b"), Mutation(3, "remove", "a")]
+
+    assert [m.id for m in coalesce(mutations)] == [2, 3]
+
+
+def test_the_background_dispatcher_delivers_what_is_committed_in_process(httpserver, tmp_path):
+    receiver = WebhookReceiver(httpserver)
+    service = Service(make_config(tmp_path, receiver.url, dispatcher={"poll_interval": "30s"}))
+    service.dispatcher.start()
+    try:
+        service.outbox.enqueue("demo", "add", [ReceivedMutation("4711", "u1")], pass_through=True, now=time.time())
+        service.dispatcher.wake()
+        deadline = time.monotonic() + 10
+        while not receiver.events and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        service.close()
+
+    assert receiver.members == {"4711": {"u1"}}, "woken at once, not after the 30 s poll"
+
+
+def test_a_graceful_stop_gives_back_the_lease_of_a_call_in_flight(httpserver, tmp_path):
+    entered, release = threading.Event(), threading.Event()
+
+    def hang(request):
+        entered.set()
+        release.wait(10)
+        from werkzeug import Response
+
+        return Response("{}", status=200)
+
+    httpserver.expect_request("/slow").respond_with_handler(hang)
+    service = Service(make_config(tmp_path, httpserver.url_for("/slow"), dispatcher={"stop_timeout": "0.2s"}))
+    service.outbox.enqueue("demo", "add", [ReceivedMutation("4711", "u1")], pass_through=True, now=time.time())
+    service.dispatcher.start()
+    try:
+        assert entered.wait(10)
+        service.dispatcher.stop()
+        claims = service.outbox.claim("next", now=time.time(), lease=60, limit=1, batch_sizes={"demo": 10})
+        assert [m.external_user_id for c in claims for m in c.mutations] == ["u1"]
+    finally:
+        release.set()
+        service.close()
