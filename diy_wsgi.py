@@ -1,0 +1,324 @@
+"""diy-wsgi: the WSGI endpoint the Mapp DMP calls for a DIY integration.
+
+    make_app(config)    a WSGI callable for embedding in existing hosting
+    app                 the same for gunicorn (`diy_wsgi:app`), configured from the file named
+                        by the DIY_CONFIG environment variable on first use
+
+A request is authenticated (`X-HMAC`, optional Basic Auth) before its body is parsed, its
+mutations are committed to the SQLite outbox in one transaction, and only then is it answered
+200; the dispatcher forwards them to the platform in the background. `__call__` is the one place
+that calls `start_response`: everything below raises an `HttpError` and it renders the answer.
+"""
+import base64
+import binascii
+import concurrent.futures
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from urllib.parse import parse_qs
+
+from diy import dmp
+from diy.http_errors import (
+    AudienceRefused,
+    BadRequest,
+    HttpError,
+    LengthRequired,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from diy.service import Service
+from diy.signature import verify
+from outbox.errors import StoreError
+from targets.base import Audience
+from targets.errors import PermanentError, TargetError
+
+__version__ = "0.1.0"
+
+log = logging.getLogger("diy.receiver")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+CREATION_THREADS = 8
+
+
+class DiyApp:
+    """The WSGI callable for one configuration; `start()`/`stop()` run its dispatcher."""
+
+    def __init__(self, config, *, service=None, clock=time.time):
+        self.config = config
+        self.clock = clock
+        self.service = service or Service(config, clock=clock)
+        self.outbox = self.service.outbox
+        self._creations = None
+        self._started_in = None
+        self._lock = threading.Lock()
+
+    # Lifecycle.
+
+    def start(self):
+        """Start this process's dispatcher if the configuration embeds it (idempotent)."""
+        with self._lock:
+            if self._started_in == os.getpid() or not self.config.dispatcher.embedded:
+                return
+            self._started_in = os.getpid()
+        self.service.dispatcher.start()
+
+    def stop(self):
+        self.service.close()
+
+    # Requests.
+
+    def __call__(self, environ, start_response):
+        started = time.monotonic()
+        request_id = request_id_of(environ)
+        try:
+            status, reason, payload, headers = 200, "OK", self.handle(environ), []
+        except HttpError as error:
+            status, reason, payload, headers = error.status, error.reason, {"error": error.message}, error.headers
+            if status >= 500:
+                log.warning("unavailable request_id=%s reason=%r", request_id, error.message)
+        except Exception:
+            log.exception("request failed request_id=%s", request_id)
+            status, reason, headers = 500, "Internal Server Error", []
+            payload = {"error": f"internal error; the service log has the details (request id {request_id})"}
+        body = json.dumps(payload).encode()
+        log.info(
+            "request method=%s path=%s type=%s status=%d ms=%.1f request_id=%s",
+            environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), request_type_of(environ) or "-",
+            status, (time.monotonic() - started) * 1000, request_id,
+        )
+        start_response(
+            f"{status} {reason}",
+            headers
+            + [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("X-Request-Id", request_id),
+            ],
+        )
+        return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
+
+    def handle(self, environ):
+        integration = self.config.integration_for_path(environ.get("PATH_INFO") or "/")
+        if integration is None:
+            raise NotFound("no integration is configured at this path")
+        method = environ.get("REQUEST_METHOD")
+        request_type = request_type_of(environ)
+        if method in ("GET", "HEAD"):
+            if request_type in (None, dmp.VALIDATE):
+                return {}
+            raise MethodNotAllowed(f"type={request_type} must be sent with POST", "POST")
+        if method != "POST":
+            raise MethodNotAllowed(f"{method} is not supported; the DMP sends GET and POST", "GET, HEAD, POST")
+        check_basic_auth(integration, environ)
+        raw = read_body(environ, self.config.max_body)
+        if not verify(integration.hmac_secrets, raw, environ.get("HTTP_X_HMAC")):
+            raise Unauthorized("the X-HMAC header is missing or does not match the body; check the shared secret")
+        if request_type is None:
+            raise BadRequest(f"the query string must name the request: ?type= one of {', '.join(dmp.REQUEST_TYPES)}")
+        if request_type not in dmp.REQUEST_TYPES:
+            raise BadRequest(f"unknown type {request_type[:40]!r}; expected one of {', '.join(dmp.REQUEST_TYPES)}")
+        if request_type == dmp.VALIDATE:
+            return {}
+        body = dmp.decode_body(raw, request_type)
+        try:
+            if request_type == dmp.CREATE_AUDIENCE:
+                return self.create_audience(integration, dmp.parse_new_audience(body))
+            return self.enqueue(integration, request_type, dmp.parse_mutations(body))
+        except StoreError as error:
+            raise ServiceUnavailable(f"the outbox cannot store the request now ({error}); nothing was stored, send it again") from None
+
+    def enqueue(self, integration, request_type, mutations):
+        count = self.outbox.enqueue(
+            integration.name,
+            dmp.OPERATIONS[request_type],
+            mutations,
+            pass_through=integration.return_target_id,
+            now=self.clock(),
+        )
+        self.service.dispatcher.wake()
+        return {"accepted": count}
+
+    def create_audience(self, integration, new):
+        """Create the audience on the platform within the budget, or queue its creation.
+
+        A known, created audience is answered from the database (idempotent). A platform that is
+        slow or down does not fail the request: the creation is queued and the dispatcher makes
+        it; later mutations wait for it. Only a refusal is passed back to the marketer.
+        """
+        known = self.outbox.audience(integration.name, new.dmp_id)
+        if known is None or known.state != "ready":
+            known = self._create_now_or_later(integration, new)
+        return {"id": known.key} if integration.return_target_id else {}
+
+    def _create_now_or_later(self, integration, new):
+        target = self.service.targets[integration.name]
+        audience = dmp_audience(integration, new)
+        future = self._creation_pool().submit(target.create_audience, audience)
+        try:
+            target_id = str(future.result(timeout=self.config.create_timeout))
+        except concurrent.futures.TimeoutError:
+            future.add_done_callback(lambda done: self._record_late_creation(integration, new, done))
+            reason = f"the platform did not answer within {self.config.create_timeout:g}s"
+        except PermanentError as error:
+            log.warning("audience refused integration=%s audience=%s reason=%r", integration.name, new.dmp_id, error.message)
+            raise AudienceRefused(error.message) from None
+        except TargetError as error:
+            reason = error.message
+        except Exception as error:
+            log.exception("create_audience crashed integration=%s audience=%s", integration.name, new.dmp_id)
+            reason = f"{type(error).__name__} in the target"
+        else:
+            return self._record_created(integration, new, target_id)
+        log.warning("audience creation queued integration=%s audience=%s reason=%r", integration.name, new.dmp_id, reason)
+        record = self.outbox.record_creation_pending(
+            integration.name, new.dmp_id, name=new.name, customer=new.customer, error=reason, now=self.clock()
+        )
+        self.service.dispatcher.wake()
+        return record
+
+    def _record_created(self, integration, new, target_id):
+        log.info("audience created integration=%s audience=%s target_id=%s", integration.name, new.dmp_id, target_id)
+        key = target_id if integration.return_target_id else new.dmp_id
+        record = self.outbox.record_created(
+            integration.name, new.dmp_id, name=new.name, customer=new.customer, target_id=target_id, key=key, now=self.clock()
+        )
+        self.service.dispatcher.wake()
+        return record
+
+    def _record_late_creation(self, integration, new, future):
+        """A creation that outran the budget still finished: keep its result, if it has one."""
+        if future.exception() is not None:
+            return
+        try:
+            self.outbox.record_created(
+                integration.name, new.dmp_id, name=new.name, customer=new.customer,
+                target_id=str(future.result()), key=new.dmp_id, now=self.clock(),
+            )
+            self.service.dispatcher.wake()
+        except StoreError:
+            log.warning("late audience creation not recorded integration=%s audience=%s; the dispatcher creates it", integration.name, new.dmp_id)
+
+    def _creation_pool(self):
+        with self._lock:
+            if self._creations is None:
+                self._creations = concurrent.futures.ThreadPoolExecutor(CREATION_THREADS, thread_name_prefix="diy-create")
+            return self._creations
+
+
+def make_app(config, *, clock=time.time):
+    """A WSGI callable for `config` (a `diy.config.Config`).
+
+    Call `.start()` after any fork to run the embedded dispatcher in this process, and `.stop()`
+    before exit; without `start()` the app only stores, and `diy-wsgi dispatch` delivers.
+    """
+    return DiyApp(config, clock=clock)
+
+
+def dmp_audience(integration, new):
+    return Audience(integration.name, new.dmp_id, new.name, new.customer)
+
+
+def request_type_of(environ):
+    values = parse_qs(environ.get("QUERY_STRING", "")).get("type")
+    return values[0].strip().upper() if values else None
+
+
+def request_id_of(environ):
+    offered = environ.get("HTTP_X_REQUEST_ID", "")
+    return offered if REQUEST_ID.fullmatch(offered) else secrets.token_hex(8)
+
+
+def check_basic_auth(integration, environ):
+    if integration.basic_auth is None:
+        return
+    challenge = [("WWW-Authenticate", f'Basic realm="diy-wsgi {integration.name}", charset="UTF-8"')]
+    scheme, _, encoded = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    try:
+        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        user = password = ""
+    expected_user, expected_password = integration.basic_auth
+    same_user = hmac.compare_digest(user.encode(), expected_user.encode())
+    same_password = hmac.compare_digest(password.encode(), expected_password.encode())
+    if scheme.lower() != "basic" or not (same_user and same_password):
+        raise Unauthorized("Basic Auth credentials are missing or wrong", challenge)
+
+
+def read_body(environ, limit):
+    """At most `limit` bytes of body; the declared length is checked before anything is read."""
+    declared = environ.get("CONTENT_LENGTH") or ""
+    stream = environ["wsgi.input"]
+    if not declared:
+        if environ.get("wsgi.input_terminated"):
+            raw = stream.read(limit + 1)
+            if len(raw) > limit:
+                raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
+            return raw
+        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+            raise LengthRequired("send a Content-Length header")
+        return b""
+    try:
+        length = int(declared)
+    except ValueError:
+        raise BadRequest("the Content-Length header is not a number") from None
+    if length < 0:
+        raise BadRequest("the Content-Length header is negative")
+    if length > limit:
+        raise PayloadTooLarge(f"the body of {length} bytes is larger than the limit of {limit} bytes")
+    chunks, remaining = [], length
+    while remaining:
+        chunk = stream.read(remaining)
+        if not chunk:
+            raise BadRequest(f"the body ended after {length - remaining} of {length} bytes")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+class LazyApp:
+    """`diy_wsgi:app`: builds the real app from `$DIY_CONFIG` on first use, never at import."""
+
+    def __init__(self):
+        self._app = None
+        self._lock = threading.Lock()
+
+    def load(self):
+        with self._lock:
+            if self._app is None:
+                from diy.config import load_config
+
+                path = os.environ.get("DIY_CONFIG")
+                if not path:
+                    raise RuntimeError("set DIY_CONFIG to the path of the diy-wsgi configuration file")
+                self._app = make_app(load_config(path))
+            return self._app
+
+    def __call__(self, environ, start_response):
+        return self.load()(environ, start_response)
+
+    def start(self):
+        self.load().start()
+
+    def stop(self):
+        if self._app is not None:
+            self._app.stop()
+
+
+app = LazyApp()
+
+
+def main(argv=None):
+    from diy.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
