@@ -1,0 +1,81 @@
+"""The real `diy-wsgi` processes, a webhook receiver, and signed requests over HTTP."""
+import http.client
+import signal
+import sqlite3
+import threading
+
+from werkzeug import Response
+
+from tests.processes import Process, dmp_post, free_port, wait_for_port, wait_until, write_config
+from tests.support import WebhookReceiver, mutation
+
+
+def test_serve_answers_the_dmp_and_delivers_add_remove_add(httpserver, tmp_path):
+    receiver = WebhookReceiver(httpserver, created_id="rcv-1")
+    config = write_config(tmp_path, receiver.url, integration={"return_target_id": "yes"})
+    port = free_port()
+    server = Process(tmp_path, "serve", "--config", config, "--port", port)
+    try:
+        wait_for_port(port, server)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/dmp")
+        assert connection.getresponse().status == 200
+
+        assert dmp_post(port, "VALIDATE", {"Type": "VALIDATE"}) == (200, {})
+        created = dmp_post(port, "CREATE_AUDIENCE", {"Type": "CREATE_AUDIENCE", "Name": "Buyers", "Customer": 1, "Audience": "dmp-1"})
+        assert created == (200, {"id": "rcv-1"})
+        for kind in ("ADD_TO_AUDIENCE", "REMOVE_FROM_AUDIENCE", "ADD_TO_AUDIENCE"):
+            assert dmp_post(port, kind, {"Type": kind, "Mutations": [mutation("rcv-1", "u1")]}) == (200, {"accepted": 1})
+
+        database = sqlite3.connect(tmp_path / "outbox.sqlite3")
+        wait_until(lambda: settled(database) == [("done", 3)], what="delivery", processes=[server])
+    finally:
+        assert server.kill(signal.SIGTERM) == 0, server.output()
+    assert [e["type"] for e in receiver.events][0] == "audience.created"
+    assert receiver.members == {"dmp-1": {"u1"}}
+
+
+def settled(database):
+    return database.execute("SELECT state, COUNT(*) FROM mutations GROUP BY state").fetchall()
+
+
+def test_a_dispatcher_killed_mid_batch_loses_nothing(httpserver, tmp_path):
+    first_call, release = threading.Event(), threading.Event()
+    receiver = WebhookReceiver(httpserver, path="/events")
+
+    def hang_on_the_first_batch(request):
+        if b"members_added" in request.get_data() and not first_call.is_set():
+            first_call.set()
+            release.wait(20)
+            return Response("{}", status=200)
+        return receiver.handle(request)
+
+    httpserver.clear_all_handlers()
+    httpserver.expect_request("/events").respond_with_handler(hang_on_the_first_batch)
+    config = write_config(tmp_path, receiver.url, dispatcher={"embedded": "no", "lease": "1s", "threads": "2"})
+    port = free_port()
+    server = Process(tmp_path, "serve", "--config", config, "--port", port, name="serve")
+    dispatchers = []
+    try:
+        wait_for_port(port, server)
+        users = [f"u{i}" for i in range(300)]
+        for start in range(0, 300, 100):
+            batch = [mutation(f"aud-{i % 3}", user) for i, user in enumerate(users[start:start + 100], start)]
+            assert dmp_post(port, "ADD_TO_AUDIENCE", {"Mutations": batch})[0] == 200
+
+        dispatchers.append(Process(tmp_path, "dispatch", "--config", config, name="dispatch-1"))
+        assert first_call.wait(20), dispatchers[0].output()
+        assert dispatchers[0].kill(signal.SIGKILL) == -signal.SIGKILL
+        release.set()
+
+        dispatchers.append(Process(tmp_path, "dispatch", "--config", config, name="dispatch-2"))
+        expected = {f"aud-{a}": {u for i, u in enumerate(users) if i % 3 == a} for a in range(3)}
+        wait_until(lambda: receiver.members == expected, timeout=30, what="every user delivered", processes=[server, *dispatchers])
+        database = sqlite3.connect(tmp_path / "outbox.sqlite3")
+        wait_until(lambda: settled(database) == [("done", 300)],
+                   what="every mutation settled", processes=[server, *dispatchers])
+    finally:
+        release.set()
+        for process in dispatchers:
+            process.kill()
+        server.kill()

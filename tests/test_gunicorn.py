@@ -1,0 +1,41 @@
+"""diy_wsgi:app under gunicorn with two workers and the project's gunicorn.conf.py."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.processes import ROOT, dmp_post, free_port, wait_until, write_config
+from tests.support import WebhookReceiver, mutation
+
+pytest.importorskip("gunicorn")
+
+
+def test_two_gunicorn_workers_store_and_deliver(httpserver, tmp_path):
+    receiver = WebhookReceiver(httpserver)
+    config = write_config(tmp_path, receiver.url)
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        gunicorn = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "diy_wsgi:app"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "DIY_CONFIG": str(config), "DIY_BIND": f"127.0.0.1:{port}",
+                 "DIY_WORKERS": "2"},
+        )
+    try:
+        wait_until(lambda: log_path.read_text().count("dispatcher started") == 2, what="two workers booted")
+        for i in range(20):
+            status, _ = dmp_post(port, "ADD_TO_AUDIENCE", {"Mutations": [mutation("aud", f"u{i}")]})
+            assert status == 200
+
+        wait_until(lambda: receiver.members.get("aud") == {f"u{i}" for i in range(20)}, what="delivery")
+    finally:
+        gunicorn.send_signal(signal.SIGTERM)
+        code = gunicorn.wait(30)
+    output = log_path.read_text()
+    assert code == 0, output
+    assert output.count("dispatcher stopped") == 2, output
+    assert "Traceback" not in output, output
