@@ -158,9 +158,15 @@ class DiyApp:
         return {"id": known.key} if integration.return_target_id else {}
 
     def _create_now_or_later(self, integration, new):
-        target = self.service.targets[integration.name]
-        audience = dmp_audience(integration, new)
-        future = self._creation_pool().submit(target.create_audience, audience)
+        accounts = self.service.accounts[integration.name]
+        account = accounts.for_customer(new.customer)
+        if account is None:
+            log.warning("audience refused integration=%s audience=%s reason=no account", integration.name, new.dmp_id)
+            raise AudienceRefused(f"this DMP client ({new.customer}) has no platform account in this integration; "
+                                  "ask the integrator to add one")
+        if account.guard.breaker.state == "open":
+            return self._queue_creation(integration, new, f"the platform is failing ({account.label} circuit open)")
+        future = self._creation_pool().submit(account.target.create_audience, dmp_audience(integration, new))
         try:
             target_id = str(future.result(timeout=self.config.create_timeout))
         except concurrent.futures.TimeoutError:
@@ -176,6 +182,9 @@ class DiyApp:
             reason = f"{type(error).__name__} in the target"
         else:
             return self._record_created(integration, new, target_id)
+        return self._queue_creation(integration, new, reason)
+
+    def _queue_creation(self, integration, new, reason):
         log.warning("audience creation queued integration=%s audience=%s reason=%r", integration.name, new.dmp_id, reason)
         record = self.outbox.record_creation_pending(
             integration.name, new.dmp_id, name=new.name, customer=new.customer, error=reason, now=self.clock()

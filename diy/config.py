@@ -41,6 +41,19 @@ class Integration:
         default_factory=lambda: MappingProxyType({}), repr=False)
     """The `target.*` keys without the prefix, secrets resolved; may hold credentials."""
     return_target_id: bool = False
+    accounts: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False)
+    """Per DMP client (`Customer`, as text): its own target settings, the integration's
+    `target.*` keys overridden by its `[integration:NAME:customer:ID]` section. When any is
+    given, customers without one have no account; when none is, every customer shares one."""
+    calls_per_second: Optional[float] = None
+    """Most platform calls a second, per account and process; None takes the target's default."""
+    concurrent_calls: Optional[int] = None
+    """Most platform calls in flight at once, per account and process; None: the target's."""
+    breaker_failures: int = 5
+    """Consecutive transient failures of an account that open its circuit breaker."""
+    breaker_cooldown: float = 30.0
+    """How long an open breaker holds the account's work back before one trial call."""
 
 
 @dataclass(frozen=True)
@@ -110,16 +123,22 @@ def parse_config(text: str, *, source: str = "<string>", base_dir=".",
     resolve = _secret_resolver(base_dir, {} if environ is None else environ)
     for section in ini.sections():
         if section not in ("diy", "dispatcher") and not section.startswith("integration:"):
-            raise _error(source, section, None,
-                         "unknown section; expected [diy], [dispatcher] or [integration:NAME]")
+            raise _error(source, section, None, "unknown section; expected [diy], [dispatcher], "
+                         "[integration:NAME] or [integration:NAME:customer:ID]")
 
     def items(section):
         return dict(ini.items(section)) if ini.has_section(section) else {}
 
     settings = _diy_settings(source, items("diy"), base_dir)
     dispatcher = _dispatcher_settings(source, items("dispatcher"))
-    integrations = tuple(_integration(source, section, items(section), resolve)
-                         for section in ini.sections() if section.startswith("integration:"))
+    accounts = _accounts(source, ini.sections(), items, resolve)
+    integrations = tuple(
+        _integration(source, section, items(section), resolve, accounts.pop(section, {}))
+        for section in ini.sections()
+        if section.startswith("integration:") and ":customer:" not in section)
+    for section, customers in accounts.items():
+        raise _error(source, next(iter(customers.values()))[0], None,
+                     f"there is no [{section}] for this customer section")
     if not integrations:
         raise ConfigError(f"{source}: at least one [integration:NAME] section is required")
     _check_paths_unique(source, integrations)
@@ -183,7 +202,22 @@ def _dispatcher_settings(source, items):
     return settings
 
 
-def _integration(source, section, items, resolve):
+def _accounts(source, sections, items, resolve):
+    """{integration section: {customer id: (customer section, its target.* overrides)}}."""
+    accounts = {}
+    for section in sections:
+        integration, marker, customer = section.partition(":customer:")
+        if not marker:
+            continue
+        if not _NAME.fullmatch(customer):
+            raise _error(source, section, None, "ID must match [A-Za-z0-9_.-]+")
+        overrides = _parse_section(source, section, items(section), {"target.*": resolve})
+        accounts.setdefault(integration, {})[customer] = (section, {
+            key[len("target."):]: value for key, value in overrides.items()})
+    return accounts
+
+
+def _integration(source, section, items, resolve, customers):
     name = section[len("integration:"):]
     if not _NAME.fullmatch(name):
         raise _error(source, section, None, "NAME must match [A-Za-z0-9_.-]+")
@@ -193,6 +227,10 @@ def _integration(source, section, items, resolve):
         "basic_auth": lambda raw: _basic_auth(resolve(raw)),
         "target": _target,
         "return_target_id": _boolean,
+        "calls_per_second": _rate,
+        "concurrent_calls": _whole_number(1, 1024),
+        "breaker_failures": _whole_number(1),
+        "breaker_cooldown": _duration(),
         "target.*": resolve,
     })
     for key, why in (("path", 'required: the URL path the DMP calls, e.g. "/dmp"'),
@@ -202,7 +240,10 @@ def _integration(source, section, items, resolve):
             raise _error(source, section, key, why)
     target_settings = {key[len("target."):]: values.pop(key)
                        for key in list(values) if key.startswith("target.")}
-    return Integration(name=name, target_settings=MappingProxyType(target_settings), **values)
+    accounts = {customer: MappingProxyType({**target_settings, **overrides})
+                for customer, (_, overrides) in customers.items()}
+    return Integration(name=name, target_settings=MappingProxyType(target_settings),
+                       accounts=MappingProxyType(accounts), **values)
 
 
 def _check_paths_unique(source, integrations):
@@ -252,6 +293,19 @@ _SIZE = re.compile(r"([0-9]+)\s*([kKmM]?)")
 _BYTES_PER_UNIT = {"": 1, "k": 1024, "m": 1024 * 1024}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _rate(raw):
+    """Calls a second: `10`, `10/s`, `250/m` (a minute) or `1000/h`."""
+    number, slash, unit = raw.partition("/")
+    per = {"": 1, "s": 1, "m": 60, "h": 3600}.get(unit.strip() if slash else "")
+    try:
+        rate = float(number)
+    except ValueError:
+        rate = None
+    if per is None or rate is None or not 0 < rate < 1e6:
+        raise _Invalid("expected calls a second, e.g. 10, 10/s, 250/m or 1000/h")
+    return rate / per
 
 
 def _boolean(raw):

@@ -5,7 +5,9 @@ Nothing here opens the database or starts a thread: that happens on first use, a
 import time
 
 from diy.config import ConfigError
+from outbox.accounts import Account, Accounts
 from outbox.db import Database
+from outbox.guard import Guard
 from outbox.dispatcher import Dispatcher
 from outbox.retry import RetryPolicy
 from outbox.store import Outbox
@@ -21,11 +23,11 @@ class Service:
         self.database = Database(config.database, synchronous=config.synchronous, write_timeout=config.write_timeout)
         self.outbox = Outbox(self.database, retention=config.retention)
         self.http = HttpClient()
-        self.targets = {integration.name: build_target(config, integration, self.http) for integration in config.integrations}
+        self.accounts = {i.name: build_accounts(config, i, self.http, clock) for i in config.integrations}
         settings = config.dispatcher
         self.dispatcher = Dispatcher(
             self.outbox,
-            self.targets,
+            self.accounts,
             threads=settings.threads,
             poll_interval=settings.poll_interval,
             lease=settings.lease,
@@ -36,19 +38,43 @@ class Service:
 
     def close(self):
         self.dispatcher.stop()
-        for target in self.targets.values():
-            target.close()
+        for accounts in self.accounts.values():
+            for account in accounts.all():
+                account.target.close()
         self.http.close()
         self.database.close()
 
 
-def build_target(config, integration, http):
-    where = f"{config.source}: [integration:{integration.name}]"
+def build_accounts(config, integration, http, clock):
+    """The integration's accounts: one shared, or one per `[integration:NAME:customer:ID]`."""
+    section = f"integration:{integration.name}"
     try:
         target_class = load_target_class(integration.target)
     except LookupError as error:
-        raise ConfigError(f"{where} target: {error}") from None
-    try:
-        return target_class(integration.target_settings, http)
-    except TargetConfigError as error:
-        raise ConfigError(f"{where} {error}") from None
+        raise ConfigError(f"{config.source}: [{section}] target: {error}") from None
+    rate = integration.calls_per_second or documented_rate(target_class)
+    concurrent = integration.concurrent_calls or getattr(target_class, "concurrent_calls", None)
+
+    def account(label, where, settings):
+        try:
+            target = target_class(settings, http)
+        except TargetConfigError as error:
+            raise ConfigError(f"{config.source}: [{where}] {error}") from None
+        guard = Guard(
+            clock, calls_per_second=rate, concurrent_calls=concurrent,
+            breaker_failures=integration.breaker_failures, breaker_cooldown=integration.breaker_cooldown,
+        )
+        return Account(label, target, guard)
+
+    if not integration.accounts:
+        return Accounts(integration.name, account(integration.name, section, integration.target_settings))
+    return Accounts(integration.name, by_customer={
+        customer: account(f"{integration.name}/customer:{customer}", f"{section}:customer:{customer}", settings)
+        for customer, settings in integration.accounts.items()
+    })
+
+
+def documented_rate(target_class):
+    per_second = getattr(target_class, "calls_per_second", None)
+    per_minute = getattr(target_class, "calls_per_minute", None)
+    return per_second or (per_minute / 60 if per_minute else None)

@@ -14,9 +14,10 @@ import socket
 import threading
 import time
 
+from outbox.accounts import Accounts
 from outbox.retry import RetryPolicy
 from targets.base import ADD, REMOVE
-from targets.errors import PartialFailure, PayloadTooLarge, PermanentError, TargetError, TransientError
+from targets.errors import AudienceGone, PartialFailure, PayloadTooLarge, TargetError, TransientError
 
 log = logging.getLogger("diy.dispatcher")
 
@@ -25,7 +26,7 @@ class Dispatcher:
     def __init__(
         self,
         outbox,
-        targets,
+        accounts,
         *,
         threads=4,
         poll_interval=1.0,
@@ -39,7 +40,10 @@ class Dispatcher:
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self.outbox = outbox
-        self.targets = dict(targets)
+        self.accounts = {
+            name: value if isinstance(value, Accounts) else Accounts.single(name, value, clock)
+            for name, value in accounts.items()
+        }
         self.threads = threads
         self.poll_interval = poll_interval
         self.lease = lease
@@ -49,7 +53,7 @@ class Dispatcher:
         self.clock = clock
         self.rand = rand
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.batch_sizes = {name: target.max_batch for name, target in self.targets.items()}
+        self.batch_sizes = {name: accounts.max_batch for name, accounts in self.accounts.items()}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._in_flight = set()
@@ -67,7 +71,7 @@ class Dispatcher:
         self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="diy-deliver")
         self._loop = threading.Thread(target=self._run, name="diy-dispatcher", daemon=True)
         self._loop.start()
-        log.info("dispatcher started owner=%s threads=%d integrations=%s", self.owner, self.threads, ",".join(self.targets))
+        log.info("dispatcher started owner=%s threads=%d integrations=%s", self.owner, self.threads, ",".join(self.accounts))
 
     def wake(self):
         self._wake.set()
@@ -153,14 +157,14 @@ class Dispatcher:
         """Create the audience or deliver the batch, then settle the claim; never raises."""
         audience = claim.audience
         try:
-            target = self.targets[audience.integration]
-            if audience.state == "creating":
-                self._create(claim, target)
+            accounts = self.accounts[audience.integration]
+            account = accounts.for_customer(audience.customer)
+            if account is None:
+                self._refuse(claim, accounts.missing(audience.customer))
             elif audience.state == "failed":
-                reason = f"audience {audience.dmp_id} could not be created: {audience.last_error}"
-                self._settle(claim, self.outbox.dead_letter(claim, reason, now=self.clock()))
+                self._refuse(claim, f"audience {audience.dmp_id} could not be created: {audience.last_error}")
             else:
-                self._deliver_mutations(claim, target)
+                self._call_guarded(claim, account)
         except Exception:
             log.exception(
                 "delivery crashed integration=%s audience=%s; the lease expires and it is tried again",
@@ -168,22 +172,52 @@ class Dispatcher:
                 audience.key,
             )
 
+    def _call_guarded(self, claim, account):
+        wait = account.guard.admit()
+        if wait:
+            now = self.clock()
+            log.debug("held back account=%s audience=%s for=%.2fs", account.label, claim.audience.key, wait)
+            self._settle(claim, self.outbox.postpone(claim, at=now + wait, now=now))
+            return
+        outcome = "other"
+        try:
+            if claim.audience.state == "creating":
+                outcome = self._create(claim, account.target)
+            else:
+                outcome = self._deliver_mutations(claim, account.target)
+        finally:
+            account.guard.release(outcome)
+        if outcome == "transient" and account.guard.breaker.state == "open":
+            log.warning("circuit open account=%s for=%.0fs", account.label, account.guard.breaker.cooldown)
+
+    def _refuse(self, claim, reason):
+        """Work that no call can do: a creation fails, a batch is dead-lettered, with `reason`."""
+        audience = claim.audience
+        log.error("refused integration=%s audience=%s reason=%r", audience.integration, audience.key, reason)
+        if audience.state == "creating":
+            self._settle(claim, self.outbox.creation_failed(claim, reason, now=self.clock()))
+        else:
+            self._settle(claim, self.outbox.dead_letter(claim, reason, now=self.clock()))
+
     def _create(self, claim, target):
         audience = claim.audience
         try:
             target_id = target.create_audience(audience.for_target())
         except TransientError as error:
             self._retry(claim, error.message, error.retry_after)
+            return "transient"
         except TargetError as error:
             log.error("audience refused integration=%s audience=%s reason=%r", audience.integration, audience.dmp_id, error.message)
             self._settle(claim, self.outbox.creation_failed(claim, error.message, now=self.clock()))
+            return "ok"
         except Exception as error:
             log.exception("create_audience crashed integration=%s audience=%s", audience.integration, audience.dmp_id)
             self._retry(claim, f"{type(error).__name__} in the target: {error}", None)
-        else:
-            log.info("audience created integration=%s audience=%s target_id=%s", audience.integration, audience.dmp_id, target_id)
-            self._settle(claim, self.outbox.created(claim, str(target_id), now=self.clock()))
-            self.wake()
+            return "other"
+        log.info("audience created integration=%s audience=%s target_id=%s", audience.integration, audience.dmp_id, target_id)
+        self._settle(claim, self.outbox.created(claim, str(target_id), now=self.clock()))
+        self.wake()
+        return "ok"
 
     def _deliver_mutations(self, claim, target):
         audience = claim.audience
@@ -193,25 +227,32 @@ class Dispatcher:
             dead = self._send(target, audience.for_target(), latest)
         except TransientError as error:
             self._retry(claim, error.message, error.retry_after)
+            return "transient"
+        except AudienceGone as error:
+            log.warning("audience gone integration=%s audience=%s reason=%r; recreating it", audience.integration, audience.key, error.message)
+            self._settle(claim, self.outbox.recreate(claim, error.message, now=self.clock()))
+            self.wake()
+            return "ok"
         except TargetError as error:
             log.error(
                 "batch dead-lettered integration=%s audience=%s mutations=%d reason=%r",
                 audience.integration, audience.key, len(claim.mutations), error.message,
             )
             self._settle(claim, self.outbox.dead_letter(claim, error.message, now=self.clock()))
+            return "ok"
         except Exception as error:
             log.exception("target crashed integration=%s audience=%s", audience.integration, audience.key)
             self._retry(claim, f"{type(error).__name__} in the target: {error}", None)
-        else:
-            settled = self.outbox.settle(claim, dead=dead, now=self.clock())
-            self._settle(claim, settled)
-            log.info(
-                "delivered integration=%s audience=%s mutations=%d sent=%d dead=%d ms=%.0f",
-                audience.integration, audience.key, len(claim.mutations), len(latest), len(dead),
-                (time.monotonic() - started) * 1000,
-            )
-            for mutation_id, reason in dead.items():
-                log.error("mutation dead-lettered integration=%s audience=%s id=%d reason=%r", audience.integration, audience.key, mutation_id, reason)
+            return "other"
+        self._settle(claim, self.outbox.settle(claim, dead=dead, now=self.clock()))
+        log.info(
+            "delivered integration=%s audience=%s mutations=%d sent=%d dead=%d ms=%.0f",
+            audience.integration, audience.key, len(claim.mutations), len(latest), len(dead),
+            (time.monotonic() - started) * 1000,
+        )
+        for mutation_id, reason in dead.items():
+            log.error("mutation dead-lettered integration=%s audience=%s id=%d reason=%r", audience.integration, audience.key, mutation_id, reason)
+        return "ok"
 
     def _send(self, target, audience, mutations):
         """Call the target for removals and additions; returns {mutation id: reason} of refusals.

@@ -84,7 +84,9 @@ class Outbox:
         with self.database.transaction() as connection:
             rows = []
             for key, mutations in by_audience.items():
-                audience_id = self._audience_for_key(connection, integration, key, pass_through, now)
+                audience_id = self._audience_for_key(
+                    connection, integration, key, mutations[0].customer, pass_through, now
+                )
                 connection.execute(
                     "UPDATE audiences SET pending = pending + ? WHERE id = ?", (len(mutations), audience_id)
                 )
@@ -99,7 +101,7 @@ class Outbox:
             )
         return len(rows)
 
-    def _audience_for_key(self, connection, integration, key, pass_through, now):
+    def _audience_for_key(self, connection, integration, key, customer, pass_through, now):
         for column in ("key", "dmp_id"):
             row = connection.execute(
                 f"SELECT id FROM audiences WHERE integration = ? AND {column} = ?", (integration, key)
@@ -108,9 +110,9 @@ class Outbox:
                 return row[0]
         state, target_id = ("ready", key) if pass_through else ("creating", None)
         return connection.execute(
-            "INSERT INTO audiences (integration, key, dmp_id, target_id, state, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (integration, key, key, target_id, state, now, now),
+            "INSERT INTO audiences (integration, key, dmp_id, customer, target_id, state, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (integration, key, key, customer, target_id, state, now, now),
         ).fetchone()[0]
 
     def audience(self, integration, dmp_id):
@@ -251,6 +253,29 @@ class Outbox:
                 f"UPDATE audiences SET {RELEASED}, attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
                 " updated_at = ? WHERE id = ?",
                 (reason, at, now, claim.audience.id),
+            )
+            return True
+
+    def postpone(self, claim, *, at, now):
+        """Not tried (rate limit, open breaker): wait until `at`, counting no attempt."""
+        with self.database.transaction() as connection:
+            if not self._holds(connection, claim):
+                return False
+            connection.execute(
+                f"UPDATE audiences SET {RELEASED}, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (at, now, claim.audience.id),
+            )
+            return True
+
+    def recreate(self, claim, reason, *, now):
+        """The platform lost the audience: forget its id and create it again before delivering."""
+        with self.database.transaction() as connection:
+            if not self._holds(connection, claim):
+                return False
+            connection.execute(
+                f"UPDATE audiences SET {RELEASED}, state = 'creating', target_id = NULL, last_error = ?,"
+                " next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (reason, now, now, claim.audience.id),
             )
             return True
 

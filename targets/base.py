@@ -4,6 +4,8 @@ A target is a class with this shape (subclassing `Target` is the easy way to get
 
     class MyTarget(Target):
         max_batch = 1000                       # most mutations one add/remove call accepts
+        calls_per_second = None                # the platform's documented rate limit, if any
+        concurrent_calls = None                # most calls in flight it tolerates, if known
 
         def __init__(self, settings, http):    # `target.*` keys of the integration, prefix cut
             ...                                # raise TargetConfigError(key, why) on bad ones
@@ -61,6 +63,8 @@ class Target:
     """Base class of the platform modules; see the module docstring for the contract."""
 
     max_batch = 1000
+    calls_per_second: Optional[float] = None
+    concurrent_calls: Optional[int] = None
 
     def __init__(self, settings: Mapping[str, str], http):
         self.settings = settings

@@ -6,6 +6,7 @@
 | PermanentError     | dead-letters the batch with the message                     |
 | PartialFailure     | dead-letters the named mutations, marks the rest delivered  |
 | PayloadTooLarge    | splits the batch in halves and delivers each                |
+| AudienceGone       | forgets the platform id, recreates the audience, redelivers |
 
 Messages are shown to operators (and, for audience creation, to the marketer in the DMP):
 they say what the platform answered and never contain a credential or a request body.
@@ -30,6 +31,10 @@ class TransientError(TargetError):
 
 class PermanentError(TargetError):
     """The platform refused the call and repeating it cannot help (a 4xx, a 410)."""
+
+
+class AudienceGone(PermanentError):
+    """The platform no longer knows the audience's id (deleted there): create it again."""
 
 
 class PayloadTooLarge(TargetError):

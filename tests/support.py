@@ -13,8 +13,9 @@ DMP_SECRET = b"s3cr3t"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"webhook-signing-key-for-tests-0").decode()
 
 
-def config_text(database, receiver_url, *, integration=None, dispatcher=None, diy=None):
-    """An INI text; each keyword's {key: value} overrides or adds keys of that section."""
+def config_text(database, receiver_url, *, integration=None, dispatcher=None, diy=None, sections=None):
+    """An INI text; each keyword's {key: value} overrides or adds keys of that section;
+    `sections` adds whole sections ({name: {key: value}})."""
     sections = {
         "diy": {"database": database, "write_timeout": "0.5s", "create_timeout": "1s", **(diy or {})},
         "dispatcher": {"poll_interval": "0.1s", "backoff_base": "0.1s", "backoff_cap": "0.5s", **(dispatcher or {})},
@@ -27,6 +28,7 @@ def config_text(database, receiver_url, *, integration=None, dispatcher=None, di
             "target.timeout": "2",
             **(integration or {}),
         },
+        **(sections or {}),
     }
     return "".join(
         f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items()) + "\n"

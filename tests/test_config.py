@@ -444,3 +444,60 @@ def test_the_config_objects_are_frozen():
         config.database = "/tmp/other"
     with pytest.raises(TypeError):
         config.integrations[0].target_settings["url"] = "http://elsewhere"
+
+
+# Per-customer accounts and dispatch limits.
+
+ACCOUNTS = MINIMAL + """\
+target.token = shared-default
+target.advertiser = none
+
+[integration:demo:customer:123]
+target.advertiser = adv-123
+target.token = env:TOKEN_123
+
+[integration:demo:customer:456]
+target.advertiser = adv-456
+"""
+
+
+def test_customer_sections_override_the_target_settings_per_customer():
+    integration = parse(ACCOUNTS, environ={"TOKEN_123": "t-123"}).integrations[0]
+
+    assert dict(integration.accounts["123"]) == {**integration.target_settings, "advertiser": "adv-123", "token": "t-123"}
+    assert integration.accounts["456"]["token"] == "shared-default"
+
+
+def test_without_customer_sections_there_is_one_shared_account():
+    assert parse(MINIMAL).integrations[0].accounts == {}
+
+
+def test_a_customer_section_takes_only_target_keys():
+    message = parse_error(ACCOUNTS + "path = /other\n", environ={"TOKEN_123": "x"})
+
+    assert "[integration:demo:customer:456] path: unknown key" in message
+
+
+def test_a_customer_section_needs_its_integration():
+    message = parse_error(MINIMAL + "\n[integration:other:customer:1]\ntarget.x = y\n")
+
+    assert "[integration:other:customer:1]" in message and "no [integration:other]" in message
+
+
+def test_customer_secrets_stay_out_of_the_repr():
+    config = parse(ACCOUNTS, environ={"TOKEN_123": "t-123-secret"})
+
+    assert "t-123-secret" not in repr(config)
+
+
+@pytest.mark.parametrize("written,per_second", [("10", 10), ("10/s", 10), ("250/m", 250 / 60), ("3600/h", 1)],
+                         ids=["bare", "per-second", "per-minute", "per-hour"])
+def test_calls_per_second_takes_a_rate(written, per_second):
+    config = parse(with_setting("integration:demo", f"calls_per_second = {written}"))
+
+    assert config.integrations[0].calls_per_second == pytest.approx(per_second)
+
+
+@pytest.mark.parametrize("written", ["0", "fast", "10/week", "-1"])
+def test_a_bad_rate_is_refused(written):
+    assert "calls_per_second" in parse_error(with_setting("integration:demo", f"calls_per_second = {written}"))

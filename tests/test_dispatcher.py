@@ -16,8 +16,8 @@ from tests.support import WebhookReceiver, make_config
 def service_for(tmp_path, clock):
     services = []
 
-    def build(receiver, **sections):
-        service = Service(make_config(tmp_path, receiver.url, **sections), clock=clock)
+    def build(receiver, sections=None, **overrides):
+        service = Service(make_config(tmp_path, receiver.url, sections=sections, **overrides), clock=clock)
         service.dispatcher.rand = lambda: 0.0
         services.append(service)
         return service
@@ -247,3 +247,66 @@ def test_a_graceful_stop_gives_back_the_lease_of_a_call_in_flight(httpserver, tm
     finally:
         release.set()
         service.close()
+
+
+# Accounts, rate limits, circuit breaker.
+
+def enqueue_for(service, customer, audience, *users, clock):
+    received = [ReceivedMutation(audience, user, customer=customer) for user in users]
+    service.outbox.enqueue("demo", "add", received, pass_through=True, now=clock())
+
+
+def test_each_customer_is_delivered_with_its_own_account(httpserver, service_for, clock):
+    first = WebhookReceiver(httpserver, path="/first")
+    second = WebhookReceiver(httpserver, path="/second")
+    service = service_for(first, sections={
+        "integration:demo:customer:1": {"target.url": first.url},
+        "integration:demo:customer:2": {"target.url": second.url},
+    })
+    enqueue_for(service, 1, "aud-a", "u1", clock=clock)
+    enqueue_for(service, 2, "aud-b", "u2", clock=clock)
+
+    drain(service, clock)
+
+    assert (first.members, second.members) == ({"aud-a": {"u1"}}, {"aud-b": {"u2"}})
+
+
+def test_a_customer_without_an_account_is_dead_lettered_with_the_reason(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver)
+    service = service_for(receiver, sections={"integration:demo:customer:1": {}})
+    enqueue_for(service, 99, "aud", "u1", clock=clock)
+
+    drain(service, clock)
+
+    assert receiver.calls == 0
+    (row,) = service.outbox.dead_letters()
+    assert "no platform account is configured for DMP client 99" in row[-1]
+
+
+def test_an_open_breaker_holds_work_back_without_burning_attempts(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver, script=[503] * 100)
+    service = service_for(receiver, integration={"breaker_failures": "2", "breaker_cooldown": "1h"},
+                          dispatcher={"max_attempts": "3"})
+    enqueue(service, "add", "4711", "u1", clock=clock)
+
+    drain(service, clock, rounds=20, step=5)
+
+    assert receiver.calls == 2, "two failures open the breaker; no call while it is open"
+    assert service.outbox.counts() == {"pending": 1, "done": 0, "dead": 0}, "attempts not burned"
+    receiver.script.clear()
+    clock.advance(3600)
+    drain(service, clock)
+    assert receiver.members == {"4711": {"u1"}}
+
+
+def test_the_rate_limit_spreads_calls_over_time(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver)
+    service = service_for(receiver, integration={"calls_per_second": "1/m"})
+    for audience in ("a", "b", "c"):
+        enqueue(service, "add", audience, "u1", clock=clock)
+
+    service.dispatcher.run_once()
+    assert receiver.calls == 1
+    clock.advance(60)
+    service.dispatcher.run_once()
+    assert receiver.calls == 2

@@ -378,3 +378,13 @@ def test_mutations_with_the_returned_id_reach_the_mapped_audience(build, httpser
     call(app, query=f"type={ADD}", body=mutations_body(ADD, mutation("T-1", "u1")))
 
     assert app.outbox.audience("demo", "dmp-aud-1").pending == 1
+
+
+def test_creating_an_audience_for_a_client_without_an_account_is_refused(build, httpserver):
+    app = build(httpserver.url_for("/events"), sections={"integration:demo:customer:1": {}})
+
+    response = call(app, query=f"type={CREATE}", body=create_body(customer=2))
+
+    assert response.status == 422
+    assert "no platform account" in response.json()["error"]
+    assert len(httpserver.log) == 0

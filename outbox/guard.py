@@ -1,0 +1,115 @@
+"""Per-account admission: a rate limit, a cap on calls in flight, and a circuit breaker.
+
+Pure logic on an injected clock. The dispatcher asks `admit()` before a platform call; a
+refusal says how long to wait, and the dispatcher postpones the audience that long without
+counting an attempt, so a platform that is down or saturated burns no retries and holds no
+delivery thread that another platform could use.
+"""
+import threading
+
+
+class TokenBucket:
+    """`rate` calls a second on average, bursts of up to `burst`."""
+
+    def __init__(self, rate, burst, clock):
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = burst
+        self.updated = clock()
+
+    def wait(self):
+        """Seconds until a call may be made (0: take it now; the token is then spent)."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class CircuitBreaker:
+    """Opens after `failures` consecutive transient failures; after `cooldown` lets one trial
+    call through (half-open); the trial's success closes it, its failure reopens it for twice
+    as long, up to `max_cooldown`."""
+
+    def __init__(self, failures, cooldown, clock, max_cooldown=600.0):
+        self.threshold = failures
+        self.base_cooldown = cooldown
+        self.max_cooldown = max(cooldown, max_cooldown)
+        self.clock = clock
+        self.failures = 0
+        self.cooldown = cooldown
+        self.open_until = None
+        self.trial_in_flight = False
+
+    @property
+    def state(self):
+        if self.open_until is None:
+            return "closed"
+        return "open" if self.clock() < self.open_until or self.trial_in_flight else "half-open"
+
+    def wait(self):
+        """Seconds until a call may be made; 0 lets it through (a half-open breaker's trial)."""
+        if self.open_until is None:
+            return 0.0
+        now = self.clock()
+        if now < self.open_until:
+            return self.open_until - now
+        if self.trial_in_flight:
+            return self.cooldown
+        self.trial_in_flight = True
+        return 0.0
+
+    def succeeded(self):
+        self.failures = 0
+        self.cooldown = self.base_cooldown
+        self.open_until = None
+        self.trial_in_flight = False
+
+    def failed(self):
+        self.failures += 1
+        if self.trial_in_flight:
+            self.cooldown = min(self.max_cooldown, self.cooldown * 2)
+        if self.trial_in_flight or self.failures >= self.threshold:
+            self.open_until = self.clock() + self.cooldown
+        self.trial_in_flight = False
+
+    def settled(self):
+        """The call ended without telling anything about the platform (e.g. a refusal)."""
+        self.trial_in_flight = False
+
+
+class Guard:
+    """The admission of one account: breaker first, then calls in flight, then the rate."""
+
+    def __init__(self, clock, *, calls_per_second=None, concurrent_calls=None, breaker_failures=5, breaker_cooldown=30.0):
+        self.bucket = TokenBucket(calls_per_second, max(1.0, calls_per_second), clock) if calls_per_second else None
+        self.concurrent_calls = concurrent_calls
+        self.breaker = CircuitBreaker(breaker_failures, breaker_cooldown, clock)
+        self.in_flight = 0
+        self._lock = threading.Lock()
+
+    def admit(self, busy_wait=0.05):
+        """0 when the call may go (it then counts as in flight until `release`), else seconds to wait."""
+        with self._lock:
+            wait = self.breaker.wait()
+            if wait:
+                return wait
+            if self.concurrent_calls is not None and self.in_flight >= self.concurrent_calls:
+                self.breaker.settled()
+                return busy_wait
+            if self.bucket is not None:
+                wait = self.bucket.wait()
+                if wait:
+                    self.breaker.settled()
+                    return wait
+            self.in_flight += 1
+            return 0.0
+
+    def release(self, outcome):
+        """`outcome`: "ok", "transient" (counts toward the breaker) or "other"."""
+        with self._lock:
+            self.in_flight -= 1
+            {"ok": self.breaker.succeeded, "transient": self.breaker.failed}.get(outcome, self.breaker.settled)()

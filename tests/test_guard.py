@@ -1,0 +1,93 @@
+"""Admission per account: token bucket, circuit breaker, calls in flight (pure, clock by hand)."""
+import pytest
+
+from outbox.guard import CircuitBreaker, Guard, TokenBucket
+
+
+def test_a_token_bucket_allows_a_burst_then_paces_calls(clock):
+    bucket = TokenBucket(rate=2, burst=2, clock=clock)
+
+    assert [bucket.wait(), bucket.wait()] == [0, 0]
+    assert bucket.wait() == pytest.approx(0.5)
+    clock.advance(0.5)
+    assert bucket.wait() == 0
+
+
+def test_a_breaker_opens_after_the_threshold_of_consecutive_failures(clock):
+    breaker = CircuitBreaker(failures=3, cooldown=30, clock=clock)
+    for _ in range(2):
+        breaker.failed()
+    assert breaker.wait() == 0
+
+    breaker.failed()
+
+    assert breaker.state == "open"
+    assert breaker.wait() == 30
+
+
+def test_a_success_resets_the_count(clock):
+    breaker = CircuitBreaker(failures=2, cooldown=30, clock=clock)
+    breaker.failed()
+    breaker.succeeded()
+    breaker.failed()
+
+    assert breaker.state == "closed"
+
+
+def test_after_the_cooldown_one_trial_call_goes_through(clock):
+    breaker = CircuitBreaker(failures=1, cooldown=30, clock=clock)
+    breaker.failed()
+    clock.advance(30)
+
+    assert breaker.wait() == 0, "the trial"
+    assert breaker.wait() > 0, "only one trial at a time"
+    breaker.succeeded()
+    assert breaker.wait() == 0
+    assert breaker.state == "closed"
+
+
+def test_a_failed_trial_reopens_for_twice_as_long(clock):
+    breaker = CircuitBreaker(failures=1, cooldown=30, clock=clock)
+    breaker.failed()
+    clock.advance(30)
+    breaker.wait()
+
+    breaker.failed()
+
+    assert breaker.wait() == 60
+
+
+def test_a_guard_caps_the_calls_in_flight(clock):
+    guard = Guard(clock, concurrent_calls=2)
+
+    assert [guard.admit(), guard.admit()] == [0, 0]
+    assert guard.admit() > 0
+    guard.release("ok")
+    assert guard.admit() == 0
+
+
+def test_a_guard_applies_the_rate_limit(clock):
+    guard = Guard(clock, calls_per_second=1)
+
+    assert guard.admit() == 0
+    guard.release("ok")
+    assert guard.admit() == pytest.approx(1.0)
+
+
+def test_a_guard_holds_everything_back_while_the_breaker_is_open(clock):
+    guard = Guard(clock, breaker_failures=2, breaker_cooldown=10)
+    for _ in range(2):
+        guard.admit()
+        guard.release("transient")
+
+    assert guard.admit() == 10
+    assert guard.in_flight == 0
+
+
+def test_refusals_do_not_count_toward_the_breaker(clock):
+    guard = Guard(clock, breaker_failures=1)
+    guard.admit()
+
+    guard.release("other")
+
+    assert guard.breaker.state == "closed"
