@@ -8,6 +8,7 @@ import sys
 import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from diy.admin import add_commands as add_admin_commands
 from diy.config import ConfigError, load_config
 from diy.signature import sign
 from outbox.errors import StoreError
@@ -85,6 +86,8 @@ def build_parser():
     signer.add_argument("--integration", help="which integration's secret (default: the first)")
     signer.add_argument("file", nargs="?", help="the body (default: standard input)")
     signer.set_defaults(run=run_sign)
+    add_admin_commands(commands, add_config)
+    add_sandbox_command(commands)
     return parser
 
 
@@ -190,3 +193,116 @@ class QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format, *args):
         pass
+
+
+SANDBOX_DESCRIPTION = """\
+Run a fake advertising platform on this machine, to watch diy-wsgi deliver without a real
+account. It speaks the three APIs diy-wsgi's targets call, keeps audiences and members in
+memory (gone when it stops) and can misbehave on purpose (errors, throttling, latency,
+outages) so retries can be seen and tested. It listens on loopback only.
+
+endpoints (platform calls; faults apply to these):
+  POST /webhook                 Standard Webhooks receiver: 401 on a bad signature, a repeated
+                                webhook-id is applied once, audience.created -> {"id": "sbx-<n>"}
+  POST /data/advertiser         The Trade Desk first-party data: TTD-Auth or TtdSignature,
+                                TtlInMinutes 0 removes, FailedLines for bad TDIDs, 413 over
+                                10,000 items or 2.5 MB
+  POST /oauth2/token            Criteo client credentials, tokens valid 900 s
+  POST|PATCH /<version>/marketing-solutions/audience-segments/create, /search,
+                                /<id>/contact-list   Criteo contact lists: Bearer token,
+                                unique names, 250 calls a minute (x-ratelimit-* headers, 429)
+views (never faulted):
+  GET /                         HTML: platforms, audiences, member counts
+  GET /api/audiences            JSON: every audience with its members
+  GET /api/stats                JSON: platform calls by API and status, faults injected
+  GET|POST /api/faults          JSON: the faults in force / change them, e.g.
+                                {"error_rate": 0.2, "outages": ["0s:30s"], "seed": 7}
+  POST /api/reset               forget every audience, member, count and rate window
+
+default credentials (public on purpose; change them with the flags below):
+  webhook secret        whsec_cXVpY2tzdGFydC13ZWJob29rLWtleQ==   (the quick start's)
+  The Trade Desk        token sandbox-ttd-token, secret sandbox-ttd-secret
+  Criteo                client id sandbox-criteo-client, secret sandbox-criteo-secret
+"""
+
+SANDBOX_EPILOG = """\
+point an integration at it (with the default port and credentials):
+
+  [integration:webhook-demo]
+  target = webhook
+  target.url = http://127.0.0.1:9000/webhook
+  target.secret = whsec_cXVpY2tzdGFydC13ZWJob29rLWtleQ==
+
+  [integration:ttd-demo]
+  target = thetradedesk
+  target.base_url = http://127.0.0.1:9000
+  target.advertiser_id = adv1
+  target.token = sandbox-ttd-token
+  ; or: target.auth = signature, target.secret = sandbox-ttd-secret
+
+  [integration:criteo-demo]
+  target = criteo
+  target.base_url = http://127.0.0.1:9000
+  target.client_id = sandbox-criteo-client
+  target.client_secret = sandbox-criteo-secret
+  target.advertiser_id = 12345
+  target.gum_caller_id = 1
+
+examples:
+  diy-wsgi sandbox                                   all three platforms on 127.0.0.1:9000
+  diy-wsgi sandbox --error-rate 0.1 --latency 50ms --seed 1
+  diy-wsgi sandbox --outage 30s:60s --outage 5m:10s  down from 30 s to 90 s, and 5 min to 5m10s
+  curl -s http://127.0.0.1:9000/api/audiences
+  curl -s -X POST http://127.0.0.1:9000/api/faults -d '{"rate_limit_rate": 0.5, "retry_after": 2}'
+"""
+
+
+def add_sandbox_command(commands):
+    sandbox = commands.add_parser(
+        "sandbox", help="run a fake advertising platform to deliver to (webhook, The Trade Desk, Criteo)",
+        description=SANDBOX_DESCRIPTION, epilog=SANDBOX_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sandbox.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000; 0 picks a free one)")
+    credentials = sandbox.add_argument_group("credentials the sandbox accepts (defaults above)")
+    credentials.add_argument("--webhook-secret", metavar="whsec_...", help="the webhook target's target.secret")
+    credentials.add_argument("--ttd-token", help="The Trade Desk TTD-Auth token")
+    credentials.add_argument("--ttd-secret", help="The Trade Desk key for TtdSignature")
+    credentials.add_argument("--criteo-client-id", help="Criteo OAuth2 client id")
+    credentials.add_argument("--criteo-client-secret", help="Criteo OAuth2 client secret")
+    faults = sandbox.add_argument_group("faults, on platform calls only (also settable at runtime: POST /api/faults)")
+    faults.add_argument("--error-rate", default="0", metavar="FRACTION", help="share of calls answered 503 (e.g. 0.1)")
+    faults.add_argument("--rate-limit-rate", default="0", metavar="FRACTION", help="share of calls answered 429 with Retry-After")
+    faults.add_argument("--retry-after", default="1", metavar="SECONDS", help="the Retry-After of those 429s (default 1)")
+    faults.add_argument("--latency", default="0", metavar="DURATION", help="delay before every answer, e.g. 50ms")
+    faults.add_argument("--latency-jitter", default="0", metavar="DURATION", help="plus a random 0..DURATION more")
+    faults.add_argument("--outage", action="append", default=[], metavar="AFTER:FOR",
+                        help="answer 503 from AFTER past start for FOR, e.g. 30s:60s; repeatable")
+    faults.add_argument("--seed", type=int, help="seed of the random faults, for reproducible runs")
+    sandbox.set_defaults(run=run_sandbox)
+
+
+def run_sandbox(args):
+    from diy import sandbox
+
+    try:
+        settings = sandbox.settings_from_flags(
+            host=args.host, port=args.port, webhook_secret=args.webhook_secret, ttd_token=args.ttd_token,
+            ttd_secret=args.ttd_secret, criteo_client_id=args.criteo_client_id,
+            criteo_client_secret=args.criteo_client_secret, error_rate=args.error_rate,
+            rate_limit_rate=args.rate_limit_rate, retry_after=args.retry_after, latency=args.latency,
+            latency_jitter=args.latency_jitter, outages=args.outage, seed=args.seed,
+        )
+        server = sandbox.make_server(settings)
+    except sandbox.SandboxConfigError as error:
+        raise ConfigError(f"sandbox: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"sandbox: cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
+    configure_logging("info")
+    stop_on_signals(server.shutdown)
+    print(sandbox.banner(server), flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0

@@ -348,6 +348,14 @@ def _duration(allow_zero=False) -> Callable[[str], float]:
     return parse
 
 
+def parse_duration(text):
+    """Seconds in `text` (`90`, `300ms`, `5m`, `1d`...); ValueError saying the expected form."""
+    try:
+        return _duration(allow_zero=True)(text.strip())
+    except _Invalid as invalid:
+        raise ValueError(str(invalid)) from None
+
+
 def _size(raw):
     match = _SIZE.fullmatch(raw)
     if not match:

@@ -34,6 +34,7 @@ class Dispatcher:
         policy=RetryPolicy(),
         stop_timeout=10.0,
         maintenance_interval=60.0,
+        heartbeat_interval=5.0,
         clock=time.time,
         rand=random.random,
     ):
@@ -50,9 +51,10 @@ class Dispatcher:
         self.policy = policy
         self.stop_timeout = stop_timeout
         self.maintenance_interval = maintenance_interval
+        self.heartbeat_interval = heartbeat_interval
         self.clock = clock
         self.rand = rand
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._owner_suffix = secrets.token_hex(3)
         self.batch_sizes = {name: accounts.max_batch for name, accounts in self.accounts.items()}
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -61,6 +63,12 @@ class Dispatcher:
         self._loop = None
         self._pool = None
         self._next_maintenance = 0.0
+        self._next_heartbeat = 0.0
+
+    @property
+    def owner(self):
+        """Unique per process (a forked worker gets its own)."""
+        return f"{socket.gethostname()}:{os.getpid()}:{self._owner_suffix}"
 
     # Running in the background.
 
@@ -95,6 +103,7 @@ class Dispatcher:
         released = 0
         try:
             released = self.outbox.release(self.owner)
+            self.outbox.retire(self.owner)
         except Exception:
             log.exception("could not give back leases owner=%s; they expire by themselves", self.owner)
         log.info("dispatcher stopped owner=%s unfinished=%d released=%d", self.owner, len(unfinished), released)
@@ -132,6 +141,9 @@ class Dispatcher:
 
     def _maintain(self):
         now = self.clock()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.heartbeat_interval
+            self.outbox.heartbeat(self.owner, now=now)
         if now < self._next_maintenance:
             return
         self._next_maintenance = now + self.maintenance_interval

@@ -2,6 +2,11 @@
 
 Append a migration to change the schema; never edit one that has shipped.
 
+Mutation states: `pending` until settled; then `done` (delivered), `dead` (refused or given
+up; kept for the operator), `superseded` (dead, but a later mutation of the same user in the
+same audience was delivered, so replaying it would resurrect a stale state) or `replayed`
+(dead, and copied back to the end of its audience's queue by `diy-wsgi dead replay`).
+
 An audience row is also the unit of work: it carries the lease, the backoff and the count of
 undelivered mutations, so a dispatcher claims an audience (never single rows) and the
 mutations of one audience are delivered by one holder at a time, in id order.
@@ -46,20 +51,28 @@ MIGRATIONS = (
         customer,
         platform,
         extra TEXT,                     -- JSON of the fields diy-wsgi does not know, or NULL
-        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'dead')),
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'done', 'dead', 'superseded', 'replayed')),
         attempts INTEGER NOT NULL DEFAULT 0,
         received_at REAL NOT NULL,
         finished_at REAL,
         last_error TEXT
     );
     CREATE INDEX mutations_pending ON mutations (audience_id, id) WHERE state = 'pending';
-    CREATE INDEX mutations_done ON mutations (finished_at) WHERE state = 'done';
-    CREATE INDEX mutations_dead ON mutations (audience_id, id) WHERE state = 'dead';
+    CREATE INDEX mutations_finished ON mutations (finished_at)
+        WHERE state IN ('done', 'superseded', 'replayed');
+    CREATE INDEX mutations_dead ON mutations (audience_id, external_user_id) WHERE state = 'dead';
+
+    CREATE TABLE dispatchers (
+        owner TEXT PRIMARY KEY,         -- host:pid:random
+        started_at REAL NOT NULL,
+        seen_at REAL NOT NULL
+    );
     """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
-OUR_TABLES = {"audiences", "mutations", "sqlite_sequence"}
+OUR_TABLES = {"audiences", "mutations", "dispatchers", "sqlite_sequence"}
 
 
 def migrate(connection, path):

@@ -323,6 +323,7 @@ class Outbox:
         if not claim.mutations:
             return 0
         batch = (claim.audience.id, claim.mutations[-1].id)
+        self._supersede_dead(connection, claim, now)
         if self.retention <= 0:
             sql, parameters = "DELETE FROM mutations WHERE audience_id = ? AND state = 'pending' AND id <= ?", batch
         else:
@@ -333,16 +334,44 @@ class Outbox:
             parameters = (now, *batch)
         return connection.execute(sql, parameters).rowcount
 
+    def _supersede_dead(self, connection, claim, now):
+        """Dead mutations of users this batch delivers are stale: replay must not resurrect them."""
+        audience_id = claim.audience.id
+        if not connection.execute(
+            "SELECT 1 FROM mutations WHERE audience_id = ? AND state = 'dead' LIMIT 1", (audience_id,)
+        ).fetchone():
+            return
+        connection.execute(
+            "UPDATE mutations SET state = 'superseded', finished_at = ? WHERE audience_id = ? AND state = 'dead'"
+            " AND id < ? AND external_user_id IN (SELECT external_user_id FROM mutations"
+            " WHERE audience_id = ? AND state = 'pending' AND id <= ?)",
+            (now, audience_id, claim.mutations[0].id, audience_id, claim.mutations[-1].id),
+        )
+
     # Housekeeping.
 
     def purge(self, *, now, limit=5000):
-        """Delete up to `limit` delivered mutations older than the retention; returns how many."""
+        """Delete up to `limit` finished mutations (delivered, superseded, replayed) older than the
+        retention; dead ones stay until an operator purges them. Returns how many."""
         with self.database.transaction() as connection:
             return connection.execute(
-                "DELETE FROM mutations WHERE id IN (SELECT id FROM mutations WHERE state = 'done'"
-                " AND finished_at < ? LIMIT ?)",
+                "DELETE FROM mutations WHERE id IN (SELECT id FROM mutations"
+                " WHERE state IN ('done', 'superseded', 'replayed') AND finished_at < ? LIMIT ?)",
                 (now - self.retention, limit),
             ).rowcount
+
+    def heartbeat(self, owner, *, now):
+        """Record that dispatcher `owner` is alive (for readiness and status)."""
+        with self.database.transaction() as connection:
+            connection.execute(
+                "INSERT INTO dispatchers (owner, started_at, seen_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at",
+                (owner, now, now),
+            )
+
+    def retire(self, owner):
+        with self.database.transaction() as connection:
+            connection.execute("DELETE FROM dispatchers WHERE owner = ?", (owner,))
 
     def checkpoint(self):
         """Copy the WAL back into the database and truncate it, so it cannot grow without bound."""

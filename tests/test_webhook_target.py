@@ -381,7 +381,7 @@ def test_registry_loads_a_target_class(spec):
          "class-without-methods", "constant", "function"],
 )
 def test_registry_rejects_what_is_not_a_target(spec, says):
-    with pytest.raises(LookupError, match="builtin targets: webhook") as raised:
+    with pytest.raises(LookupError, match=r"builtin targets: .*webhook") as raised:
         load_target_class(spec)
 
     assert says in str(raised.value)

@@ -1,0 +1,290 @@
+"""The operator's commands: `diy-wsgi status | dead | audiences | verify | purge | vacuum | backup`.
+
+Each reads the configuration for the database path and secrets, works on the live database
+(safe while the service runs), prints a table or, with `--json`, one JSON document.
+"""
+import argparse
+import json
+import sys
+import time
+
+from diy.config import ConfigError, load_config, parse_duration
+from diy.signature import sign, verify
+from outbox.admin import Admin, DeadFilter
+from outbox.db import Database
+from outbox.errors import StoreError
+from outbox.store import Outbox
+
+
+def add_commands(commands, add_config):
+    def command(name, run, help, description=None):
+        parser = commands.add_parser(name, help=help, description=description or help)
+        add_config(parser)
+        parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+        parser.set_defaults(run=run)
+        return parser
+
+    command("status", run_status, "pending, leased and dead mutations per integration; dispatchers; file sizes")
+
+    dead = commands.add_parser("dead", help="list, show, replay or purge dead-lettered mutations",
+                               description="Dead letters: mutations a platform refused or that ran out of "
+                               "attempts, kept with the platform's reason until you replay or purge them.")
+    dead_commands = dead.add_subparsers(dest="dead_command", metavar="ACTION", required=True)
+    for name, run, help in (
+        ("list", run_dead_list, "list dead letters, oldest first"),
+        ("replay", run_dead_replay, "queue dead letters again, in order; stale ones (superseded by a later "
+         "mutation of the same user) are never replayed"),
+        ("purge", run_dead_purge, "delete dead letters for good"),
+    ):
+        parser = command_in(dead_commands, name, run, help, add_config)
+        add_filters(parser)
+        if name == "list":
+            parser.add_argument("--limit", type=int, default=100, help="most rows to show (default 100)")
+        if name == "purge":
+            parser.add_argument("--all", action="store_true", help="needed to purge without a filter")
+    show = command_in(dead_commands, "show", run_dead_show, "everything kept about one dead letter", add_config)
+    show.add_argument("id", type=int, help="the mutation id (from dead list)")
+
+    audiences = commands.add_parser("audiences", help="the DMP audience id -> platform id mapping",
+                                    description="The mapping from the DMP's audience ids to the platform's ids.")
+    audience_commands = audiences.add_subparsers(dest="audiences_command", metavar="ACTION", required=True)
+    listing = command_in(audience_commands, "list", run_audiences_list, "list audiences with their state", add_config)
+    listing.add_argument("--integration")
+    listing.add_argument("--state", choices=("creating", "ready", "failed"))
+    for name, run, help in (
+        ("show", run_audience_show, "one audience and its mutations by state"),
+        ("set", run_audience_set, "map a DMP audience id to a platform id by hand (it is then ready)"),
+        ("forget", run_audience_forget, "delete an audience's mapping and its finished mutations"),
+    ):
+        parser = command_in(audience_commands, name, run, help, add_config)
+        parser.add_argument("--integration", help="default: the only integration")
+        parser.add_argument("audience", help="the DMP's audience id (or the id the DMP sends)")
+        if name == "set":
+            parser.add_argument("target_id", help="the platform's id")
+
+    verifier = command("verify", run_verify, "check a body against an X-HMAC with the configured secrets",
+                       "Tell whether X-HMAC SIGNATURE matches the body in FILE (or standard input) under "
+                       "one of the integration's hmac_secrets; exit status 0 if it does, 1 if not.")
+    verifier.add_argument("--integration", help="default: every integration")
+    verifier.add_argument("--signature", required=True, help="the X-HMAC value the DMP sent")
+    verifier.add_argument("file", nargs="?", help="the body, byte for byte (default: standard input)")
+
+    command("purge", run_purge, "delete delivered mutations older than [diy] retention now (it also runs by itself)")
+    command("vacuum", run_vacuum, "checkpoint and truncate the WAL, then VACUUM the database (blocks writers while it runs)")
+    backup = command("backup", run_backup, "copy the live database to a new file (online, consistent)",
+                     "Copy the database with SQLite's online backup API: the service keeps running and "
+                     "the copy is consistent. Restore by stopping the service and putting the copy in place.")
+    backup.add_argument("destination", help="a new file")
+
+
+def command_in(subparsers, name, run, help, add_config):
+    parser = subparsers.add_parser(name, help=help, description=help)
+    add_config(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def add_filters(parser):
+    parser.add_argument("--integration")
+    parser.add_argument("--audience", help="a DMP audience id (or the id the DMP sends)")
+    parser.add_argument("--customer", help="a DMP client id")
+    parser.add_argument("--older-than", type=duration, metavar="AGE", help="died at least AGE ago (e.g. 1h, 7d)")
+    parser.add_argument("--newer-than", type=duration, metavar="AGE", help="died at most AGE ago")
+
+
+def duration(text):
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def open_admin(args):
+    config = load_config(args.config)
+    database = Database(config.database, synchronous=config.synchronous, write_timeout=config.write_timeout)
+    return config, Admin(Outbox(database, retention=config.retention))
+
+
+def filters(args):
+    return DeadFilter(args.integration, args.audience, args.customer, args.older_than, args.newer_than)
+
+
+def pick_integration(config, name):
+    if name is not None:
+        if not any(i.name == name for i in config.integrations):
+            raise ConfigError(f"{config.source}: no [integration:{name}]")
+        return name
+    if len(config.integrations) > 1:
+        raise ConfigError(f"{config.source}: several integrations; name one with --integration")
+    return config.integrations[0].name
+
+
+def progress(label):
+    def report(*numbers):
+        print(f"\r{label}: " + " ".join(str(n) for n in numbers), end="", file=sys.stderr, flush=True)
+    return report
+
+
+def run_status(args):
+    _, admin = open_admin(args)
+    status = admin.status(now=time.time())
+    if args.json:
+        return emit(status)
+    rows = [
+        (name, s["pending"], s["leased"], s["dead"], age(s["oldest_pending_age"]), s["audiences"],
+         s["audiences_creating"], s["audiences_failed"], s["last_error"] or "")
+        for name, s in status["integrations"].items()
+    ]
+    table(("integration", "pending", "leased", "dead", "oldest", "audiences", "creating", "failed", "last error"), rows)
+    print()
+    table(("dispatcher", "last seen"), [(d["owner"], age(d["seen_age"]) + " ago") for d in status["dispatchers"]])
+    files = status["files"]
+    print(f"\ndatabase {files['database_bytes']:,} bytes, WAL {files['wal_bytes']:,} bytes")
+    return 0
+
+
+def run_dead_list(args):
+    _, admin = open_admin(args)
+    now = time.time()
+    letters = admin.dead(filters(args), now=now, limit=args.limit)
+    if args.json:
+        return emit([letter.as_dict() for letter in letters])
+    table(("id", "integration", "audience", "op", "user", "died", "reason"),
+          [(d.id, d.integration, d.audience, d.op, d.external_user_id, age(now - d.died_at) + " ago", d.reason) for d in letters])
+    return 0
+
+
+def run_dead_show(args):
+    _, admin = open_admin(args)
+    letter = admin.dead_letter(args.id)
+    if letter is None:
+        raise StoreError(f"no mutation {args.id}")
+    if args.json:
+        return emit(letter.as_dict())
+    for key, value in letter.as_dict().items():
+        print(f"{key:>16}  {value}")
+    return 0
+
+
+def run_dead_replay(args):
+    _, admin = open_admin(args)
+    replayed, superseded = admin.replay(filters(args), now=time.time(), progress=progress("replayed, superseded"))
+    print(file=sys.stderr)
+    result = {"replayed": replayed, "superseded": superseded}
+    return emit(result) if args.json else print(f"replayed {replayed}; {superseded} stale ones marked superseded") or 0
+
+
+def run_dead_purge(args):
+    where = filters(args)
+    if where == DeadFilter() and not args.all:
+        raise ConfigError("dead purge: give a filter (--integration, --audience, --customer, --older-than, --newer-than) or --all")
+    _, admin = open_admin(args)
+    deleted = admin.purge_dead(where, now=time.time(), progress=progress("purged"))
+    print(file=sys.stderr)
+    return emit({"purged": deleted}) if args.json else print(f"purged {deleted} dead letters") or 0
+
+
+def run_audiences_list(args):
+    _, admin = open_admin(args)
+    audiences = admin.audiences(integration=args.integration, state=args.state)
+    if args.json:
+        return emit(audiences)
+    table(("integration", "dmp id", "platform id", "state", "pending", "name", "last error"),
+          [(a["integration"], a["dmp_id"], a["target_id"] or "", a["state"], a["pending"], a["name"] or "", a["last_error"] or "")
+           for a in audiences])
+    return 0
+
+
+def run_audience_show(args):
+    config, admin = open_admin(args)
+    found = admin.audience(pick_integration(config, args.integration), args.audience)
+    if found is None:
+        raise StoreError(f"no audience {args.audience}")
+    if args.json:
+        return emit(found)
+    for key, value in found.items():
+        print(f"{key:>12}  {value}")
+    return 0
+
+
+def run_audience_set(args):
+    config, admin = open_admin(args)
+    integration = pick_integration(config, args.integration)
+    admin.set_audience(integration, args.audience, args.target_id, now=time.time())
+    return emit(admin.audience(integration, args.audience)) if args.json else print(
+        f"{args.audience} -> {args.target_id} (ready)") or 0
+
+
+def run_audience_forget(args):
+    config, admin = open_admin(args)
+    admin.forget_audience(pick_integration(config, args.integration), args.audience)
+    return emit({"forgotten": args.audience}) if args.json else print(f"forgot {args.audience}") or 0
+
+
+def run_verify(args):
+    config = load_config(args.config)
+    body = open(args.file, "rb").read() if args.file else sys.stdin.buffer.read()
+    matches = [
+        f"{integration.name} secret #{number}"
+        for integration in config.integrations if args.integration in (None, integration.name)
+        for number, secret in enumerate(integration.hmac_secrets, 1)
+        if verify([secret], body, args.signature)
+    ]
+    if args.json:
+        emit({"valid": bool(matches), "matches": matches, "bytes": len(body)})
+    elif matches:
+        print(f"valid: matches {', '.join(matches)} ({len(body)} bytes)")
+    else:
+        print(f"invalid: no configured secret signs these {len(body)} bytes as {args.signature.strip()[:64]}")
+        if body.endswith(b"\n"):
+            print("hint: the body ends with a newline; the DMP signs the exact bytes it sends")
+    return 0 if matches else 1
+
+
+def run_purge(args):
+    _, admin = open_admin(args)
+    purged = admin.purge_delivered(now=time.time(), progress=progress("purged"))
+    print(file=sys.stderr)
+    return emit({"purged": purged}) if args.json else print(f"purged {purged} finished mutations") or 0
+
+
+def run_vacuum(args):
+    _, admin = open_admin(args)
+    before, after = admin.vacuum()
+    if args.json:
+        return emit({"before": before, "after": after})
+    print(f"database {before['database_bytes']:,} -> {after['database_bytes']:,} bytes, "
+          f"WAL {before['wal_bytes']:,} -> {after['wal_bytes']:,} bytes")
+    return 0
+
+
+def run_backup(args):
+    _, admin = open_admin(args)
+    size = admin.backup(args.destination, progress=progress("pages copied"))
+    print(file=sys.stderr)
+    return emit({"backup": args.destination, "bytes": size}) if args.json else print(
+        f"backed up to {args.destination} ({size:,} bytes)") or 0
+
+
+def emit(document):
+    print(json.dumps(document, indent=2, default=str))
+    return 0
+
+
+def age(seconds):
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+def table(headers, rows):
+    rows = [tuple("" if cell is None else str(cell) for cell in row) for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
+    for row in [headers] + rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    if not rows:
+        print("(none)")

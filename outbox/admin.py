@@ -1,0 +1,331 @@
+"""What operators ask of the outbox: status, dead letters, the audience mapping, backups.
+
+Every query here uses the partial indexes or the per-audience counters, so it stays fast with
+millions of delivered rows; none of it runs on the request path.
+"""
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from outbox.errors import StoreError
+
+FINISHED = ("done", "superseded", "replayed")
+
+
+@dataclass(frozen=True)
+class DeadFilter:
+    """Which dead letters an operator means; None matches anything."""
+
+    integration: Optional[str] = None
+    audience: Optional[str] = None
+    """The DMP's audience id or the key the DMP sends."""
+    customer: Optional[str] = None
+    older_than: Optional[float] = None
+    """Seconds since the mutation died."""
+    newer_than: Optional[float] = None
+
+    def where(self, now):
+        clauses, parameters = ["m.state = 'dead'"], []
+        if self.integration is not None:
+            clauses.append("a.integration = ?")
+            parameters.append(self.integration)
+        if self.audience is not None:
+            clauses.append("(a.dmp_id = ? OR a.key = ?)")
+            parameters += [self.audience, self.audience]
+        if self.customer is not None:
+            clauses.append("CAST(COALESCE(m.customer, a.customer) AS TEXT) = ?")
+            parameters.append(str(self.customer))
+        if self.older_than is not None:
+            clauses.append("m.finished_at <= ?")
+            parameters.append(now - self.older_than)
+        if self.newer_than is not None:
+            clauses.append("m.finished_at >= ?")
+            parameters.append(now - self.newer_than)
+        return " AND ".join(clauses), parameters
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    integration: str
+    audience: str
+    dmp_id: str
+    op: str
+    external_user_id: str
+    uuid: Optional[str]
+    customer: Any
+    platform: Any
+    extra: Optional[str]
+    attempts: int
+    received_at: float
+    died_at: float
+    reason: Optional[str]
+
+    def as_dict(self):
+        return asdict(self)
+
+
+DEAD_COLUMNS = (
+    "m.id, a.integration, a.key, a.dmp_id, m.op, m.external_user_id, m.uuid, m.customer, m.platform, m.extra,"
+    " m.attempts, m.received_at, m.finished_at, m.last_error"
+)
+
+
+class Admin:
+    def __init__(self, outbox):
+        self.outbox = outbox
+        self.database = outbox.database
+
+    # Status.
+
+    def status(self, *, now):
+        """Per integration: mutations pending, leased, dead; the oldest pending; audiences by state."""
+        rows = self.database.read(
+            "SELECT integration, SUM(pending), COUNT(*),"
+            " SUM(state = 'creating'), SUM(state = 'failed'),"
+            " SUM(CASE WHEN lease_expires_at > ? THEN"
+            "   (SELECT COUNT(*) FROM mutations m WHERE m.audience_id = audiences.id AND m.state = 'pending'"
+            "    AND m.id <= audiences.claimed_through) ELSE 0 END),"
+            " MIN(CASE WHEN pending > 0 THEN (SELECT received_at FROM mutations m"
+            "   WHERE m.audience_id = audiences.id AND m.state = 'pending' ORDER BY m.id LIMIT 1) END)"
+            " FROM audiences GROUP BY integration ORDER BY integration",
+            (now,),
+        )
+        dead = dict(self.database.read(
+            "SELECT a.integration, COUNT(*) FROM mutations m JOIN audiences a ON a.id = m.audience_id"
+            " WHERE m.state = 'dead' GROUP BY a.integration"
+        ))
+        errors = {
+            name: error
+            for name, error, _ in self.database.read(
+                "SELECT integration, last_error, MAX(updated_at) FROM audiences WHERE last_error IS NOT NULL"
+                " GROUP BY integration"
+            )
+        }
+        integrations = {}
+        for name, pending, audiences, creating, failed, leased, oldest in rows:
+            integrations[name] = {
+                "pending": pending or 0,
+                "leased": leased or 0,
+                "dead": dead.get(name, 0),
+                "oldest_pending_age": None if oldest is None else max(0.0, now - oldest),
+                "audiences": audiences,
+                "audiences_creating": creating or 0,
+                "audiences_failed": failed or 0,
+                "last_error": errors.get(name),
+            }
+        dispatchers = [
+            {"owner": owner, "seen_age": now - seen_at}
+            for owner, seen_at in self.database.read("SELECT owner, seen_at FROM dispatchers ORDER BY owner")
+        ]
+        return {"integrations": integrations, "dispatchers": dispatchers, "files": self.file_sizes()}
+
+    def file_sizes(self):
+        path = self.database.path
+        return {"database_bytes": size_of(path), "wal_bytes": size_of(path + "-wal")}
+
+    # Dead letters.
+
+    def dead(self, where, *, now, limit=100):
+        clause, parameters = where.where(now)
+        return [
+            DeadLetter(*row)
+            for row in self.database.read(
+                f"SELECT {DEAD_COLUMNS} FROM mutations m JOIN audiences a ON a.id = m.audience_id"
+                f" WHERE {clause} ORDER BY m.id LIMIT ?",
+                (*parameters, limit),
+            )
+        ]
+
+    def dead_letter(self, mutation_id):
+        rows = self.database.read(
+            f"SELECT {DEAD_COLUMNS} FROM mutations m JOIN audiences a ON a.id = m.audience_id WHERE m.id = ?",
+            (mutation_id,),
+        )
+        return DeadLetter(*rows[0]) if rows else None
+
+    def replay(self, where, *, now, chunk=1000, progress=None):
+        """Queue the matching dead letters again, at the end of their audiences' queues, in order.
+
+        A dead mutation is replayed only if it is the latest of its user in its audience: one that
+        a later mutation (pending, delivered or dead) supersedes would resurrect a stale state, so
+        it is marked superseded instead. Audiences whose creation failed are created again.
+        Returns (replayed, superseded).
+        """
+        replayed = superseded = 0
+        while True:
+            with self.database.transaction() as connection:
+                clause, parameters = where.where(now)
+                rows = connection.execute(
+                    f"SELECT m.id, m.audience_id, m.external_user_id FROM mutations m"
+                    f" JOIN audiences a ON a.id = m.audience_id WHERE {clause} ORDER BY m.id LIMIT ?",
+                    (*parameters, chunk),
+                ).fetchall()
+                for mutation_id, audience_id, user in rows:
+                    later = connection.execute(
+                        "SELECT 1 FROM mutations WHERE audience_id = ? AND external_user_id = ? AND id > ?"
+                        " AND state IN ('pending', 'done', 'dead') LIMIT 1",
+                        (audience_id, user, mutation_id),
+                    ).fetchone()
+                    if later:
+                        connection.execute(
+                            "UPDATE mutations SET state = 'superseded', finished_at = ? WHERE id = ?", (now, mutation_id)
+                        )
+                        superseded += 1
+                        continue
+                    connection.execute(
+                        "INSERT INTO mutations (audience_id, op, external_user_id, uuid, customer, platform, extra,"
+                        " received_at) SELECT audience_id, op, external_user_id, uuid, customer, platform, extra, ?"
+                        " FROM mutations WHERE id = ?",
+                        (now, mutation_id),
+                    )
+                    connection.execute(
+                        "UPDATE mutations SET state = 'replayed', finished_at = ? WHERE id = ?", (now, mutation_id)
+                    )
+                    connection.execute(
+                        "UPDATE audiences SET pending = pending + 1, next_attempt_at = MIN(next_attempt_at, ?),"
+                        " attempts = 0, state = CASE state WHEN 'failed' THEN 'creating' ELSE state END"
+                        " WHERE id = ?",
+                        (now, audience_id),
+                    )
+                    replayed += 1
+            if progress:
+                progress(replayed, superseded)
+            if len(rows) < chunk:
+                return replayed, superseded
+
+    def purge_dead(self, where, *, now, chunk=5000, progress=None):
+        """Delete the matching dead letters for good; returns how many."""
+        deleted = 0
+        while True:
+            with self.database.transaction() as connection:
+                clause, parameters = where.where(now)
+                count = connection.execute(
+                    f"DELETE FROM mutations WHERE id IN (SELECT m.id FROM mutations m"
+                    f" JOIN audiences a ON a.id = m.audience_id WHERE {clause} LIMIT ?)",
+                    (*parameters, chunk),
+                ).rowcount
+            deleted += count
+            if progress:
+                progress(deleted)
+            if count < chunk:
+                return deleted
+
+    # The audience mapping.
+
+    AUDIENCE_COLUMNS = "integration, dmp_id, key, name, customer, target_id, state, pending, attempts, last_error"
+
+    def audiences(self, *, integration=None, state=None, limit=1000):
+        clauses, parameters = ["1"], []
+        if integration is not None:
+            clauses.append("integration = ?")
+            parameters.append(integration)
+        if state is not None:
+            clauses.append("state = ?")
+            parameters.append(state)
+        return [
+            audience_dict(row)
+            for row in self.database.read(
+                f"SELECT {self.AUDIENCE_COLUMNS} FROM audiences WHERE {' AND '.join(clauses)}"
+                " ORDER BY integration, id LIMIT ?",
+                (*parameters, limit),
+            )
+        ]
+
+    def audience(self, integration, audience):
+        rows = self.database.read(
+            f"SELECT {self.AUDIENCE_COLUMNS}, id FROM audiences WHERE integration = ? AND (dmp_id = ? OR key = ?)"
+            " ORDER BY dmp_id = ? DESC LIMIT 1",
+            (integration, audience, audience, audience),
+        )
+        if not rows:
+            return None
+        found = audience_dict(rows[0][:-1])
+        found["mutations"] = dict(self.database.read(
+            "SELECT state, COUNT(*) FROM mutations WHERE audience_id = ? GROUP BY state", (rows[0][-1],)
+        ))
+        return found
+
+    def set_audience(self, integration, dmp_id, target_id, *, now):
+        """Map `dmp_id` to the platform's `target_id` by hand; its mutations flow to that id."""
+        with self.database.transaction() as connection:
+            updated = connection.execute(
+                "UPDATE audiences SET target_id = ?, state = 'ready', attempts = 0, last_error = NULL,"
+                " next_attempt_at = ?, updated_at = ? WHERE integration = ? AND dmp_id = ?",
+                (target_id, now, now, integration, dmp_id),
+            ).rowcount
+            if not updated:
+                connection.execute(
+                    "INSERT INTO audiences (integration, key, dmp_id, target_id, state, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, 'ready', ?, ?)",
+                    (integration, dmp_id, dmp_id, target_id, now, now),
+                )
+
+    def forget_audience(self, integration, audience):
+        """Delete the mapping and its finished rows; refused while mutations wait or are dead."""
+        with self.database.transaction() as connection:
+            row = connection.execute(
+                "SELECT id FROM audiences WHERE integration = ? AND (dmp_id = ? OR key = ?)",
+                (integration, audience, audience),
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"no audience {audience} in integration {integration}")
+            waiting = dict(connection.execute(
+                "SELECT state, COUNT(*) FROM mutations WHERE audience_id = ? AND state IN ('pending', 'dead')"
+                " GROUP BY state", (row[0],),
+            ))
+            if waiting:
+                counts = ", ".join(f"{count} {state}" for state, count in sorted(waiting.items()))
+                raise StoreError(
+                    f"audience {audience} still has mutations ({counts}); let them be delivered, "
+                    "or replay or purge the dead ones, before forgetting it"
+                )
+            connection.execute("DELETE FROM mutations WHERE audience_id = ?", (row[0],))
+            connection.execute("DELETE FROM audiences WHERE id = ?", (row[0],))
+
+    # Files.
+
+    def purge_delivered(self, *, now, progress=None):
+        purged = 0
+        while True:
+            count = self.outbox.purge(now=now)
+            purged += count
+            if progress:
+                progress(purged)
+            if count < 5000:
+                return purged
+
+    def backup(self, destination, *, progress=None, pages=1024):
+        """An online, consistent copy through SQLite's backup API (writers keep going)."""
+        import sqlite3
+
+        if os.path.exists(destination):
+            raise StoreError(f"{destination} exists; choose a new file for the backup")
+        target = sqlite3.connect(destination)
+        try:
+            self.database.connection().backup(
+                target, pages=pages, progress=(lambda status, remaining, total: progress(total - remaining, total)) if progress else None
+            )
+        finally:
+            target.close()
+        return size_of(destination)
+
+    def vacuum(self):
+        """Checkpoint and truncate the WAL, then rebuild the file to return free pages to the disk."""
+        before = self.file_sizes()
+        self.outbox.checkpoint()
+        self.database.connection().execute("VACUUM")
+        self.outbox.checkpoint()
+        return before, self.file_sizes()
+
+
+def audience_dict(row):
+    keys = ("integration", "dmp_id", "key", "name", "customer", "target_id", "state", "pending", "attempts", "last_error")
+    return dict(zip(keys, row))
+
+
+def size_of(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

@@ -1,0 +1,209 @@
+"""The operator's commands, run through `diy-wsgi` in-process against a real database."""
+import json
+import sqlite3
+import time
+
+import pytest
+
+from diy.cli import main
+from diy.config import load_config
+from diy.signature import sign
+from outbox.db import Database
+from outbox.store import Outbox, ReceivedMutation
+from tests.processes import write_config
+from tests.support import DMP_SECRET
+
+SIZES = {"demo": 100}
+
+
+@pytest.fixture
+def config_path(tmp_path):
+    return write_config(tmp_path, "http://127.0.0.1:9/events")
+
+
+@pytest.fixture
+def outbox(config_path):
+    config = load_config(config_path)
+    box = Outbox(Database(config.database), retention=config.retention)
+    yield box
+    box.database.close()
+
+
+def add(outbox, op, audience, *users):
+    outbox.enqueue("demo", op, [ReceivedMutation(audience, u, customer=7) for u in users], pass_through=True, now=time.time())
+
+
+def settle_next(outbox, dead_reason=None):
+    (claim,) = outbox.claim("test", now=time.time(), lease=60, limit=1, batch_sizes=SIZES)
+    if dead_reason:
+        outbox.dead_letter(claim, dead_reason, now=time.time())
+    else:
+        outbox.settle(claim, now=time.time())
+
+
+@pytest.fixture
+def populated(outbox):
+    """aud-1: two pending adds. aud-2: a dead add of u3, superseded when a later remove of u3
+    was delivered, and a dead add of u4 that nothing superseded."""
+    outbox.record_created("demo", "aud-1", name="Buyers", customer=7, target_id="T-1", key="aud-1", now=time.time())
+    add(outbox, "add", "aud-1", "u1", "u2")
+    add(outbox, "add", "aud-2", "u3", "u4")
+    settle_next_for(outbox, "aud-2", dead_reason="HTTP 400: no such user")
+    add(outbox, "remove", "aud-2", "u3")
+    settle_next_for(outbox, "aud-2")
+    return outbox
+
+
+def settle_next_for(outbox, key, dead_reason=None):
+    now = time.time()
+    for claim in outbox.claim("test", now=now, lease=60, limit=10, batch_sizes=SIZES):
+        if claim.audience.key != key:
+            outbox.postpone(claim, at=now, now=now)
+        elif dead_reason:
+            outbox.dead_letter(claim, dead_reason, now=now)
+        else:
+            outbox.settle(claim, now=now)
+
+
+def run(capsys, *args):
+    code = main([*args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_json(capsys, config_path, *args):
+    code, out, err = run(capsys, *args, "--config", str(config_path), "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_status_counts_pending_leased_and_dead_per_integration(populated, config_path, capsys):
+    populated.claim("someone", now=time.time(), lease=600, limit=1, batch_sizes=SIZES)
+
+    status = run_json(capsys, config_path, "status")
+
+    demo = status["integrations"]["demo"]
+    assert (demo["pending"], demo["leased"], demo["dead"], demo["audiences"]) == (2, 2, 1, 2), "u3's dead add is superseded"
+    assert demo["oldest_pending_age"] >= 0
+    assert status["files"]["database_bytes"] > 0
+
+
+def test_status_prints_a_table(populated, config_path, capsys):
+    code, out, _ = run(capsys, "status", "--config", str(config_path))
+
+    assert code == 0
+    assert out.splitlines()[0].split()[:4] == ["integration", "pending", "leased", "dead"]
+    assert out.splitlines()[1].split()[:4] == ["demo", "2", "0", "1"]
+
+
+def test_dead_list_filters_by_audience(populated, config_path, capsys):
+    populated.enqueue("demo", "add", [ReceivedMutation("aud-3", "u9")], pass_through=True, now=time.time())
+
+    letters = run_json(capsys, config_path, "dead", "list", "--audience", "aud-2")
+
+    assert [(d["external_user_id"], d["reason"]) for d in letters] == [("u4", "HTTP 400: no such user")]
+
+
+def test_dead_show_gives_everything_kept(populated, config_path, capsys):
+    (letter,) = run_json(capsys, config_path, "dead", "list")
+
+    shown = run_json(capsys, config_path, "dead", "show", str(letter["id"]))
+
+    assert shown["uuid"] is None and shown["customer"] == 7 and shown["op"] == "add"
+
+
+def test_dead_replay_requeues_only_what_no_later_mutation_superseded(populated, config_path, capsys):
+    result = run_json(capsys, config_path, "dead", "replay")
+
+    assert result == {"replayed": 1, "superseded": 0}
+    claims = populated.claim("test", now=time.time(), lease=60, limit=10, batch_sizes=SIZES)
+    replayed = [m for c in claims if c.audience.key == "aud-2" for m in c.mutations]
+    assert [(m.op, m.external_user_id) for m in replayed] == [("add", "u4")]
+
+
+def test_a_dead_add_superseded_by_a_later_pending_remove_is_not_replayed(outbox, config_path, capsys):
+    add(outbox, "add", "aud", "u1")
+    settle_next(outbox, dead_reason="refused")
+    add(outbox, "remove", "aud", "u1")
+
+    result = run_json(capsys, config_path, "dead", "replay")
+
+    assert result == {"replayed": 0, "superseded": 1}
+
+
+def test_dead_purge_needs_a_filter_or_all(populated, config_path, capsys):
+    code, _, err = run(capsys, "dead", "purge", "--config", str(config_path))
+    assert code == 2 and "--all" in err
+
+    assert run_json(capsys, config_path, "dead", "purge", "--all") == {"purged": 1}
+    assert run_json(capsys, config_path, "dead", "list") == []
+
+
+def test_dead_purge_by_age_leaves_recent_ones(populated, config_path, capsys):
+    assert run_json(capsys, config_path, "dead", "purge", "--older-than", "1h") == {"purged": 0}
+
+
+def test_audiences_list_and_show(populated, config_path, capsys):
+    audiences = run_json(capsys, config_path, "audiences", "list")
+    shown = run_json(capsys, config_path, "audiences", "show", "aud-1")
+
+    assert [(a["dmp_id"], a["target_id"], a["state"]) for a in audiences] == [("aud-1", "T-1", "ready"), ("aud-2", "aud-2", "ready")]
+    assert shown["mutations"] == {"pending": 2}
+
+
+def test_audiences_set_maps_by_hand(outbox, config_path, capsys):
+    shown = run_json(capsys, config_path, "audiences", "set", "aud-9", "T-9")
+
+    assert (shown["target_id"], shown["state"]) == ("T-9", "ready")
+
+
+def test_audiences_forget_is_refused_while_mutations_wait(populated, config_path, capsys):
+    code, _, err = run(capsys, "audiences", "forget", "aud-1", "--config", str(config_path))
+
+    assert code == 2 and "2 pending" in err
+
+
+def test_audiences_forget_deletes_a_finished_audience(outbox, config_path, capsys):
+    add(outbox, "add", "aud", "u1")
+    settle_next(outbox)
+
+    assert run_json(capsys, config_path, "audiences", "forget", "aud") == {"forgotten": "aud"}
+    assert run_json(capsys, config_path, "audiences", "list") == []
+
+
+@pytest.mark.parametrize("secret,code", [(DMP_SECRET, 0), (b"other", 1)], ids=["valid", "invalid"])
+def test_verify_checks_a_body_against_the_configured_secrets(config_path, tmp_path, capsys, secret, code):
+    body = tmp_path / "body.json"
+    body.write_bytes(b'{"Type":"VALIDATE"}')
+
+    result, out, _ = run(capsys, "verify", "--config", str(config_path), "--signature", sign(secret, body.read_bytes()), str(body))
+
+    assert result == code
+    assert out.startswith("valid" if code == 0 else "invalid")
+    assert DMP_SECRET.decode() not in out
+
+
+def test_purge_deletes_delivered_rows_past_the_retention(outbox, config_path, capsys):
+    add(outbox, "add", "aud", "u1")
+    settle_next(outbox)
+    with sqlite3.connect(outbox.database.path) as connection:
+        connection.execute("UPDATE mutations SET finished_at = finished_at - 2 * 86400")
+
+    assert run_json(capsys, config_path, "purge") == {"purged": 1}
+
+
+def test_vacuum_truncates_the_wal(populated, config_path, capsys):
+    result = run_json(capsys, config_path, "vacuum")
+
+    assert result["after"]["wal_bytes"] == 0
+
+
+def test_backup_copies_the_live_database(populated, config_path, tmp_path, capsys):
+    destination = tmp_path / "backup.sqlite3"
+
+    result = run_json(capsys, config_path, "backup", str(destination))
+
+    assert result["bytes"] > 0
+    copy = sqlite3.connect(destination)
+    assert copy.execute("SELECT COUNT(*) FROM mutations WHERE state = 'pending'").fetchone() == (2,)
+    assert run(capsys, "backup", str(destination), "--config", str(config_path))[0] == 2, "never overwrites"
