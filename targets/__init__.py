@@ -5,7 +5,11 @@ path of its class, `package.module:Class` or `package.module.Class`.
 """
 import importlib
 
-BUILTIN = {"webhook": "targets.webhook:WebhookTarget"}
+BUILTIN = {
+    "webhook": "targets.webhook:WebhookTarget",
+    "thetradedesk": "targets.thetradedesk:TheTradeDeskTarget",
+    "criteo": "targets.criteo:CriteoTarget",
+}
 TARGET_METHODS = ("create_audience", "add_users", "remove_users")
 
 

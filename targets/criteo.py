@@ -1,0 +1,720 @@
+"""The Criteo target: Marketing Solutions audience segments of type contact list.
+
+Settings (the integration's `target.*` keys, prefix cut):
+
+    client_id       the API app's client id (required)
+    client_secret   the API app's client secret (required)
+    advertiser_id   the Criteo advertiser that owns the segments (required, digits)
+    identifier_type what External_user_id is: gum (default), email, madid, identityLink,
+                    phoneNumber; sent as is, neither hashed nor normalised
+    gum_caller_id   the account's GUM caller id (a whole number; required for gum only)
+    segment_prefix  first word of every segment name (default `mapp`; may be empty)
+    base_url        default https://api.criteo.com (tests point it at a local fake)
+    api_version     default 2026-01: the first path segment of every API call
+    timeout         seconds per connect and per read (default 10)
+    max_batch       most identifiers one call carries (default 50000, 1..50000)
+
+Segment names are `<segment_prefix> <audience name> (<dmp_id>)`, or `<segment_prefix>
+(<dmp_id>)` for an audience first seen in a mutation (whitespace runs collapsed to one
+space). The dmp_id makes the name unique per DMP audience and the name makes creation safe to
+repeat: Criteo refuses a second segment of that name (400 `name-must-be-unique`), and the
+target then finds the first one by searching the advertiser's contact lists and returns its
+id. A renamed DMP audience keeps its segment.
+
+What the platform answers, and what the target raises:
+
+| Criteo answers                                    | raised                                   |
+| ------------------------------------------------- | ---------------------------------------- |
+| 2xx with `errors` in the body                     | PermanentError with the first error (a   |
+|                                                   | taken name: the existing segment's id)   |
+| 401 (any code)                                    | new token, call repeated once; then      |
+|                                                   | PermanentError                           |
+| token endpoint 400/401                            | PermanentError: check client id/secret   |
+| 403                                               | PermanentError (no access)               |
+| 404 `audience-invalid`                            | AudienceGone (a PermanentError)          |
+| other 4xx                                         | PermanentError                           |
+| 413                                               | PayloadTooLarge                          |
+| 429                                               | TransientError, retry_after from         |
+|                                                   | `x-ratelimit-reset`, else Retry-After    |
+| 408, 425, 5xx, no answer at all                   | TransientError                           |
+| `sampleInvalidIdentifiers` naming our identifiers | PartialFailure for those mutations       |
+
+Rate limit: 250 calls a minute per app (`calls_per_minute`). When an answer says
+`x-ratelimit-remaining: 0`, calls until its `x-ratelimit-reset` raise TransientError without
+reaching Criteo; the pause is capped at `MAX_PAUSE` seconds.
+
+Checked against Criteo's public documentation (developers.criteo.com, 2026): authentication
+(`POST /oauth2/token`, form-encoded client credentials, tokens valid 900 s, a 401 means get a
+new one), rate limits (250 calls/minute for client-credentials apps; headers
+x-ratelimit-limit/-remaining/-reset, the reset being "the timestamp at which a new call could
+be performed", e.g. 1628249355), the contact-list PATCH of the 2026-01 reference (operation,
+identifierType, gumCallerId for gum; answer `data.attributes` with contactListId,
+nbValidIdentifiers, nbInvalidIdentifiers, sampleInvalidIdentifiers "a sample of invalid
+identifiers"), and the Marketing Solutions SDKs' AudienceApi (criteo/criteo-api-python-sdk:
+`audience-segments/create`, `audience-segments/search` with `limit`/`offset` and
+`meta.totalItems`). Error bodies are `{"errors": [{traceIdentifier or traceId, type, code,
+instance, title, detail}]}`. Not checked against a live account: the 50,000 identifiers a
+call (from /work/shared/platforms.md) and what the token endpoint's error body holds.
+
+Known limitation: Criteo reports only a *sample* of the invalid identifiers. Mutations named
+in the sample are reported as failed; invalid identifiers outside the sample cannot be told
+apart from valid ones and count as delivered (a warning logs the counts).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import quote, urlencode, urlsplit
+
+from targets.base import ADD, REMOVE, Audience, Mutation, Target
+from targets.errors import (
+    AudienceGone,
+    PartialFailure,
+    PayloadTooLarge,
+    PermanentError,
+    TargetConfigError,
+    TargetError,
+    TransientError,
+)
+from targets.http import RETRYABLE_STATUSES, parse_retry_after, status_summary
+
+log = logging.getLogger("diy.targets.criteo")
+
+SETTINGS = (
+    "client_id", "client_secret", "advertiser_id", "identifier_type", "gum_caller_id",
+    "segment_prefix", "base_url", "api_version", "timeout", "max_batch",
+)
+IDENTIFIER_TYPES = ("email", "madid", "identityLink", "gum", "phoneNumber")
+DEFAULT_BASE_URL = "https://api.criteo.com"
+DEFAULT_API_VERSION = "2026-01"
+MAX_BATCH_LIMIT = 50_000
+SEARCH_PAGE = 100
+REFRESH_MARGIN = 60.0
+"""Seconds before its expiry that a token is replaced (at most half its lifetime)."""
+DEFAULT_TOKEN_LIFETIME = 900.0
+RATE_LIMIT_WINDOW = 60.0
+MAX_PAUSE = 300.0
+"""Longest pause a rate-limit reset can impose, so a bogus reset cannot stop a target."""
+NAME_TAKEN = "name-must-be-unique"
+SEGMENT_GONE = "audience-invalid"
+TEXT_CHARS = 200
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}|preview")
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_URL_FORBIDDEN = re.compile(r"[^\x21-\x7e]")
+
+
+class CriteoTarget(Target):
+    """Creates contact-list segments for DMP audiences and adds and removes their users."""
+
+    max_batch = MAX_BATCH_LIMIT
+    calls_per_minute = 250
+    """Criteo's documented limit for a client-credentials app, for the dispatcher's limiter."""
+
+    def __init__(
+        self, settings: Mapping[str, str], http, *, clock: Callable[[], float] = time.time
+    ):
+        super().__init__(settings, http)
+        _reject_unknown_settings(settings)
+        self.client_id = _required_line(settings, "client_id")
+        self.client_secret = _required_line(settings, "client_secret")
+        self.advertiser_id = _advertiser_id_setting(settings)
+        self.identifier_type = _identifier_type_setting(settings)
+        self.gum_caller_id = _gum_caller_id_setting(settings, self.identifier_type)
+        self.segment_prefix = _prefix_setting(settings)
+        self.base_url = _base_url_setting(settings)
+        self.api_version = _api_version_setting(settings)
+        self.timeout = _timeout_setting(settings)
+        self.max_batch = _max_batch_setting(settings)
+        self.clock = clock
+        self.tokens = AccessTokens(self._fetch_token, clock)
+        self._pause_lock = threading.Lock()
+        self._paused_until: Optional[float] = None
+
+    # The contract.
+
+    def create_audience(self, audience: Audience) -> str:
+        name = segment_name(self.segment_prefix, audience)
+        action = f'creating segment "{name}"'
+        body = create_body(self.advertiser_id, name, segment_description(audience))
+        response = self._call("POST", "audience-segments/create", body, action)
+        if response.status == 400 and error_code(response.json()) == NAME_TAKEN:
+            return self._find_segment(name)
+        self._raise_for_status(response, action)
+        document = response.json()
+        if error_code(document) == NAME_TAKEN:
+            return self._find_segment(name)
+        self._raise_for_body_errors(response, action)
+        segment_id = _created_id(document)
+        if segment_id is None:
+            raise TransientError(f"Criteo's answer to {action} named no segment id")
+        return segment_id
+
+    def add_users(self, audience: Audience, mutations: Sequence[Mutation]) -> None:
+        self._amend(audience, ADD, mutations)
+
+    def remove_users(self, audience: Audience, mutations: Sequence[Mutation]) -> None:
+        self._amend(audience, REMOVE, mutations)
+
+    # Members.
+
+    def _amend(self, audience: Audience, op: str, mutations: Sequence[Mutation]) -> None:
+        segment_id = audience.target_id or ""
+        if not _DIGITS.fullmatch(segment_id):
+            raise PermanentError(
+                f"audience {audience.dmp_id} has no Criteo segment id (a number) to send users to"
+            )
+        verb, preposition = ("adding", "to") if op == ADD else ("removing", "from")
+        action = f"{verb} {len(mutations)} users {preposition} segment {segment_id}"
+        identifiers = [mutation.external_user_id for mutation in mutations]
+        body = amendment_body(op, self.identifier_type, self.gum_caller_id, identifiers)
+        path = f"audience-segments/{quote(segment_id)}/contact-list"
+        response = self._call("PATCH", path, body, action)
+        self._raise_for_status(response, action)
+        self._raise_for_body_errors(response, action)
+        failed = invalid_mutations(response.json(), mutations, self.identifier_type)
+        if failed:
+            raise PartialFailure(
+                f"Criteo refused {len(failed)} of {len(mutations)} identifiers while {action}"
+                f" as invalid {self.identifier_type} identifiers",
+                failed,
+            )
+
+    # Segments.
+
+    def _find_segment(self, name: str) -> str:
+        """The id of the advertiser's contact list called `name`, searched page by page."""
+        action = f'looking for the existing segment "{name}"'
+        body = search_body(self.advertiser_id)
+        offset = 0
+        while True:
+            path = f"audience-segments/search?{urlencode({'limit': SEARCH_PAGE, 'offset': offset})}"
+            response = self._call("POST", path, body, action)
+            self._raise_for_status(response, action)
+            self._raise_for_body_errors(response, action)
+            document = response.json()
+            page = _resources(document)
+            for segment in page:
+                attributes = segment.get("attributes")
+                if isinstance(attributes, dict) and attributes.get("name") == name:
+                    found = _segment_id(segment)
+                    if found is not None:
+                        return found
+            offset += len(page)
+            total = _total_items(document)
+            if not page or (total is not None and offset >= total) or (
+                total is None and len(page) < SEARCH_PAGE
+            ):
+                break
+        raise TransientError(
+            f'Criteo says a segment named "{name}" exists, but advertiser {self.advertiser_id}'
+            " has no contact list of that name (yet); trying again later"
+        )
+
+    # Calls, tokens, rate limit.
+
+    def _call(self, method: str, path: str, document: Any, action: str):
+        """One API call with a bearer token; a 401 gets a new token and one more try."""
+        self._check_rate_limit(action)
+        token = self.tokens.get()
+        response = self._send(method, path, document, token)
+        if response.status != 401:
+            return response
+        self.tokens.discard(token)
+        response = self._send(method, path, document, self.tokens.get())
+        if response.status == 401:
+            raise PermanentError(
+                f"Criteo refused a freshly fetched access token while {action}"
+                f" ({criteo_summary(response)}); check the app's credentials and its access"
+                f" to advertiser {self.advertiser_id}"
+            )
+        return response
+
+    def _send(self, method: str, path: str, document: Any, token: str):
+        url = f"{self.base_url}/{self.api_version}/marketing-solutions/{path}"
+        body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        response = self.http.request(method, url, body=body, headers=headers, timeout=self.timeout)
+        resume_at = rate_limit_pause(response.headers, self.clock())
+        if resume_at is not None:
+            with self._pause_lock:
+                self._paused_until = max(resume_at, self._paused_until or 0.0)
+        return response
+
+    def _check_rate_limit(self, action: str) -> None:
+        with self._pause_lock:
+            wait = postponement(self._paused_until, self.clock())
+            if wait is None:
+                self._paused_until = None
+                return
+        raise TransientError(
+            f"Criteo's rate limit is used up; {action} is postponed by {wait:.0f} s"
+            " without calling Criteo",
+            retry_after=wait,
+        )
+
+    def _fetch_token(self) -> Tuple[str, float]:
+        """A new access token and its lifetime in seconds, from the client credentials."""
+        form = {
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "grant_type": "client_credentials",
+        }
+        response = self.http.request(
+            "POST",
+            f"{self.base_url}/oauth2/token",
+            body=urlencode(form).encode("ascii"),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+            },
+            timeout=self.timeout,
+        )
+        status = response.status
+        if status in (400, 401):
+            raise PermanentError(
+                f"Criteo refused the client credentials ({token_error_summary(response)});"
+                " check target.client_id and target.client_secret"
+            )
+        if not 200 <= status < 300:
+            self._raise_for_status(response, "fetching an access token")
+        return parse_token(response.json())
+
+    def _raise_for_status(self, response, action: str) -> None:
+        """Return on a 2xx; otherwise raise what the module docstring's table gives."""
+        status = response.status
+        if 200 <= status < 300:
+            return
+        summary = criteo_summary(response)
+        if status == 404 and error_code(response.json()) == SEGMENT_GONE:
+            raise AudienceGone(f"the segment is gone at Criteo while {action} ({summary})")
+        if status == 403:
+            raise PermanentError(
+                f"Criteo denied access while {action} ({summary}); check that the app may"
+                f" manage advertiser {self.advertiser_id}"
+            )
+        if status == 413:
+            raise PayloadTooLarge(f"Criteo found the batch too large while {action} ({summary})")
+        now = self.clock()
+        if status == 429:
+            raise TransientError(
+                f"Criteo's rate limit was hit while {action} ({summary})",
+                retry_after=self._rate_limited(response, now),
+            )
+        if status in RETRYABLE_STATUSES or status >= 500:
+            raise TransientError(
+                f"Criteo could not answer while {action} ({summary})",
+                retry_after=parse_retry_after(response.header("retry-after"), now),
+            )
+        raise PermanentError(f"Criteo refused {action} ({summary})")
+
+    def _rate_limited(self, response, now: float) -> Optional[float]:
+        """Seconds until a call may pass after a 429, also pausing every later call."""
+        reset = response.header("x-ratelimit-reset")
+        resume_at = _reset_time(reset, now) if reset is not None else None
+        if resume_at is None:
+            wait = parse_retry_after(response.header("retry-after"), now)
+            if wait is None:
+                return None
+            resume_at = now + min(wait, MAX_PAUSE)
+        with self._pause_lock:
+            self._paused_until = max(resume_at, self._paused_until or 0.0)
+        return resume_at - now
+
+    def _raise_for_body_errors(self, response, action: str) -> None:
+        """A 2xx can still carry `errors`: the call failed for what they name."""
+        if _errors(response.json()):
+            raise PermanentError(f"Criteo refused {action} ({criteo_summary(response)})")
+
+
+class AccessTokens:
+    """The cached bearer token of one app, shared by all threads.
+
+    `fetch()` returns (token, lifetime in seconds). At most one fetch runs at a time; threads
+    that need a token meanwhile wait for it (`waiting` counts them) and, should it fail, raise
+    an error of the same class. A token is replaced `REFRESH_MARGIN` seconds (at most half its
+    lifetime) before it expires.
+    """
+
+    def __init__(self, fetch: Callable[[], Tuple[str, float]], clock: Callable[[], float]):
+        self._fetch = fetch
+        self._clock = clock
+        self._condition = threading.Condition()
+        self._token: Optional[str] = None
+        self._refresh_at = 0.0
+        self._fetching = False
+        self._generation = 0
+        self._failure: Optional[BaseException] = None
+        self.waiting = 0
+
+    def get(self) -> str:
+        with self._condition:
+            while True:
+                if self._token is not None and self._clock() < self._refresh_at:
+                    return self._token
+                if not self._fetching:
+                    self._fetching = True
+                    break
+                generation = self._generation
+                self.waiting += 1
+                try:
+                    while self._fetching and self._generation == generation:
+                        self._condition.wait()
+                finally:
+                    self.waiting -= 1
+                if self._failure is not None and self._generation == generation + 1:
+                    raise _same_failure(self._failure)
+        started = self._clock()
+        token, lifetime, failure = None, 0.0, None
+        try:
+            token, lifetime = self._fetch()
+        except BaseException as error:
+            failure = error
+            raise
+        finally:
+            with self._condition:
+                self._fetching = False
+                self._generation += 1
+                self._failure = failure
+                if failure is None:
+                    self._token = token
+                    self._refresh_at = started + max(lifetime - REFRESH_MARGIN, lifetime / 2)
+                self._condition.notify_all()
+        return token
+
+    def discard(self, token: str) -> None:
+        """Forget `token` (Criteo refused it) unless another thread has replaced it already."""
+        with self._condition:
+            if self._token == token:
+                self._token = None
+
+
+def _same_failure(error: BaseException) -> TargetError:
+    """An error like the one a token fetch ended with, for the threads that waited for it."""
+    message = error.message if isinstance(error, TargetError) else type(error).__name__
+    message = f"the access token fetch this call waited for failed: {message}"
+    if isinstance(error, TransientError):
+        return TransientError(message, retry_after=error.retry_after)
+    if isinstance(error, TargetError) and not isinstance(error, PartialFailure):
+        return type(error)(message)
+    return TransientError(message)
+
+
+# Pure parts: payloads, answers, rate limit.
+
+
+def segment_name(prefix: str, audience: Audience) -> str:
+    """`<prefix> <name> (<dmp_id>)`: the same for every call about one DMP audience."""
+    words = [prefix] if prefix else []
+    if audience.name and audience.name.strip():
+        words.append(audience.name)
+    words.append(f"({audience.dmp_id})")
+    return " ".join(" ".join(words).split())
+
+
+def segment_description(audience: Audience) -> str:
+    customer = f", customer {audience.customer}" if audience.customer is not None else ""
+    return (
+        f"Mapp DMP audience {audience.dmp_id}{customer}, integration {audience.integration};"
+        " kept by diy-wsgi"
+    )
+
+
+def create_body(advertiser_id: str, name: str, description: str) -> Dict[str, Any]:
+    return {
+        "data": [
+            {
+                "type": "AudienceSegment",
+                "attributes": {
+                    "advertiserId": advertiser_id,
+                    "name": name,
+                    "description": description,
+                    "contactList": {},
+                },
+            }
+        ]
+    }
+
+
+def search_body(advertiser_id: str) -> Dict[str, Any]:
+    return {
+        "data": {
+            "attributes": {
+                "audienceSegmentTypes": ["ContactList"],
+                "advertiserIds": [advertiser_id],
+            }
+        }
+    }
+
+
+def amendment_body(
+    op: str, identifier_type: str, gum_caller_id: Optional[int], identifiers: List[str]
+) -> Dict[str, Any]:
+    attributes: Dict[str, Any] = {"operation": op, "identifierType": identifier_type}
+    if identifier_type == "gum":
+        attributes["gumCallerId"] = gum_caller_id
+    attributes["identifiers"] = identifiers
+    return {"data": {"type": "ContactlistAmendment", "attributes": attributes}}
+
+
+def invalid_mutations(
+    document: Any, mutations: Sequence[Mutation], identifier_type: str
+) -> Dict[int, str]:
+    """{mutation id: reason} for the mutations whose identifier Criteo's sample names."""
+    attributes = _path(document, "data", "attributes")
+    if not isinstance(attributes, dict):
+        return {}
+    sample = attributes.get("sampleInvalidIdentifiers")
+    if not isinstance(sample, list):
+        sample = []
+    named = {value for value in sample if isinstance(value, str)}
+    named &= {mutation.external_user_id for mutation in mutations}
+    invalid = attributes.get("nbInvalidIdentifiers")
+    if isinstance(invalid, int) and invalid > len(named):
+        log.warning(
+            "criteo counted invalid identifiers it did not name: invalid=%d named=%d;"
+            " the unnamed ones count as delivered",
+            invalid, len(named),
+        )
+    reason = f"Criteo: not a valid {identifier_type} identifier"
+    return {mutation.id: reason for mutation in mutations if mutation.external_user_id in named}
+
+
+def parse_token(document: Any) -> Tuple[str, float]:
+    """(access token, lifetime in seconds) from the token endpoint's JSON answer."""
+    if not isinstance(document, dict):
+        raise TransientError("Criteo's token endpoint answered without a JSON object")
+    token = document.get("access_token")
+    if not isinstance(token, str) or not token or any(c in token for c in "\r\n\0"):
+        raise TransientError("Criteo's token endpoint answered without a usable access_token")
+    token_type = document.get("token_type", "Bearer")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise PermanentError("Criteo's token endpoint handed out a token that is not Bearer")
+    lifetime = document.get("expires_in", DEFAULT_TOKEN_LIFETIME)
+    if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or not (
+        math.isfinite(lifetime) and lifetime > 0
+    ):
+        lifetime = DEFAULT_TOKEN_LIFETIME
+    return token, float(lifetime)
+
+
+def rate_limit_pause(headers: Mapping[str, str], now: float) -> Optional[float]:
+    """When calls may resume (Unix seconds) if `headers` say none are left; else None.
+
+    `headers` have lower-case names. Without a usable `x-ratelimit-reset` the pause is one
+    rate-limit window from `now`.
+    """
+    remaining = headers.get("x-ratelimit-remaining")
+    if remaining is None or remaining.strip() != "0":
+        return None
+    reset = headers.get("x-ratelimit-reset")
+    resume_at = _reset_time(reset, now) if reset is not None else None
+    return now + RATE_LIMIT_WINDOW if resume_at is None else resume_at
+
+
+def postponement(paused_until: Optional[float], now: float) -> Optional[float]:
+    """Seconds a call must still wait for the rate limit to reset; None when it may go."""
+    if paused_until is None or paused_until <= now:
+        return None
+    return paused_until - now
+
+
+def _reset_time(value: str, now: float) -> Optional[float]:
+    """`x-ratelimit-reset` (Unix seconds) as a time from now to at most MAX_PAUSE later."""
+    try:
+        reset = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(reset):
+        return None
+    return min(max(reset, now), now + MAX_PAUSE)
+
+
+def error_code(document: Any) -> Optional[str]:
+    errors = _errors(document)
+    code = errors[0].get("code") if errors else None
+    return code if isinstance(code, str) else None
+
+
+def criteo_summary(response) -> str:
+    """`HTTP 400 name-must-be-unique: <title>: <detail>` from Criteo's first error, if any."""
+    errors = _errors(response.json())
+    if not errors:
+        return status_summary(response)
+    first = errors[0]
+    code, title, detail = (_text(first.get(key)) for key in ("code", "title", "detail"))
+    head = f"HTTP {response.status}" + (f" {code}" if code else "")
+    reasons = [part for part in (title, detail) if part and part != code]
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    return ": ".join([head, *reasons]) + more
+
+
+def token_error_summary(response) -> str:
+    """`HTTP 401: invalid_client`: the status and the OAuth error code, nothing else."""
+    document = response.json()
+    code = None
+    if isinstance(document, dict):
+        code = document.get("error")
+        if code is None:
+            code = error_code(document)
+    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+        return f"HTTP {response.status}: {code}"
+    return f"HTTP {response.status}"
+
+
+def _errors(document: Any) -> List[Dict[str, Any]]:
+    errors = document.get("errors") if isinstance(document, dict) else None
+    if not isinstance(errors, list):
+        return []
+    return [error for error in errors if isinstance(error, dict)]
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        return ""
+    printable = " ".join("".join(c if c.isprintable() else " " for c in value).split())
+    return printable if len(printable) <= TEXT_CHARS else printable[: TEXT_CHARS - 1] + "…"
+
+
+def _path(document: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(document, dict):
+            return None
+        document = document.get(key)
+    return document
+
+
+def _resources(document: Any) -> List[Dict[str, Any]]:
+    data = document.get("data") if isinstance(document, dict) else None
+    return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+
+
+def _segment_id(resource: Mapping[str, Any]) -> Optional[str]:
+    value = resource.get("id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value:
+        return value
+    return None
+
+
+def _created_id(document: Any) -> Optional[str]:
+    resources = _resources(document)
+    return _segment_id(resources[0]) if resources else None
+
+
+def _total_items(document: Any) -> Optional[int]:
+    total = _path(document, "meta", "totalItems")
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
+
+
+# Settings.
+
+
+def _reject_unknown_settings(settings: Mapping[str, str]) -> None:
+    for key in settings:
+        if key not in SETTINGS:
+            raise TargetConfigError(
+                key, f"unknown setting; the criteo target takes {', '.join(SETTINGS)}"
+            )
+
+
+def _required_line(settings: Mapping[str, str], key: str) -> str:
+    value = (settings.get(key) or "").strip()
+    if not value:
+        raise TargetConfigError(key, "is required")
+    if any(c in value for c in "\r\n\0"):
+        raise TargetConfigError(key, "must be one line of text")
+    return value
+
+
+def _advertiser_id_setting(settings: Mapping[str, str]) -> str:
+    value = (settings.get("advertiser_id") or "").strip()
+    if not value:
+        raise TargetConfigError("advertiser_id", "is required")
+    if not _DIGITS.fullmatch(value):
+        raise TargetConfigError("advertiser_id", "must be the advertiser's number")
+    return value
+
+
+def _identifier_type_setting(settings: Mapping[str, str]) -> str:
+    value = (settings.get("identifier_type") or "").strip()
+    if not value:
+        return "gum"
+    if value not in IDENTIFIER_TYPES:
+        raise TargetConfigError("identifier_type", f"must be one of {', '.join(IDENTIFIER_TYPES)}")
+    return value
+
+
+def _gum_caller_id_setting(settings: Mapping[str, str], identifier_type: str) -> Optional[int]:
+    value = (settings.get("gum_caller_id") or "").strip()
+    if identifier_type != "gum":
+        if value:
+            raise TargetConfigError("gum_caller_id", "is only used with identifier_type = gum")
+        return None
+    if not value:
+        raise TargetConfigError("gum_caller_id", "is required with identifier_type = gum")
+    if not _DIGITS.fullmatch(value) or not 0 < int(value) < 2**31:
+        raise TargetConfigError("gum_caller_id", "must be a whole number above 0 (ask Criteo)")
+    return int(value)
+
+
+def _prefix_setting(settings: Mapping[str, str]) -> str:
+    value = settings.get("segment_prefix")
+    if value is None:
+        return "mapp"
+    if any(not c.isprintable() for c in value):
+        raise TargetConfigError("segment_prefix", "must be one line of printable text")
+    return " ".join(value.split())
+
+
+def _base_url_setting(settings: Mapping[str, str]) -> str:
+    url = (settings.get("base_url") or "").strip() or DEFAULT_BASE_URL
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        raise TargetConfigError("base_url", "is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or _URL_FORBIDDEN.search(url):
+        raise TargetConfigError("base_url", "must be an http:// or https:// URL with a host")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise TargetConfigError("base_url", "must hold no credentials, query or fragment")
+    return url.rstrip("/")
+
+
+def _api_version_setting(settings: Mapping[str, str]) -> str:
+    value = (settings.get("api_version") or "").strip() or DEFAULT_API_VERSION
+    if not _API_VERSION.fullmatch(value):
+        raise TargetConfigError("api_version", "must look like 2026-01 (or be preview)")
+    return value
+
+
+def _timeout_setting(settings: Mapping[str, str]) -> float:
+    text = (settings.get("timeout") or "").strip()
+    if not text:
+        return 10.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise TargetConfigError("timeout", "must be a number of seconds above 0")
+    return seconds
+
+
+def _max_batch_setting(settings: Mapping[str, str]) -> int:
+    text = (settings.get("max_batch") or "").strip()
+    if not text:
+        return MAX_BATCH_LIMIT
+    if not re.fullmatch(r"[0-9]{1,9}", text) or not 1 <= int(text) <= MAX_BATCH_LIMIT:
+        raise TargetConfigError("max_batch", f"must be a whole number from 1 to {MAX_BATCH_LIMIT}")
+    return int(text)

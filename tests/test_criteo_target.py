@@ -1,0 +1,574 @@
+"""CriteoTarget against FakeCriteo on 127.0.0.1 (pytest-httpserver), clock moved by hand."""
+import dataclasses
+import threading
+import time
+
+import pytest
+
+from outbox.dispatcher import Dispatcher
+from outbox.store import ReceivedMutation
+from targets import load_target_class
+from targets.base import ADD, REMOVE, Audience, Mutation
+from targets.criteo import (
+    MAX_PAUSE,
+    AudienceGone,
+    CriteoTarget,
+    postponement,
+    rate_limit_pause,
+    segment_name,
+)
+from targets.errors import (
+    PartialFailure,
+    PayloadTooLarge,
+    PermanentError,
+    TargetConfigError,
+    TransientError,
+)
+from targets.http import HttpClient
+from tests.fakes.criteo import FakeCriteo
+
+NOW = 1_000_000.0  # the `clock` fixture's start
+DMP_ID = "a5940e473cea659.356693871497425011"
+AUDIENCE = Audience("shop", DMP_ID, "Summer buyers", 123)
+NAME = f"mapp Summer buyers ({DMP_ID})"
+
+
+@pytest.fixture
+def server(httpserver_ipv4):
+    yield httpserver_ipv4
+    httpserver_ipv4.check_handler_errors()
+
+
+@pytest.fixture
+def http():
+    client = HttpClient(timeout=5.0)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fake(server, clock):
+    fake = FakeCriteo(server, clock=clock)
+    yield fake
+    assert fake.violations == [], "the target sent a request Criteo would refuse as malformed"
+
+
+def criteo(fake, http, clock, **overrides):
+    """A CriteoTarget on the fake; an override of None drops that setting."""
+    settings = {**fake.settings(), **overrides}
+    return CriteoTarget({k: v for k, v in settings.items() if v is not None}, http, clock=clock)
+
+
+def users(*identifiers, op=ADD, first_id=1):
+    return [Mutation(first_id + i, op, identifier) for i, identifier in enumerate(identifiers)]
+
+
+def on(segment_id):
+    return dataclasses.replace(AUDIENCE, target_id=segment_id)
+
+
+def api_calls(fake):
+    return [request for request in fake.requests if request.path != "/oauth2/token"]
+
+
+def criteo_error(code, title="Refused", detail="scripted"):
+    return {"errors": [{"traceIdentifier": "t-1", "type": "validation", "code": code,
+                        "instance": "/x", "title": title, "detail": detail}]}
+
+
+def wait_for(condition, seconds=10.0):
+    """Poll `condition` until it holds; False if it never did (a bound, not a timed check)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+# Tokens.
+
+
+def test_a_token_is_fetched_once_and_reused(fake, http, clock):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+
+    target.add_users(on(segment), users("g1"))
+    target.add_users(on(segment), users("g2"))
+
+    assert fake.token_requests == 1
+    [token_request] = [r for r in fake.requests if r.path == "/oauth2/token"]
+    assert token_request.body == {"client_id": "cid", "client_secret": "***",
+                                  "grant_type": "client_credentials"}
+
+
+@pytest.mark.parametrize(
+    "seconds_later, token_requests",
+    [(839, 1), (840, 2)],
+    ids=["still-cached-61s-before-expiry", "replaced-60s-before-expiry"],
+)
+def test_a_token_is_replaced_shortly_before_it_expires(fake, http, clock, seconds_later, token_requests):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+    target.add_users(on(segment), users("g1"))
+
+    clock.advance(seconds_later)
+    target.add_users(on(segment), users("g2"))
+
+    assert fake.token_requests == token_requests
+    assert len(api_calls(fake)) == 2, "never a call with an expired token"
+
+
+def test_threads_needing_a_token_at_once_share_one_fetch(fake, http, clock):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+    release = fake.hold_token_requests()
+    failures = []
+
+    def add(n):
+        try:
+            target.add_users(on(segment), users(f"g{n}", first_id=n))
+        except Exception as error:  # reported below, not lost in the thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(5)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert wait_for(lambda: fake.token_requests == 1 and target.tokens.waiting == 4)
+    finally:
+        release()
+        for thread in threads:
+            thread.join(10)
+
+    assert failures == []
+    assert fake.token_requests == 1
+    assert fake.members[segment] == {f"g{n}" for n in range(5)}
+
+
+def test_threads_that_waited_for_a_failed_token_fetch_fail_alike_without_fetching(fake, http, clock):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+    fake.fail_next(503, token=True)
+    release = fake.hold_token_requests()
+    failures = []
+
+    def add(n):
+        try:
+            target.add_users(on(segment), users(f"g{n}", first_id=n))
+        except Exception as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert wait_for(lambda: fake.token_requests == 1 and target.tokens.waiting == 2)
+    finally:
+        release()
+        for thread in threads:
+            thread.join(10)
+
+    assert [type(error) for error in failures] == [TransientError] * 3
+    assert fake.token_requests == 1
+    assert api_calls(fake) == []
+
+
+@pytest.mark.parametrize(
+    "refuse",
+    [
+        lambda fake: fake.revoke_token(),
+        lambda fake: fake.fail_next(401, body=criteo_error("authorization-token-expired")),
+        lambda fake: fake.fail_next(401, body=""),
+    ],
+    ids=["revoked-token", "token-expired-code", "bare-401"],
+)
+def test_a_refused_token_is_replaced_and_the_call_repeated_once(fake, http, clock, refuse):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+    target.add_users(on(segment), users("g1"))
+    refuse(fake)
+
+    target.add_users(on(segment), users("g2"))
+
+    assert fake.token_requests == 2
+    assert len(api_calls(fake)) == 3
+    assert fake.members[segment] == {"g1", "g2"}
+
+
+def test_a_second_401_in_a_row_is_permanent(fake, http, clock):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+    fake.fail_next(401, times=2)
+
+    with pytest.raises(PermanentError) as raised:
+        target.add_users(on(segment), users("g1"))
+
+    assert "freshly fetched access token" in raised.value.message
+    assert "tok-" not in raised.value.message, "never the token itself"
+    assert fake.token_requests == 2
+    assert len(api_calls(fake)) == 2
+
+
+@pytest.mark.parametrize(
+    "settings, script",
+    [
+        ({"client_secret": "wrong-secret-value"}, None),
+        ({"client_id": "other-app"}, None),
+        ({}, {"status": 400, "body": {"error": "invalid_request"}}),
+    ],
+    ids=["wrong-secret-401", "wrong-client-id-401", "token-endpoint-400"],
+)
+def test_refused_client_credentials_are_permanent_and_say_which_settings(fake, http, clock, settings, script):
+    target = criteo(fake, http, clock, **settings)
+    if script:
+        fake.fail_next(script["status"], body=script["body"], token=True)
+
+    with pytest.raises(PermanentError) as raised:
+        target.create_audience(AUDIENCE)
+
+    message = raised.value.message
+    assert "target.client_id" in message and "target.client_secret" in message
+    assert "wrong-secret-value" not in message and "csecret" not in message
+    assert api_calls(fake) == []
+
+
+# Creating segments.
+
+
+def test_create_returns_the_new_segments_id_and_sends_the_documented_body(fake, http, clock):
+    segment = criteo(fake, http, clock).create_audience(AUDIENCE)
+
+    assert fake.segments == {segment: NAME}
+    [request] = api_calls(fake)
+    assert (request.method, request.path) == ("POST", "/2026-01/marketing-solutions/audience-segments/create")
+    assert request.body == {"data": [{"type": "AudienceSegment", "attributes": {
+        "advertiserId": "12345",
+        "name": NAME,
+        "description": f"Mapp DMP audience {DMP_ID}, customer 123, integration shop; kept by diy-wsgi",
+        "contactList": {},
+    }}]}
+
+
+@pytest.mark.parametrize(
+    "prefix, name, expected",
+    [
+        ("mapp", "Summer buyers", "mapp Summer buyers (d-1)"),
+        ("mapp", None, "mapp (d-1)"),
+        ("", "Summer buyers", "Summer buyers (d-1)"),
+        ("mapp", "  Summer \n buyers ", "mapp Summer buyers (d-1)"),
+    ],
+    ids=["named", "first-seen-in-a-mutation", "no-prefix", "whitespace-collapsed"],
+)
+def test_segment_names_are_deterministic_and_carry_the_dmp_id(prefix, name, expected):
+    assert segment_name(prefix, Audience("shop", "d-1", name, 123)) == expected
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda target, segment: target.create_audience(AUDIENCE),
+        lambda target, segment: target.add_users(on(segment), users("g1")),
+    ],
+    ids=["create", "add"],
+)
+def test_a_200_carrying_errors_is_refused_with_criteos_reason(fake, http, clock, call):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+    fake.fail_next(200, body={"data": [], "warnings": [],
+                              **criteo_error("invalid-segment-name", "Invalid name", "too long")})
+
+    with pytest.raises(PermanentError) as raised:
+        call(target, segment)
+
+    assert "HTTP 200 invalid-segment-name: Invalid name: too long" in raised.value.message
+
+
+def test_a_taken_name_is_resolved_by_searching_every_page(fake, http, clock):
+    for n in range(150):
+        fake.create_segment(f"other {n}")
+    existing = fake.create_segment(NAME)
+
+    segment = criteo(fake, http, clock).create_audience(AUDIENCE)
+
+    assert segment == existing
+    assert len(fake.segments) == 151
+    searches = [r for r in api_calls(fake) if r.path.endswith("/search")]
+    assert [r.query for r in searches] == [{"limit": "100", "offset": "0"}, {"limit": "100", "offset": "100"}]
+    assert searches[0].body == {"data": {"attributes": {"audienceSegmentTypes": ["ContactList"],
+                                                        "advertiserIds": ["12345"]}}}
+
+
+def test_creating_an_audience_twice_gives_one_segment(fake, http, clock):
+    target = criteo(fake, http, clock)
+
+    first = target.create_audience(AUDIENCE)
+    second = target.create_audience(AUDIENCE)
+
+    assert first == second
+    assert fake.segments == {first: NAME}
+
+
+def test_a_taken_name_that_search_cannot_find_is_retried_later(fake, http, clock):
+    fake.fail_next(400, body=criteo_error("name-must-be-unique"))
+
+    with pytest.raises(TransientError):
+        criteo(fake, http, clock).create_audience(AUDIENCE)
+
+
+# Adding and removing users.
+
+
+@pytest.mark.parametrize(
+    "settings, op, attributes",
+    [
+        ({}, ADD, {"operation": "add", "identifierType": "gum", "gumCallerId": 123}),
+        ({}, REMOVE, {"operation": "remove", "identifierType": "gum", "gumCallerId": 123}),
+        ({"identifier_type": "email", "gum_caller_id": None}, ADD,
+         {"operation": "add", "identifierType": "email"}),
+    ],
+    ids=["gum-add", "gum-remove", "email-add-without-gum-caller-id"],
+)
+def test_member_calls_send_exactly_the_documented_body(fake, http, clock, settings, op, attributes):
+    target = criteo(fake, http, clock, **settings)
+    segment = fake.create_segment("s")
+
+    (target.add_users if op == ADD else target.remove_users)(on(segment), users("g1", "g2", op=op))
+
+    [request] = api_calls(fake)
+    assert (request.method, request.path) == (
+        "PATCH", f"/2026-01/marketing-solutions/audience-segments/{segment}/contact-list")
+    assert request.body == {"data": {"type": "ContactlistAmendment",
+                                     "attributes": {**attributes, "identifiers": ["g1", "g2"]}}}
+
+
+def test_add_then_remove_changes_the_membership(fake, http, clock):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+
+    target.add_users(on(segment), users("g1", "g2"))
+    target.remove_users(on(segment), users("g1", op=REMOVE, first_id=3))
+
+    assert fake.members[segment] == {"g2"}
+
+
+def test_identifiers_in_criteos_invalid_sample_fail_alone(fake, http, clock):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+    fake.invalid(["bad"])
+
+    with pytest.raises(PartialFailure) as raised:
+        target.add_users(on(segment), users("g1", "bad", "g2"))
+
+    assert raised.value.failed == {2: "Criteo: not a valid gum identifier"}
+    assert fake.members[segment] == {"g1", "g2"}
+
+
+def test_a_deleted_segment_raises_audience_gone(fake, http, clock):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+    fake.delete_segment(segment)
+
+    with pytest.raises(AudienceGone) as raised:
+        target.add_users(on(segment), users("g1"))
+
+    assert isinstance(raised.value, PermanentError)
+    assert "audience-invalid" in raised.value.message
+
+
+def test_more_identifiers_than_criteo_takes_is_payload_too_large(fake, http, clock):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+
+    with pytest.raises(PayloadTooLarge):
+        target.add_users(on(segment), users(*(f"g{n}" for n in range(50_001))))
+
+
+@pytest.mark.parametrize(
+    "status, code, error",
+    [
+        (400, "invalid-request", PermanentError),
+        (403, "access-denied", PermanentError),
+        (404, "not-found", PermanentError),
+        (413, "payload-too-large", PayloadTooLarge),
+        (429, "too-many-requests", TransientError),
+        (500, "internal-error", TransientError),
+        (502, "bad-gateway", TransientError),
+        (503, "service-unavailable", TransientError),
+        (504, "gateway-timeout", TransientError),
+    ],
+    ids=["400", "403", "404-other-code", "413", "429-no-headers", "500", "502", "503", "504"],
+)
+def test_statuses_raise_the_shared_error_classes_with_criteos_code(fake, http, clock, status, code, error):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+    fake.fail_next(status, body=criteo_error(code, "Scripted title"))
+
+    with pytest.raises(error) as raised:
+        target.add_users(on(segment), users("g1"))
+
+    assert type(raised.value) is error, "AudienceGone only for audience-invalid"
+    assert f"HTTP {status} {code}: Scripted title" in raised.value.message
+
+
+def test_a_segment_id_that_is_not_a_number_is_refused_without_a_call(fake, http, clock):
+    with pytest.raises(PermanentError):
+        criteo(fake, http, clock).add_users(on("../oauth2"), users("g1"))
+
+    assert fake.requests == []
+
+
+# Rate limit.
+
+
+@pytest.mark.parametrize(
+    "headers, retry_after",
+    [
+        ({"x-ratelimit-reset": str(int(NOW) + 42)}, 42),
+        ({"Retry-After": "17"}, 17),
+        ({"x-ratelimit-reset": str(int(NOW) + 42), "Retry-After": "17"}, 42),
+        ({"x-ratelimit-reset": str(int(NOW) + 86_400)}, MAX_PAUSE),
+    ],
+    ids=["reset-header", "retry-after-without-reset", "reset-wins", "far-reset-capped"],
+)
+def test_a_429_retries_when_the_rate_limit_resets(fake, http, clock, headers, retry_after):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+    fake.fail_next(429, headers=headers)
+
+    with pytest.raises(TransientError) as raised:
+        target.add_users(on(segment), users("g1"))
+
+    assert raised.value.retry_after == retry_after
+
+
+def test_a_used_up_rate_limit_postpones_the_next_call_without_calling(fake, http, clock):
+    target = criteo(fake, http, clock)
+    segment = fake.create_segment("s")
+    fake.exhaust_rate_limit(reset_at=NOW + 30)
+    target.add_users(on(segment), users("g1"))
+    calls = len(fake.requests)
+
+    clock.advance(10)
+    with pytest.raises(TransientError) as raised:
+        target.add_users(on(segment), users("g2"))
+    assert raised.value.retry_after == 20
+    assert len(fake.requests) == calls
+
+    clock.advance(20)
+    target.add_users(on(segment), users("g2"))
+    assert fake.members[segment] == {"g1", "g2"}
+
+
+@pytest.mark.parametrize(
+    "headers, resume_at",
+    [
+        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1000030"}, 1_000_030.0),
+        ({"x-ratelimit-remaining": "3", "x-ratelimit-reset": "1000030"}, None),
+        ({}, None),
+        ({"x-ratelimit-remaining": "0"}, 1_000_060.0),
+        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "soon"}, 1_000_060.0),
+        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "999990"}, 1_000_000.0),
+        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "9999999999"}, 1_000_000.0 + MAX_PAUSE),
+    ],
+    ids=["used-up", "calls-left", "no-headers", "no-reset-one-window", "reset-not-a-number",
+         "reset-in-the-past", "reset-too-far-capped"],
+)
+def test_rate_limit_pause_reads_the_headers(headers, resume_at):
+    assert rate_limit_pause(headers, now=NOW) == resume_at
+
+
+@pytest.mark.parametrize(
+    "paused_until, wait",
+    [(None, None), (NOW - 1, None), (NOW, None), (NOW + 12.5, 12.5)],
+    ids=["never-paused", "pause-over", "pause-ends-now", "paused"],
+)
+def test_postponement_is_the_time_left_until_the_reset(paused_until, wait):
+    assert postponement(paused_until, NOW) == wait
+
+
+# Settings and registration.
+
+SETTINGS = {"client_id": "cid", "client_secret": "s3cr3t-value", "advertiser_id": "12345",
+            "gum_caller_id": "123"}
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"client_id": None}, "client_id"),
+        ({"client_secret": None}, "client_secret"),
+        ({"client_secret": "two\nlines"}, "client_secret"),
+        ({"advertiser_id": None}, "advertiser_id"),
+        ({"advertiser_id": "adv-1"}, "advertiser_id"),
+        ({"identifier_type": "cookie"}, "identifier_type"),
+        ({"gum_caller_id": None}, "gum_caller_id"),
+        ({"gum_caller_id": "12a"}, "gum_caller_id"),
+        ({"identifier_type": "email"}, "gum_caller_id"),
+        ({"max_batch": "0"}, "max_batch"),
+        ({"max_batch": "50001"}, "max_batch"),
+        ({"timeout": "-1"}, "timeout"),
+        ({"base_url": "ftp://api.criteo.com"}, "base_url"),
+        ({"base_url": "https://cid:s3cr3t-value@api.criteo.com"}, "base_url"),
+        ({"api_version": "v1"}, "api_version"),
+        ({"client_secert": "s3cr3t-value"}, "client_secert"),
+    ],
+    ids=["no-client-id", "no-client-secret", "secret-two-lines", "no-advertiser", "advertiser-not-a-number",
+         "unknown-identifier-type", "gum-without-caller-id", "caller-id-not-a-number",
+         "caller-id-without-gum", "max-batch-0", "max-batch-over-50000", "timeout-negative",
+         "base-url-not-http", "base-url-with-credentials", "api-version-malformed", "unknown-key"],
+)
+def test_a_bad_setting_names_its_key_and_never_the_secret(change, key):
+    settings = {k: v for k, v in {**SETTINGS, **change}.items() if v is not None}
+
+    with pytest.raises(TargetConfigError) as raised:
+        CriteoTarget(settings, http=None)
+
+    assert raised.value.key == key
+    assert "s3cr3t-value" not in str(raised.value)
+
+
+def test_defaults_and_registration():
+    target = CriteoTarget(SETTINGS, http=None)
+
+    assert load_target_class("criteo") is CriteoTarget
+    assert (target.base_url, target.api_version, target.identifier_type, target.gum_caller_id,
+            target.segment_prefix, target.timeout, target.max_batch) == (
+        "https://api.criteo.com", "2026-01", "gum", 123, "mapp", 10.0, 50_000)
+    assert CriteoTarget.calls_per_minute == 250
+
+
+# The dispatcher, end to end.
+
+
+def drain(dispatcher, clock, rounds=50):
+    for _ in range(rounds):
+        if not dispatcher.run_once():
+            clock.advance(1.0)
+            if not dispatcher.run_once():
+                return
+
+
+def test_the_dispatcher_creates_the_segment_then_keeps_its_members(fake, http, clock, outbox):
+    target = criteo(fake, http, clock)
+    dispatcher = Dispatcher(outbox, {"shop": target}, clock=clock, rand=lambda: 0.0)
+    fake.invalid(["bad"])
+    fake.fail_next(429, headers={"x-ratelimit-reset": str(int(NOW) + 30)})
+    enqueue = lambda op, *ids: outbox.enqueue(  # noqa: E731
+        "shop", op, [ReceivedMutation(DMP_ID, i) for i in ids], pass_through=False, now=clock())
+    enqueue("add", "g1", "g2", "bad")
+
+    dispatcher.run_once()
+    clock.advance(29)
+    assert dispatcher.run_once() == 0, "waits for the rate limit's reset"
+    clock.advance(1)
+    drain(dispatcher, clock)
+    enqueue("remove", "g1")
+    drain(dispatcher, clock)
+
+    segment = outbox.audience("shop", DMP_ID).target_id
+    assert fake.segments == {segment: f"mapp ({DMP_ID})"}
+    assert fake.members[segment] == {"g2"}
+    assert outbox.counts() == {"pending": 0, "done": 3, "dead": 1}
+    [dead] = outbox.dead_letters()
+    assert "not a valid gum identifier" in dead[-1]
