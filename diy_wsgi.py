@@ -34,6 +34,8 @@ from diy.http_errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from diy.health import PATHS as PROBE_PATHS
+from diy.health import Probes, Reply
 from diy.service import Service
 from diy.signature import verify
 from outbox.errors import StoreError
@@ -55,6 +57,8 @@ class DiyApp:
         self.clock = clock
         self.service = service or Service(config, clock=clock)
         self.outbox = self.service.outbox
+        self.metrics = self.service.metrics
+        self.probes = Probes(self)
         self._creations = None
         self._started_in = None
         self._lock = threading.Lock()
@@ -77,32 +81,50 @@ class DiyApp:
     def __call__(self, environ, start_response):
         started = time.monotonic()
         request_id = request_id_of(environ)
+        path = environ.get("PATH_INFO") or "/"
         try:
-            status, reason, payload, headers = 200, "OK", self.handle(environ), []
+            status, reason, headers = 200, "OK", []
+            reply = self.probes.answer(path, environ) if path in PROBE_PATHS else self.handle(environ)
         except HttpError as error:
-            status, reason, payload, headers = error.status, error.reason, {"error": error.message}, error.headers
+            status, reason, headers = error.status, error.reason, error.headers
+            reply = {"error": error.message}
             if status >= 500:
                 log.warning("unavailable request_id=%s reason=%r", request_id, error.message)
         except Exception:
             log.exception("request failed request_id=%s", request_id)
             status, reason, headers = 500, "Internal Server Error", []
-            payload = {"error": f"internal error; the service log has the details (request id {request_id})"}
-        body = json.dumps(payload).encode()
+            reply = {"error": f"internal error; the service log has the details (request id {request_id})"}
+        if not isinstance(reply, Reply):
+            reply = Reply(json.dumps(reply).encode())
+        elapsed = time.monotonic() - started
+        self.record(environ, path, status, elapsed)
         log.info(
             "request method=%s path=%s type=%s status=%d ms=%.1f request_id=%s",
-            environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), request_type_of(environ) or "-",
-            status, (time.monotonic() - started) * 1000, request_id,
+            environ.get("REQUEST_METHOD"), path, request_type_of(environ) or "-", status, elapsed * 1000, request_id,
         )
         start_response(
             f"{status} {reason}",
             headers
             + [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))),
+                ("Content-Type", reply.content_type),
+                ("Content-Length", str(len(reply.body))),
                 ("X-Request-Id", request_id),
             ],
         )
-        return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
+        return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else reply.body]
+
+    def record(self, environ, path, status, elapsed):
+        """Count the request with bounded labels (unknown paths and types are not labels)."""
+        if path in PROBE_PATHS:
+            return
+        integration = self.config.integration_for_path(path)
+        request_type = request_type_of(environ)
+        kind = request_type if request_type in dmp.REQUEST_TYPES else environ.get("REQUEST_METHOD", "-") if not request_type else "other"
+        if kind not in dmp.REQUEST_TYPES and kind not in ("GET", "HEAD", "POST"):
+            kind = "other"
+        labels = (("integration", integration.name if integration else "-"), ("type", kind))
+        self.metrics.count("diy_requests_total", labels + (("status", str(status)),))
+        self.metrics.observe("diy_request_duration_seconds", (("type", kind),), elapsed)
 
     def handle(self, environ):
         integration = self.config.integration_for_path(environ.get("PATH_INFO") or "/")

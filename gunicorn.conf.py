@@ -36,11 +36,11 @@ loglevel = os.environ.get("DIY_LOG_LEVEL", "info")
 
 def post_worker_init(worker):
     """Load the configuration and start this worker's dispatcher (a bad config fails the boot)."""
-    import logging
-
     import diy_wsgi
+    from diy import logs
 
-    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = diy_wsgi.app.load().config
+    logs.configure(config.log_level, config.log_format)
     diy_wsgi.app.start()
 
 

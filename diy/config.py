@@ -82,6 +82,10 @@ class Config:
     create_timeout: float = 2.5
     retention: float = 86400.0
     log_level: str = "info"
+    log_format: str = "text"
+    """`text` (key=value lines) or `json` (one object a line)."""
+    metrics_token: Optional[str] = field(default=None, repr=False)
+    """When set, /metrics needs `Authorization: Bearer <token>`; else it answers loopback only."""
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     integrations: tuple[Integration, ...] = ()
     source: str = "<string>"
@@ -129,7 +133,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir=".",
     def items(section):
         return dict(ini.items(section)) if ini.has_section(section) else {}
 
-    settings = _diy_settings(source, items("diy"), base_dir)
+    settings = _diy_settings(source, items("diy"), base_dir, resolve)
     dispatcher = _dispatcher_settings(source, items("dispatcher"))
     accounts = _accounts(source, ini.sections(), items, resolve)
     integrations = tuple(
@@ -171,7 +175,7 @@ def _read_ini(text, source):
     return ini
 
 
-def _diy_settings(source, items, base_dir):
+def _diy_settings(source, items, base_dir, resolve):
     settings = _parse_section(source, "diy", items, {
         "database": lambda raw: _database(raw, base_dir),
         "synchronous": _choice("full", "normal"),
@@ -180,6 +184,8 @@ def _diy_settings(source, items, base_dir):
         "create_timeout": _duration(),
         "retention": _duration(allow_zero=True),
         "log_level": _choice("debug", "info", "warning", "error"),
+        "log_format": _choice("text", "json"),
+        "metrics_token": resolve,
     })
     if "database" not in settings:
         raise _error(source, "diy", "database", "required: the path of the SQLite file")

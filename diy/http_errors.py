@@ -23,6 +23,10 @@ class Unauthorized(HttpError):
     status, reason = 401, "Unauthorized"
 
 
+class Forbidden(HttpError):
+    status, reason = 403, "Forbidden"
+
+
 class NotFound(HttpError):
     status, reason = 404, "Not Found"
 

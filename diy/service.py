@@ -5,6 +5,7 @@ Nothing here opens the database or starts a thread: that happens on first use, a
 import time
 
 from diy.config import ConfigError
+from diy.metrics import Metrics
 from outbox.accounts import Account, Accounts
 from outbox.db import Database
 from outbox.guard import Guard
@@ -22,6 +23,7 @@ class Service:
         self.clock = clock
         self.database = Database(config.database, synchronous=config.synchronous, write_timeout=config.write_timeout)
         self.outbox = Outbox(self.database, retention=config.retention)
+        self.metrics = Metrics(config.database + ".metrics")
         self.http = HttpClient()
         self.accounts = {i.name: build_accounts(config, i, self.http, clock) for i in config.integrations}
         settings = config.dispatcher
@@ -33,11 +35,13 @@ class Service:
             lease=settings.lease,
             policy=RetryPolicy(settings.backoff_base, settings.backoff_cap, settings.max_attempts),
             stop_timeout=settings.stop_timeout,
+            metrics=self.metrics,
             clock=clock,
         )
 
     def close(self):
         self.dispatcher.stop()
+        self.metrics.flush()
         for accounts in self.accounts.values():
             for account in accounts.all():
                 account.target.close()

@@ -20,6 +20,17 @@ from targets.base import ADD, REMOVE
 from targets.errors import AudienceGone, PartialFailure, PayloadTooLarge, TargetError, TransientError
 
 log = logging.getLogger("diy.dispatcher")
+DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+
+
+class NoMetrics:
+    """What the dispatcher reports to when nobody collects metrics."""
+
+    def count(self, name, labels, value=1):
+        pass
+
+    def observe(self, name, labels, seconds, buckets=None):
+        pass
 
 
 class Dispatcher:
@@ -35,6 +46,7 @@ class Dispatcher:
         stop_timeout=10.0,
         maintenance_interval=60.0,
         heartbeat_interval=5.0,
+        metrics=None,
         clock=time.time,
         rand=random.random,
     ):
@@ -52,6 +64,7 @@ class Dispatcher:
         self.stop_timeout = stop_timeout
         self.maintenance_interval = maintenance_interval
         self.heartbeat_interval = heartbeat_interval
+        self.metrics = metrics or NoMetrics()
         self.clock = clock
         self.rand = rand
         self._owner_suffix = secrets.token_hex(3)
@@ -187,11 +200,13 @@ class Dispatcher:
     def _call_guarded(self, claim, account):
         wait = account.guard.admit()
         if wait:
+            self._count(claim, "held")
             now = self.clock()
             log.debug("held back account=%s audience=%s for=%.2fs", account.label, claim.audience.key, wait)
             self._settle(claim, self.outbox.postpone(claim, at=now + wait, now=now))
             return
         outcome = "other"
+        started = time.monotonic()
         try:
             if claim.audience.state == "creating":
                 outcome = self._create(claim, account.target)
@@ -199,6 +214,10 @@ class Dispatcher:
                 outcome = self._deliver_mutations(claim, account.target)
         finally:
             account.guard.release(outcome)
+            self.metrics.observe(
+                "diy_delivery_call_seconds", (("integration", claim.audience.integration),),
+                time.monotonic() - started, DELIVERY_BUCKETS,
+            )
         if outcome == "transient" and account.guard.breaker.state == "open":
             log.warning("circuit open account=%s for=%.0fs", account.label, account.guard.breaker.cooldown)
 
@@ -216,9 +235,11 @@ class Dispatcher:
         try:
             target_id = target.create_audience(audience.for_target())
         except TransientError as error:
+            self._count(claim, "retry")
             self._retry(claim, error.message, error.retry_after)
             return "transient"
         except TargetError as error:
+            self._count(claim, "refused")
             log.error("audience refused integration=%s audience=%s reason=%r", audience.integration, audience.dmp_id, error.message)
             self._settle(claim, self.outbox.creation_failed(claim, error.message, now=self.clock()))
             return "ok"
@@ -226,6 +247,7 @@ class Dispatcher:
             log.exception("create_audience crashed integration=%s audience=%s", audience.integration, audience.dmp_id)
             self._retry(claim, f"{type(error).__name__} in the target: {error}", None)
             return "other"
+        self._count(claim, "created")
         log.info("audience created integration=%s audience=%s target_id=%s", audience.integration, audience.dmp_id, target_id)
         self._settle(claim, self.outbox.created(claim, str(target_id), now=self.clock()))
         self.wake()
@@ -238,6 +260,7 @@ class Dispatcher:
         try:
             dead = self._send(target, audience.for_target(), latest)
         except TransientError as error:
+            self._count(claim, "retry")
             self._retry(claim, error.message, error.retry_after)
             return "transient"
         except AudienceGone as error:
@@ -246,6 +269,8 @@ class Dispatcher:
             self.wake()
             return "ok"
         except TargetError as error:
+            self._count(claim, "dead")
+            self._count_mutations(claim, "dead", len(claim.mutations))
             log.error(
                 "batch dead-lettered integration=%s audience=%s mutations=%d reason=%r",
                 audience.integration, audience.key, len(claim.mutations), error.message,
@@ -256,7 +281,10 @@ class Dispatcher:
             log.exception("target crashed integration=%s audience=%s", audience.integration, audience.key)
             self._retry(claim, f"{type(error).__name__} in the target: {error}", None)
             return "other"
-        self._settle(claim, self.outbox.settle(claim, dead=dead, now=self.clock()))
+        settled = self.outbox.settle(claim, dead=dead, now=self.clock())
+        self._settle(claim, settled)
+        if settled:
+            self._observe_delivered(claim, dead)
         log.info(
             "delivered integration=%s audience=%s mutations=%d sent=%d dead=%d ms=%.0f",
             audience.integration, audience.key, len(claim.mutations), len(latest), len(dead),
@@ -265,6 +293,23 @@ class Dispatcher:
         for mutation_id, reason in dead.items():
             log.error("mutation dead-lettered integration=%s audience=%s id=%d reason=%r", audience.integration, audience.key, mutation_id, reason)
         return "ok"
+
+    def _count(self, claim, result):
+        self.metrics.count("diy_deliveries_total", (("integration", claim.audience.integration), ("result", result)))
+
+    def _count_mutations(self, claim, result, count):
+        if count:
+            labels = (("integration", claim.audience.integration), ("result", result))
+            self.metrics.count("diy_delivered_mutations_total", labels, count)
+
+    def _observe_delivered(self, claim, dead):
+        self._count(claim, "partial" if dead else "delivered")
+        self._count_mutations(claim, "delivered", len(claim.mutations) - len(dead))
+        self._count_mutations(claim, "dead", len(dead))
+        now = self.clock()
+        labels = (("integration", claim.audience.integration),)
+        for received_at in claim.received_at:
+            self.metrics.observe("diy_delivery_latency_seconds", labels, max(0.0, now - received_at), DELIVERY_BUCKETS)
 
     def _send(self, target, audience, mutations):
         """Call the target for removals and additions; returns {mutation id: reason} of refusals.

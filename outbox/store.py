@@ -63,6 +63,8 @@ class Claim:
     audience: AudienceRecord
     token: str
     mutations: Sequence[Mutation]
+    received_at: Sequence[float] = ()
+    """When each of `mutations` was committed (for the delivery latency)."""
 
 
 class Outbox:
@@ -193,16 +195,15 @@ class Outbox:
             ]
             claims = []
             for audience in audiences:
-                mutations = []
+                mutations, received_at = [], []
                 if audience.state != "creating":
-                    mutations = [
-                        decode_mutation(row)
-                        for row in connection.execute(
-                            f"SELECT {MUTATION_COLUMNS} FROM mutations WHERE audience_id = ? AND state = 'pending'"
-                            " ORDER BY id LIMIT ?",
-                            (audience.id, batch_sizes[audience.integration]),
-                        )
-                    ]
+                    for row in connection.execute(
+                        f"SELECT {MUTATION_COLUMNS}, received_at FROM mutations WHERE audience_id = ?"
+                        " AND state = 'pending' ORDER BY id LIMIT ?",
+                        (audience.id, batch_sizes[audience.integration]),
+                    ):
+                        mutations.append(decode_mutation(row[:-1]))
+                        received_at.append(row[-1])
                     if not mutations:
                         connection.execute("UPDATE audiences SET pending = 0 WHERE id = ?", (audience.id,))
                         continue
@@ -213,7 +214,7 @@ class Outbox:
                     " WHERE id = ?",
                     (token, owner, now + lease, claimed_through, audience.id),
                 )
-                claims.append(Claim(audience, token, mutations))
+                claims.append(Claim(audience, token, mutations, received_at))
             return claims
 
     def settle(self, claim, *, dead=None, now):

@@ -2,6 +2,7 @@
 import base64
 import io
 import json
+import re
 import sys
 import wsgiref.util
 import wsgiref.validate
@@ -65,13 +66,15 @@ class Response:
 
 
 def call(app, method="POST", path="/dmp", query="", body=b"", headers=None, signed=True, secret=DMP_SECRET,
-         validate=True):
+         validate=True, environ=None):
     """Call the WSGI app in-process through wsgiref.validate, as a WSGI server would.
 
-    `validate=False` skips the validator, for environs it refuses but a sloppy server may send.
+    `validate=False` skips the validator, for environs it refuses but a sloppy server may send;
+    `environ` adds CGI variables (e.g. REMOTE_ADDR).
     """
     raw = body_of(body)
     environ = {
+        **(environ or {}),
         "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
         "PATH_INFO": path,
@@ -155,3 +158,20 @@ class WebhookReceiver:
 
     def delivered(self, event_type):
         return [event for event in self.events if event["type"] == event_type]
+
+
+SAMPLE = re.compile(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$')
+
+
+def parse_metrics(text):
+    """{(name, ((label, value), ...)): float} from the Prometheus text format; checks every line."""
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"not a sample line: {line!r}"
+        name, labels, value = match.groups()
+        pairs = tuple(re.findall(r'([a-z_]+)="((?:[^"\\]|\\.)*)"', labels or ""))
+        samples[(name, pairs)] = float(value)
+    return samples

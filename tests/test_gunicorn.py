@@ -1,4 +1,5 @@
 """diy_wsgi:app under gunicorn with two workers and the project's gunicorn.conf.py."""
+import http.client
 import os
 import signal
 import subprocess
@@ -8,7 +9,7 @@ import time
 import pytest
 
 from tests.processes import ROOT, dmp_post, free_port, wait_until, write_config
-from tests.support import WebhookReceiver, mutation
+from tests.support import WebhookReceiver, mutation, parse_metrics
 
 pytest.importorskip("gunicorn")
 
@@ -32,6 +33,8 @@ def test_two_gunicorn_workers_store_and_deliver(httpserver, tmp_path):
             assert status == 200
 
         wait_until(lambda: receiver.members.get("aud") == {f"u{i}" for i in range(20)}, what="delivery")
+        wait_until(lambda: acknowledged_adds(port) == 20, what="both workers' counts in /metrics")
+        assert all(acknowledged_adds(port) == 20 for _ in range(10)), "every worker shows the whole service"
     finally:
         gunicorn.send_signal(signal.SIGTERM)
         code = gunicorn.wait(30)
@@ -39,3 +42,20 @@ def test_two_gunicorn_workers_store_and_deliver(httpserver, tmp_path):
     assert code == 0, output
     assert output.count("dispatcher stopped") == 2, output
     assert "Traceback" not in output, output
+
+
+def scrape(port):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200
+        return parse_metrics(response.read().decode()), response.getheader("X-Request-Id")
+    finally:
+        connection.close()
+
+
+def acknowledged_adds(port):
+    samples, _ = scrape(port)
+    return sum(value for (name, labels), value in samples.items()
+               if name == "diy_requests_total" and ("type", "ADD_TO_AUDIENCE") in labels and ("status", "200") in labels)

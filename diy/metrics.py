@@ -1,0 +1,218 @@
+"""Prometheus metrics written by hand: counters and histograms per process, merged across processes.
+
+Each process (gunicorn worker, `diy-wsgi dispatch`) keeps its counts in memory and writes them,
+at most once a second, to its own file in a shared folder; a scrape in any process merges every
+file, so `/metrics` shows the whole service, not one worker's view. Files of processes that
+have exited are folded into `retired.json` so their counts survive and never go backwards.
+Gauges (outbox depth, ages, file sizes) are read from the database at scrape time.
+"""
+import fcntl
+import json
+import os
+import re
+import secrets
+import threading
+import time
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 3.0, 5.0, 10.0)
+"""Seconds; dense below the DMP's targets (1 s for mutations, 3 s for creation)."""
+DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+
+HELP = {
+    "diy_requests_total": ("counter", "Requests answered, by integration, request type and status."),
+    "diy_request_duration_seconds": ("histogram", "Time to answer a request, by request type."),
+    "diy_deliveries_total": ("counter", "Platform calls and their outcome, by integration and result."),
+    "diy_delivered_mutations_total": ("counter", "Mutations settled by the dispatcher, by integration and result."),
+    "diy_delivery_call_seconds": ("histogram", "Duration of one platform call, by integration."),
+    "diy_delivery_latency_seconds": ("histogram", "From the 200 to the DMP until the platform accepted, by integration."),
+}
+FILE = re.compile(r"(\d+)\.[0-9a-f]+\.json")
+
+
+class Metrics:
+    def __init__(self, directory, *, flush_interval=1.0, clock=time.monotonic):
+        self.directory = str(directory)
+        self.flush_interval = flush_interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._counters = {}
+        self._histograms = {}
+        self._file = None
+        self._pid = None
+        self._flushed_at = 0.0
+        self._dirty = False
+        self._timer = None
+
+    def count(self, name, labels, value=1):
+        key = (name, tuple(labels))
+        with self._lock:
+            self._counters[key] = self._counters.get(key, 0) + value
+            self._dirty = True
+        self._maybe_flush()
+
+    def observe(self, name, labels, seconds, buckets=LATENCY_BUCKETS):
+        key = (name, tuple(labels))
+        with self._lock:
+            histogram = self._histograms.get(key)
+            if histogram is None:
+                histogram = self._histograms[key] = {"buckets": list(buckets), "counts": [0] * len(buckets), "sum": 0.0, "count": 0}
+            for index, bound in enumerate(histogram["buckets"]):
+                if seconds <= bound:
+                    histogram["counts"][index] += 1
+            histogram["sum"] += seconds
+            histogram["count"] += 1
+            self._dirty = True
+        self._maybe_flush()
+
+    def _maybe_flush(self):
+        """Flush now if the last flush is old enough, else soon: an idle process must not
+        keep its last counts to itself."""
+        wait = self.flush_interval - (self.clock() - self._flushed_at)
+        if wait <= 0:
+            self.flush()
+            return
+        with self._lock:
+            if self._timer is None or not self._timer.is_alive() or self._pid != os.getpid():
+                self._timer = threading.Timer(wait, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self):
+        """Write this process's counts to its own file (atomically, by rename)."""
+        with self._lock:
+            if not self._dirty and self._pid == os.getpid():
+                return
+            if self._pid != os.getpid():
+                self._counters, self._histograms = ({}, {}) if self._pid is not None else (self._counters, self._histograms)
+                self._pid = os.getpid()
+                self._file = os.path.join(self.directory, f"{self._pid}.{secrets.token_hex(4)}.json")
+                os.makedirs(self.directory, exist_ok=True)
+                self._retire_dead_processes()
+            snapshot = self._snapshot()
+            self._dirty = False
+            self._flushed_at = self.clock()
+        write_atomically(self._file, snapshot)
+
+    def _snapshot(self):
+        return {
+            "counters": [[name, list(map(list, labels)), value] for (name, labels), value in self._counters.items()],
+            "histograms": [[name, list(map(list, labels)), h] for (name, labels), h in self._histograms.items()],
+        }
+
+    def _retire_dead_processes(self):
+        """Fold the files of exited processes into retired.json, under a lock shared by all."""
+        with open(os.path.join(self.directory, "lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            retired_path = os.path.join(self.directory, "retired.json")
+            retired = read_json(retired_path) or {"counters": [], "histograms": []}
+            gone = []
+            for name in os.listdir(self.directory):
+                match = FILE.fullmatch(name)
+                if match and not alive(int(match.group(1))):
+                    gone.append(os.path.join(self.directory, name))
+            if not gone:
+                return
+            merged = merge([retired] + [read_json(path) or {} for path in gone])
+            write_atomically(retired_path, merged)
+            for path in gone:
+                os.unlink(path)
+
+    def collect(self):
+        """Every process's counts merged: this one's current state plus every file."""
+        self.flush()
+        documents = []
+        for name in os.listdir(self.directory):
+            if FILE.fullmatch(name) or name == "retired.json":
+                documents.append(read_json(os.path.join(self.directory, name)) or {})
+        return merge(documents)
+
+
+def merge(documents):
+    counters, histograms = {}, {}
+    for document in documents:
+        for name, labels, value in document.get("counters", []):
+            key = (name, tuple(map(tuple, labels)))
+            counters[key] = counters.get(key, 0) + value
+        for name, labels, histogram in document.get("histograms", []):
+            key = (name, tuple(map(tuple, labels)))
+            total = histograms.get(key)
+            if total is None or total["buckets"] != histogram["buckets"]:
+                histograms[key] = {**histogram, "counts": list(histogram["counts"])}
+                continue
+            total["counts"] = [a + b for a, b in zip(total["counts"], histogram["counts"])]
+            total["sum"] += histogram["sum"]
+            total["count"] += histogram["count"]
+    return {
+        "counters": [[name, list(map(list, labels)), value] for (name, labels), value in counters.items()],
+        "histograms": [[name, list(map(list, labels)), h] for (name, labels), h in histograms.items()],
+    }
+
+
+def render(merged, gauges):
+    """The Prometheus text exposition format (version 0.0.4) of merged counts and `gauges`.
+
+    `gauges` is a list of (name, help, [(labels, value)]).
+    """
+    lines = []
+    by_name = {}
+    for name, labels, value in merged["counters"]:
+        by_name.setdefault(name, []).append(("counter", labels, value))
+    for name, labels, histogram in merged["histograms"]:
+        by_name.setdefault(name, []).append(("histogram", labels, histogram))
+    for name in sorted(by_name):
+        kind, help_text = HELP.get(name, (by_name[name][0][0], name))
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        for kind, labels, value in sorted(by_name[name], key=lambda entry: entry[1]):
+            if kind == "counter":
+                lines.append(f"{name}{label_text(labels)} {number(value)}")
+                continue
+            for bound, count in zip(value["buckets"], value["counts"]):
+                lines.append(f"{name}_bucket{label_text(labels + [['le', number(bound)]])} {count}")
+            lines.append(f"{name}_bucket{label_text(labels + [['le', '+Inf']])} {value['count']}")
+            lines.append(f"{name}_sum{label_text(labels)} {number(value['sum'])}")
+            lines.append(f"{name}_count{label_text(labels)} {value['count']}")
+    for name, help_text, samples in gauges:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+        lines += [f"{name}{label_text(labels)} {number(value)}" for labels, value in samples]
+    return "\n".join(lines) + "\n"
+
+
+def label_text(labels):
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{key}="{escape(str(value))}"' for key, value in labels) + "}"
+
+
+def escape(value):
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def number(value):
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)) if abs(value) < 1e15 else repr(value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return json.load(stream)
+    except (OSError, ValueError):
+        return None
+
+
+def write_atomically(path, document):
+    temporary = f"{path}.{secrets.token_hex(4)}.tmp"
+    with open(temporary, "w", encoding="utf-8") as stream:
+        json.dump(document, stream)
+    os.replace(temporary, path)

@@ -1,0 +1,164 @@
+"""/healthz, /readyz and /metrics, in-process through wsgiref.validate."""
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from diy.metrics import Metrics, render
+from diy_wsgi import make_app
+from tests.processes import ROOT
+from tests.support import call, make_config, mutation, mutations_body, parse_metrics
+
+LOOPBACK = {"REMOTE_ADDR": "127.0.0.1"}
+@pytest.fixture
+def build(tmp_path):
+    apps = []
+
+    def build(**sections):
+        app = make_app(make_config(tmp_path, "http://127.0.0.1:9/events", **sections))
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.stop()
+
+
+def test_healthz_answers_while_the_process_lives(build):
+    response = call(build(), "GET", path="/healthz")
+
+    assert (response.status, response.json()) == (200, {"status": "ok"})
+
+
+def test_readyz_needs_the_embedded_dispatcher_running(build):
+    app = build()
+    assert call(app, "GET", path="/readyz").status == 503
+
+    app.start()
+
+    assert call(app, "GET", path="/readyz").json() == {"status": "ready"}
+
+
+def test_readyz_without_an_embedded_dispatcher_looks_for_a_heartbeat(build):
+    app = build(dispatcher={"embedded": "no"})
+    response = call(app, "GET", path="/readyz")
+    assert response.status == 503 and "diy-wsgi dispatch" in response.json()["error"]
+
+    app.outbox.heartbeat("elsewhere:1:abc", now=time.time())
+
+    assert call(app, "GET", path="/readyz").status == 200
+
+
+def test_readyz_reports_a_database_that_cannot_take_writes(build):
+    app = build()
+    app.start()
+    blocker = sqlite3.connect(app.config.database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        response = call(app, "GET", path="/readyz")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+    assert response.status == 503 and response.json()["error"].startswith("database:")
+
+
+def test_probes_need_no_signature_and_refuse_posts(build):
+    response = call(build(), "POST", path="/healthz", body=b"", signed=False)
+
+    assert response.status == 405
+
+
+def test_metrics_counts_requests_and_reads_the_outbox(build):
+    app = build()
+    call(app, query="type=ADD_TO_AUDIENCE", body=mutations_body("ADD_TO_AUDIENCE", mutation("a", "u1"), mutation("a", "u2")))
+    call(app, query="type=ADD_TO_AUDIENCE", body=b"{}", signed=False)
+
+    response = call(app, "GET", path="/metrics", environ=LOOPBACK)
+
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = parse_metrics(response.body.decode())
+    ok = ("diy_requests_total", (("integration", "demo"), ("type", "ADD_TO_AUDIENCE"), ("status", "200")))
+    refused = ("diy_requests_total", (("integration", "demo"), ("type", "ADD_TO_AUDIENCE"), ("status", "401")))
+    assert (samples[ok], samples[refused]) == (1, 1)
+    assert samples[("diy_outbox_mutations", (("integration", "demo"), ("state", "pending")))] == 2
+    assert samples[("diy_request_duration_seconds_count", (("type", "ADD_TO_AUDIENCE"),))] == 2
+    assert samples[("diy_request_duration_seconds_bucket", (("type", "ADD_TO_AUDIENCE"), ("le", "+Inf")))] == 2
+
+
+def test_unknown_types_and_paths_do_not_become_labels(build):
+    app = build()
+    call(app, query="type=" + "X" * 50, body=b"{}")
+    call(app, path="/nowhere", query="type=whatever", body=b"{}")
+
+    text = call(app, "GET", path="/metrics", environ=LOOPBACK).body.decode()
+
+    assert "XXXX" not in text and "whatever" not in text and "nowhere" not in text
+
+
+@pytest.mark.parametrize("address,status", [("127.0.0.1", 200), ("::1", 200), ("10.1.2.3", 403), ("", 403)],
+                         ids=["ipv4-loopback", "ipv6-loopback", "remote", "unknown"])
+def test_metrics_answers_loopback_only_by_default(build, address, status):
+    response = call(build(), "GET", path="/metrics", environ={"REMOTE_ADDR": address})
+
+    assert response.status == status
+
+
+@pytest.mark.parametrize("authorization,status", [(None, 401), ("Bearer wrong", 401), ("Bearer metrics-secret", 200)],
+                         ids=["missing", "wrong", "right"])
+def test_a_metrics_token_is_required_when_configured(build, authorization, status):
+    app = build(diy={"metrics_token": "metrics-secret"})
+
+    response = call(app, "GET", path="/metrics", headers={"Authorization": authorization}, environ={"REMOTE_ADDR": "10.1.2.3"})
+
+    assert response.status == status
+
+
+def test_counts_of_an_exited_process_are_kept(tmp_path):
+    directory = tmp_path / "metrics"
+    script = (
+        "import sys; from diy.metrics import Metrics; m = Metrics(sys.argv[1]);"
+        "m.count('diy_requests_total', (('integration', 'demo'), ('type', 'VALIDATE'), ('status', '200')), 5); m.flush()"
+    )
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", script, str(directory)], cwd=ROOT, check=True)
+    mine = Metrics(directory)
+    mine.count("diy_requests_total", (("integration", "demo"), ("type", "VALIDATE"), ("status", "200")))
+
+    merged = mine.collect()
+
+    assert merged["counters"] == [["diy_requests_total", [["integration", "demo"], ["type", "VALIDATE"], ["status", "200"]], 11]]
+    assert sorted(p.name for p in directory.iterdir() if p.suffix == ".json")[-1] == "retired.json"
+
+
+def test_render_escapes_label_values():
+    text = render({"counters": [["diy_requests_total", [["integration", 'a"b\\c\nd']], 1]], "histograms": []}, [])
+
+    assert 'integration="a\\"b\\\\c\\nd"' in text
+
+
+def test_json_logs_carry_the_fields_and_never_a_secret_or_body(build, tmp_path):
+    import io
+    import json
+    import logging
+
+    from diy import logs
+
+    stream = io.StringIO()
+    logs.configure("debug", "json", stream)
+    try:
+        app = build()
+        call(app, query="type=ADD_TO_AUDIENCE", body=mutations_body("ADD_TO_AUDIENCE", mutation("aud-1", "user-12345")),
+             headers={"X-Request-Id": "req-42"})
+    finally:
+        logger = logging.getLogger("diy")
+        logger.handlers.clear()
+        logger.propagate, logger.level = True, logging.NOTSET
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    (request,) = [line for line in lines if line["event"] == "request"]
+    assert (request["status"], request["type"], request["request_id"], request["level"]) == ("200", "ADD_TO_AUDIENCE", "req-42", "info")
+    assert "s3cr3t" not in stream.getvalue() and "user-12345" not in stream.getvalue()
