@@ -8,6 +8,7 @@ import sys
 import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from diy import logs
 from diy.admin import add_commands as add_admin_commands
 from diy.config import ConfigError, load_config
 from diy.signature import sign
@@ -104,7 +105,7 @@ def run_serve(args):
     from diy_wsgi import make_app
 
     config = load_config(args.config)
-    configure_logging(config.log_level)
+    configure_logging(config)
     app = make_app(config)
     app.service.database.connection()
     server = make_server(args.host, args.port, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler)
@@ -126,7 +127,7 @@ def run_dispatch(args):
     from diy.service import Service
 
     config = load_config(args.config)
-    configure_logging(config.log_level)
+    configure_logging(config)
     service = Service(config)
     service.database.connection()
     stopped = threading.Event()
@@ -167,10 +168,8 @@ def resolve_secret(value):
     return value.encode()
 
 
-def configure_logging(level):
-    logging.basicConfig(
-        level=getattr(logging, level.upper()), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
+def configure_logging(config):
+    logs.configure(config.log_level, config.log_format)
 
 
 def stop_on_signals(stop):
@@ -272,8 +271,8 @@ def add_sandbox_command(commands):
     credentials.add_argument("--criteo-client-secret", help="Criteo OAuth2 client secret")
     faults = sandbox.add_argument_group("faults, on platform calls only (also settable at runtime: POST /api/faults)")
     faults.add_argument("--error-rate", default="0", metavar="FRACTION", help="share of calls answered 503 (e.g. 0.1)")
-    faults.add_argument("--rate-limit-rate", default="0", metavar="FRACTION", help="share of calls answered 429 with Retry-After")
-    faults.add_argument("--retry-after", default="1", metavar="SECONDS", help="the Retry-After of those 429s (default 1)")
+    faults.add_argument("--rate-limit-rate", default="0", metavar="FRACTION", help="share answered 429 with Retry-After")
+    faults.add_argument("--retry-after", default="1", metavar="SECONDS", help="Retry-After of those 429s (default 1)")
     faults.add_argument("--latency", default="0", metavar="DURATION", help="delay before every answer, e.g. 50ms")
     faults.add_argument("--latency-jitter", default="0", metavar="DURATION", help="plus a random 0..DURATION more")
     faults.add_argument("--outage", action="append", default=[], metavar="AFTER:FOR",
@@ -298,7 +297,7 @@ def run_sandbox(args):
         raise ConfigError(f"sandbox: {error}") from None
     except OSError as error:
         raise ConfigError(f"sandbox: cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
-    configure_logging("info")
+    logs.configure("info")
     stop_on_signals(server.shutdown)
     print(sandbox.banner(server), flush=True)
     try:

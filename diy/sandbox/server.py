@@ -1,0 +1,231 @@
+"""The sandbox's HTTP side: `Sandbox` routes requests and renders every answer in one place;
+`SandboxServer` is a `ThreadingHTTPServer` that feeds it complete requests.
+
+Platform calls (the webhook, The Trade Desk, Criteo, including Criteo's token call) pass through
+the fault injector and are counted by API and status; the views never are:
+
+    GET  /               HTML: platforms, audiences, member counts
+    GET  /api/audiences  JSON: {"webhook": {dmp_id: {"id", "name", "members"}},
+                                "thetradedesk": {segment: {"advertiser_ids", "members"}},
+                                "criteo": {segment_id: {"name", "advertiser_id", "members"}}}
+    GET  /api/stats      JSON: {"requests": {api: {status: count}}, "faults": {kind: count}}
+    GET  /api/faults     JSON: the fault settings now in force
+    POST /api/faults     JSON fields to change: error_rate, rate_limit_rate, retry_after,
+                         latency, latency_jitter (seconds or "50ms"), outages (["0s:30s"],
+                         counted from now; [] ends them), seed (reseeds the random source)
+    POST /api/reset      forget every audience, member, webhook-id, count and rate window
+"""
+import json
+import logging
+import re
+import socket
+import time
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Dict, Optional, Tuple
+from urllib.parse import parse_qsl, urlsplit
+
+from diy.sandbox.criteo import CriteoApi
+from diy.sandbox.faults import Decision, Faults
+from diy.sandbox.settings import SandboxSettings
+from diy.sandbox.state import RequestStats, SandboxState
+from diy.sandbox.thetradedesk import TheTradeDeskApi
+from diy.sandbox.views import home_page
+from diy.sandbox.webhook import WebhookApi
+from diy.sandbox.wire import (
+    BadRequest,
+    LengthRequired,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Reply,
+    Request,
+    SandboxConfigError,
+    SandboxError,
+    json_reply,
+    read_json,
+)
+
+log = logging.getLogger("diy.sandbox")
+MAX_BODY = 32 * 1024 * 1024
+"""Bodies above this are refused before any platform sees them (platforms have lower limits)."""
+
+
+class Sandbox:
+    """The fake platform without a socket: `serve(Request) -> Reply`, from any thread."""
+
+    def __init__(self, settings: SandboxSettings, *, clock: Callable[[], float] = time.time,
+                 random=None, sleep: Callable[[float], None] = time.sleep, base_url: str = ""):
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        self.base_url = base_url
+        self.state = SandboxState()
+        self.stats = RequestStats()
+        started = clock()
+        windows = tuple(outage.window(started) for outage in settings.outages)
+        self.faults = Faults(replace(settings.faults, outages=windows), settings.seed, clock, random)
+        self.criteo = CriteoApi(self.state, settings.criteo_client_id, settings.criteo_client_secret,
+                                clock, settings.criteo_rate_limit, settings.criteo_rate_window)
+        platforms = {
+            "webhook": WebhookApi(self.state, settings.webhook_secret, clock),
+            "thetradedesk": TheTradeDeskApi(self.state, settings.ttd_token, settings.ttd_secret),
+            "criteo": self.criteo,
+        }
+        views = [("GET", r"/", self.home), ("GET", r"/api/audiences", self.audiences),
+                 ("GET", r"/api/stats", self.statistics), ("GET", r"/api/faults", self.fault_settings),
+                 ("POST", r"/api/faults", self.change_faults), ("POST", r"/api/reset", self.reset)]
+        self.routes = [(method, re.compile(pattern), api, handler)
+                       for api, platform in platforms.items()
+                       for method, pattern, handler in platform.routes()]
+        self.routes += [(method, re.compile(pattern), None, handler) for method, pattern, handler in views]
+
+    def serve(self, request: Request) -> Reply:
+        """The one place a request becomes an answer: errors raised below are rendered here."""
+        api, fault = None, None
+        try:
+            api, handler, params = self.route(request.method, request.path)
+            if api is None:
+                reply = handler(request)
+            else:
+                decision = self.faults.decide()
+                if decision.delay > 0:
+                    self.sleep(decision.delay)
+                fault = decision.kind
+                reply = fault_reply(decision) if decision.status else handler(request, **params)
+        except SandboxError as error:
+            reply = error.reply()
+        except Exception:
+            log.exception("request failed method=%s path=%s", request.method, request.path)
+            reply = json_reply(500, {"error": "the sandbox failed; its log has the traceback"})
+        if api is not None:
+            self.stats.count(api, reply.status, fault)
+        return reply
+
+    def route(self, method: str, path: str) -> Tuple[Optional[str], Callable, Dict[str, str]]:
+        """(api or None for a view, handler, path parameters); NotFound or MethodNotAllowed."""
+        allowed = []
+        for route_method, pattern, api, handler in self.routes:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if route_method == method:
+                return api, handler, match.groupdict()
+            allowed.append(route_method)
+        if allowed:
+            raise MethodNotAllowed(f"{path} takes {', '.join(allowed)}", ", ".join(allowed))
+        raise NotFound(f"nothing is served at {path}; GET / lists the endpoints")
+
+    # The views.
+
+    def home(self, request: Request) -> Reply:
+        page = home_page(self.state.snapshot(), self.base_url)
+        return Reply(200, page.encode("utf-8"), "text/html; charset=utf-8")
+
+    def audiences(self, request: Request) -> Reply:
+        return json_reply(200, self.state.snapshot())
+
+    def statistics(self, request: Request) -> Reply:
+        return json_reply(200, self.stats.snapshot())
+
+    def fault_settings(self, request: Request) -> Reply:
+        return json_reply(200, self.faults.settings.describe())
+
+    def change_faults(self, request: Request) -> Reply:
+        changes = read_json(request, "the fault settings")
+        if not isinstance(changes, dict):
+            raise BadRequest("the body must be a JSON object of fault settings")
+        try:
+            settings = self.faults.change(changes)
+        except SandboxConfigError as error:
+            raise BadRequest(str(error)) from None
+        log.info("faults changed %s", json.dumps(settings.describe()))
+        return json_reply(200, settings.describe())
+
+    def reset(self, request: Request) -> Reply:
+        self.state.reset()
+        self.stats.reset()
+        self.criteo.reset()
+        return json_reply(200, {})
+
+
+def fault_reply(decision: Decision) -> Reply:
+    if decision.status == 429:
+        return json_reply(429, {"error": "sandbox fault: too many requests"},
+                          [("Retry-After", str(decision.retry_after))])
+    return json_reply(decision.status, {"error": f"sandbox fault: unavailable ({decision.kind})"})
+
+
+class SandboxServer(ThreadingHTTPServer):
+    """A threaded HTTP server around one `Sandbox`; `url` is where it listens."""
+
+    daemon_threads = True
+
+    def __init__(self, settings: SandboxSettings, **sandbox_options):
+        if ":" in settings.host:
+            self.address_family = socket.AF_INET6
+        super().__init__((settings.host, settings.port), SandboxHandler)
+        host, port = self.server_address[:2]
+        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        self.sandbox = Sandbox(settings, base_url=self.url, **sandbox_options)
+
+
+class SandboxHandler(BaseHTTPRequestHandler):
+    """Reads one whole request, hands it to the sandbox, writes its answer."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "diy-wsgi-sandbox"
+
+    def do_GET(self):
+        try:
+            request = self._request()
+        except SandboxError as error:
+            self.close_connection = True
+            reply = error.reply()
+        else:
+            reply = self.server.sandbox.serve(request)
+        self._send(reply)
+        log.info("request method=%s path=%s status=%d", self.command, urlsplit(self.path).path, reply.status)
+
+    do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
+
+    def _request(self) -> Request:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            raise LengthRequired("send the body with a Content-Length")
+        text = self.headers.get("Content-Length") or "0"
+        if not text.isdigit():
+            raise BadRequest("Content-Length must be a whole number")
+        if int(text) > MAX_BODY:
+            raise PayloadTooLarge(f"the body is over {MAX_BODY} bytes")
+        body = self.rfile.read(int(text)) if int(text) else b""
+        parts = urlsplit(self.path)
+        return Request(self.command, parts.path, dict(parse_qsl(parts.query)), dict(self.headers.items()), body)
+
+    def _send(self, reply: Reply) -> None:
+        self.send_response(reply.status)
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def log_message(self, format, *args):
+        """Requests are logged once, with their status, by do_GET."""
+
+
+def make_server(settings: SandboxSettings, **sandbox_options) -> SandboxServer:
+    """A bound, not yet serving, sandbox server; options (clock, random, sleep) go to `Sandbox`."""
+    return SandboxServer(settings, **sandbox_options)
+
+
+def banner(server: SandboxServer) -> str:
+    """The startup lines: where each platform listens."""
+    url = server.url
+    return "\n".join([
+        f"diy-wsgi sandbox listening on {url}/ (state in memory; Ctrl-C stops)",
+        f"  webhook        POST {url}/webhook",
+        f"  The Trade Desk POST {url}/data/advertiser",
+        f"  Criteo         POST {url}/oauth2/token, {url}/<version>/marketing-solutions/audience-segments/...",
+        f"  views          {url}/  {url}/api/audiences  {url}/api/stats  {url}/api/faults",
+    ])

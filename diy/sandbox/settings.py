@@ -1,0 +1,95 @@
+"""How the sandbox is set up: where it listens, the credentials it accepts, the faults it injects.
+
+The default credentials are public on purpose (the sandbox listens on loopback only and holds
+nothing real); `diy-wsgi sandbox --help` prints them. The webhook secret is the quick start's,
+so examples/quickstart.ini delivers to the sandbox once its target.url points here.
+"""
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Tuple
+
+from diy.sandbox.faults import FaultSettings, Outage, parse_duration, parse_outage, parse_rate, parse_retry_after
+from diy.sandbox.wire import SandboxConfigError
+from targets.webhook import decode_secret
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9000
+DEFAULT_WEBHOOK_SECRET = "whsec_cXVpY2tzdGFydC13ZWJob29rLWtleQ=="
+DEFAULT_TTD_TOKEN = "sandbox-ttd-token"
+DEFAULT_TTD_SECRET = "sandbox-ttd-secret"
+DEFAULT_CRITEO_CLIENT_ID = "sandbox-criteo-client"
+DEFAULT_CRITEO_CLIENT_SECRET = "sandbox-criteo-secret"
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """Everything the sandbox is started with; bad values raise SandboxConfigError."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    webhook_secret: str = field(default=DEFAULT_WEBHOOK_SECRET, repr=False)
+    ttd_token: str = field(default=DEFAULT_TTD_TOKEN, repr=False)
+    ttd_secret: str = field(default=DEFAULT_TTD_SECRET, repr=False)
+    criteo_client_id: str = DEFAULT_CRITEO_CLIENT_ID
+    criteo_client_secret: str = field(default=DEFAULT_CRITEO_CLIENT_SECRET, repr=False)
+    criteo_rate_limit: int = 250
+    criteo_rate_window: float = 60.0
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    outages: Tuple[Outage, ...] = ()
+    """Relative to the sandbox's start; `faults.outages` (absolute windows) starts empty."""
+    seed: Optional[int] = None
+
+    def __post_init__(self):
+        if not is_loopback(self.host):
+            raise SandboxConfigError("--host must be a loopback address (127.0.0.1, ::1, localhost); "
+                                     "the sandbox is for this machine only")
+        if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
+            raise SandboxConfigError("--port must be from 0 to 65535")
+        try:
+            decode_secret(self.webhook_secret)
+        except ValueError as error:
+            raise SandboxConfigError(f"--webhook-secret: {error}") from None
+        for flag, value in (("--ttd-token", self.ttd_token), ("--ttd-secret", self.ttd_secret),
+                            ("--criteo-client-id", self.criteo_client_id),
+                            ("--criteo-client-secret", self.criteo_client_secret)):
+            if not isinstance(value, str) or not value.strip():
+                raise SandboxConfigError(f"{flag} must not be empty")
+        if not (isinstance(self.criteo_rate_limit, int) and self.criteo_rate_limit > 0
+                and self.criteo_rate_window > 0):
+            raise SandboxConfigError("the Criteo rate limit and its window must be above 0")
+
+
+def settings_from_flags(
+    *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+    webhook_secret: Optional[str] = None, ttd_token: Optional[str] = None,
+    ttd_secret: Optional[str] = None, criteo_client_id: Optional[str] = None,
+    criteo_client_secret: Optional[str] = None, error_rate: str = "0", rate_limit_rate: str = "0",
+    retry_after: str = "1", latency: str = "0", latency_jitter: str = "0",
+    outages: Iterable[str] = (), seed: Optional[int] = None,
+) -> SandboxSettings:
+    """Settings from the command line's text values; None keeps a default credential."""
+    credentials = {
+        "webhook_secret": webhook_secret, "ttd_token": ttd_token, "ttd_secret": ttd_secret,
+        "criteo_client_id": criteo_client_id, "criteo_client_secret": criteo_client_secret,
+    }
+    faults = FaultSettings(
+        error_rate=parse_rate(error_rate, "--error-rate"),
+        rate_limit_rate=parse_rate(rate_limit_rate, "--rate-limit-rate"),
+        retry_after=parse_retry_after(retry_after),
+        latency=parse_duration(latency, "--latency"),
+        latency_jitter=parse_duration(latency_jitter, "--latency-jitter"),
+    )
+    return SandboxSettings(
+        host=host, port=port, faults=faults, seed=seed,
+        outages=tuple(parse_outage(outage) for outage in outages),
+        **{name: value for name, value in credentials.items() if value is not None},
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,196 @@
+"""The sandbox's memory: audiences and their members per platform, and request counts.
+
+Everything lives in memory behind one lock and is gone when the sandbox stops; `reset()` empties
+it (POST /api/reset). Members are the ids the platform takes: the webhook's
+`external_user_id`, The Trade Desk's TDID, Criteo's identifiers. Adding a member twice or
+removing a non-member does nothing, as on the platforms.
+"""
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
+
+PLATFORMS = ("webhook", "thetradedesk", "criteo")
+
+
+@dataclass
+class WebhookAudience:
+    id: Optional[str]
+    name: Optional[str]
+    members: Set[str] = field(default_factory=set)
+
+
+@dataclass
+class TtdSegment:
+    """A Trade Desk segment, by name: it exists once a member is first uploaded to it."""
+
+    advertiser_ids: Set[str] = field(default_factory=set)
+    members: Set[str] = field(default_factory=set)
+
+
+@dataclass
+class CriteoSegment:
+    id: str
+    advertiser_id: str
+    name: str
+    description: str
+    created_at: str
+    members: Set[str] = field(default_factory=set)
+
+    def attributes(self) -> Dict[str, Any]:
+        return {
+            "advertiserId": self.advertiser_id,
+            "name": self.name,
+            "description": self.description,
+            "type": "ContactList",
+            "createdAt": self.created_at,
+            "updatedAt": self.created_at,
+            "contactList": {"isReadOnly": False},
+        }
+
+
+class SandboxState:
+    """Audiences of all three platforms; every method is safe to call from any thread."""
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._webhook: Dict[str, WebhookAudience] = {}
+            self._webhook_created = 0
+            self._webhook_answers: Dict[str, Any] = {}
+            self._ttd: Dict[str, TtdSegment] = {}
+            self._criteo: Dict[str, CriteoSegment] = {}
+            self._criteo_created = 0
+
+    # The webhook receiver.
+
+    def webhook_once(self, message_id: str, apply: Callable[[], Any]) -> Any:
+        """`apply()`'s answer the first time `message_id` is seen; the same answer afterwards.
+
+        An `apply` that raises is not remembered, so a corrected retry is applied.
+        """
+        with self._lock:
+            if message_id not in self._webhook_answers:
+                self._webhook_answers[message_id] = apply()
+            return self._webhook_answers[message_id]
+
+    def webhook_create(self, dmp_id: str, name: Optional[str]) -> str:
+        """The sandbox id of the audience, `sbx-<n>`; the same one when it is created again."""
+        with self._lock:
+            audience = self._webhook.get(dmp_id)
+            if audience is None or audience.id is None:
+                self._webhook_created += 1
+                new_id = f"sbx-{self._webhook_created}"
+                if audience is None:
+                    audience = self._webhook[dmp_id] = WebhookAudience(new_id, name)
+                audience.id = new_id
+            if name is not None:
+                audience.name = name
+            return audience.id
+
+    def webhook_members(self, dmp_id: str, audience_id: Optional[str], name: Optional[str],
+                        add: bool, users: Iterable[str]) -> None:
+        """Add or remove members; an audience first seen here is kept under the id it names."""
+        with self._lock:
+            audience = self._webhook.setdefault(dmp_id, WebhookAudience(audience_id, name))
+            if name is not None:
+                audience.name = name
+            _apply(audience.members, add, users)
+
+    # The Trade Desk.
+
+    def ttd_member(self, advertiser_id: str, segment: str, tdid: str, add: bool) -> None:
+        with self._lock:
+            if not add and segment not in self._ttd:
+                return
+            entry = self._ttd.setdefault(segment, TtdSegment())
+            entry.advertiser_ids.add(advertiser_id)
+            _apply(entry.members, add, [tdid])
+
+    # Criteo.
+
+    def criteo_create(self, advertiser_id: str, name: str, description: str,
+                      created_at: str) -> Optional[CriteoSegment]:
+        """The new segment, or None when the advertiser already has one of that name."""
+        with self._lock:
+            if any(s.advertiser_id == advertiser_id and s.name == name for s in self._criteo.values()):
+                return None
+            self._criteo_created += 1
+            segment = CriteoSegment(str(self._criteo_created), advertiser_id, name, description, created_at)
+            self._criteo[segment.id] = segment
+            return segment
+
+    def criteo_segments(self, advertiser_ids: Optional[Set[str]] = None,
+                        segment_ids: Optional[Set[str]] = None) -> List[CriteoSegment]:
+        """Segments matching both filters (None: any), oldest first."""
+        with self._lock:
+            return [
+                segment for segment in sorted(self._criteo.values(), key=lambda s: int(s.id))
+                if (advertiser_ids is None or segment.advertiser_id in advertiser_ids)
+                and (segment_ids is None or segment.id in segment_ids)
+            ]
+
+    def criteo_amend(self, segment_id: str, add: bool, identifiers: Iterable[str]) -> bool:
+        """Add or remove identifiers; False when there is no such segment."""
+        with self._lock:
+            segment = self._criteo.get(segment_id)
+            if segment is None:
+                return False
+            _apply(segment.members, add, identifiers)
+            return True
+
+    # Views.
+
+    def snapshot(self) -> Dict[str, Dict[str, Dict[str, Any]]]:
+        """Every audience and its sorted members, as GET /api/audiences shows them."""
+        with self._lock:
+            return {
+                "webhook": {
+                    dmp_id: {"id": a.id, "name": a.name, "members": sorted(a.members)}
+                    for dmp_id, a in self._webhook.items()
+                },
+                "thetradedesk": {
+                    name: {"advertiser_ids": sorted(s.advertiser_ids), "members": sorted(s.members)}
+                    for name, s in self._ttd.items()
+                },
+                "criteo": {
+                    s.id: {"name": s.name, "advertiser_id": s.advertiser_id, "members": sorted(s.members)}
+                    for s in self._criteo.values()
+                },
+            }
+
+
+def _apply(members: Set[str], add: bool, users: Iterable[str]) -> None:
+    if add:
+        members.update(users)
+    else:
+        members.difference_update(users)
+
+
+class RequestStats:
+    """Platform calls counted by API and status, and the faults injected, by kind."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._requests = {platform: Counter() for platform in PLATFORMS}
+            self._faults: Counter = Counter()
+
+    def count(self, api: str, status: int, fault: Optional[str] = None) -> None:
+        with self._lock:
+            self._requests[api][str(status)] += 1
+            if fault:
+                self._faults[fault] += 1
+
+    def snapshot(self) -> Dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": {api: dict(sorted(counts.items())) for api, counts in self._requests.items()},
+                "faults": {kind: self._faults[kind] for kind in ("outage", "error", "rate_limit")},
+            }
