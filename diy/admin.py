@@ -9,7 +9,7 @@ import sys
 import time
 
 from diy.config import ConfigError, load_config, parse_duration
-from diy.signature import sign, verify
+from diy.signature import verify
 from outbox.admin import Admin, DeadFilter
 from outbox.db import Database
 from outbox.errors import StoreError

@@ -69,7 +69,7 @@ import re
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from targets.base import ADD, REMOVE, Audience, Mutation, Target
 from targets.errors import (
@@ -81,6 +81,7 @@ from targets.errors import (
     TargetError,
     TransientError,
 )
+from targets import settings as read
 from targets.http import RETRYABLE_STATUSES, parse_retry_after, status_summary
 
 log = logging.getLogger("diy.targets.criteo")
@@ -106,7 +107,6 @@ TEXT_CHARS = 200
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}|preview")
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_URL_FORBIDDEN = re.compile(r"[^\x21-\x7e]")
 
 
 class CriteoTarget(Target):
@@ -120,17 +120,17 @@ class CriteoTarget(Target):
         self, settings: Mapping[str, str], http, *, clock: Callable[[], float] = time.time
     ):
         super().__init__(settings, http)
-        _reject_unknown_settings(settings)
-        self.client_id = _required_line(settings, "client_id")
-        self.client_secret = _required_line(settings, "client_secret")
+        read.reject_unknown(settings, SETTINGS, "criteo")
+        self.client_id = read.required(settings, "client_id")
+        self.client_secret = read.required(settings, "client_secret")
         self.advertiser_id = _advertiser_id_setting(settings)
         self.identifier_type = _identifier_type_setting(settings)
         self.gum_caller_id = _gum_caller_id_setting(settings, self.identifier_type)
         self.segment_prefix = _prefix_setting(settings)
-        self.base_url = _base_url_setting(settings)
+        self.base_url = read.http_url(settings, "base_url", default=DEFAULT_BASE_URL, bare=True).rstrip("/")
         self.api_version = _api_version_setting(settings)
-        self.timeout = _timeout_setting(settings)
-        self.max_batch = _max_batch_setting(settings)
+        self.timeout = read.seconds(settings)
+        self.max_batch = read.whole_number(settings, "max_batch", MAX_BATCH_LIMIT, 1, MAX_BATCH_LIMIT)
         self.clock = clock
         self.tokens = AccessTokens(self._fetch_token, clock)
         self._pause_lock = threading.Lock()
@@ -620,23 +620,6 @@ def _total_items(document: Any) -> Optional[int]:
 # Settings.
 
 
-def _reject_unknown_settings(settings: Mapping[str, str]) -> None:
-    for key in settings:
-        if key not in SETTINGS:
-            raise TargetConfigError(
-                key, f"unknown setting; the criteo target takes {', '.join(SETTINGS)}"
-            )
-
-
-def _required_line(settings: Mapping[str, str], key: str) -> str:
-    value = (settings.get(key) or "").strip()
-    if not value:
-        raise TargetConfigError(key, "is required")
-    if any(c in value for c in "\r\n\0"):
-        raise TargetConfigError(key, "must be one line of text")
-    return value
-
-
 def _advertiser_id_setting(settings: Mapping[str, str]) -> str:
     value = (settings.get("advertiser_id") or "").strip()
     if not value:
@@ -677,44 +660,8 @@ def _prefix_setting(settings: Mapping[str, str]) -> str:
     return " ".join(value.split())
 
 
-def _base_url_setting(settings: Mapping[str, str]) -> str:
-    url = (settings.get("base_url") or "").strip() or DEFAULT_BASE_URL
-    try:
-        parts = urlsplit(url)
-        parts.port  # raises ValueError for a port that is not a number from 0 to 65535
-    except ValueError:
-        raise TargetConfigError("base_url", "is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or _URL_FORBIDDEN.search(url):
-        raise TargetConfigError("base_url", "must be an http:// or https:// URL with a host")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise TargetConfigError("base_url", "must hold no credentials, query or fragment")
-    return url.rstrip("/")
-
-
 def _api_version_setting(settings: Mapping[str, str]) -> str:
     value = (settings.get("api_version") or "").strip() or DEFAULT_API_VERSION
     if not _API_VERSION.fullmatch(value):
         raise TargetConfigError("api_version", "must look like 2026-01 (or be preview)")
     return value
-
-
-def _timeout_setting(settings: Mapping[str, str]) -> float:
-    text = (settings.get("timeout") or "").strip()
-    if not text:
-        return 10.0
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise TargetConfigError("timeout", "must be a number of seconds above 0")
-    return seconds
-
-
-def _max_batch_setting(settings: Mapping[str, str]) -> int:
-    text = (settings.get("max_batch") or "").strip()
-    if not text:
-        return MAX_BATCH_LIMIT
-    if not re.fullmatch(r"[0-9]{1,9}", text) or not 1 <= int(text) <= MAX_BATCH_LIMIT:
-        raise TargetConfigError("max_batch", f"must be a whole number from 1 to {MAX_BATCH_LIMIT}")
-    return int(text)

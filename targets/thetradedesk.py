@@ -89,14 +89,13 @@ import base64
 import hashlib
 import hmac
 import json
-import math
 import re
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-from urllib.parse import urlsplit
 
 from targets.base import Audience, Mutation, Target
 from targets.errors import PartialFailure, PermanentError, TargetConfigError
+from targets import settings as read
 from targets.http import _excerpt, raise_for_status, status_summary
 
 PLATFORM = "The Trade Desk"
@@ -113,8 +112,6 @@ SETTINGS = (
 )
 SIGNATURE_ONLY = ("secret", "data_provider_id", "data_provider_secret")
 _NOT_NAME_CHARACTER = re.compile(r"[^A-Za-z0-9._-]")
-_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
-_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 
 class CredentialsRefused(PermanentError):
@@ -130,20 +127,22 @@ class TheTradeDeskTarget(Target):
         self, settings: Mapping[str, str], http, *, clock: Callable[[], float] = time.time
     ):
         super().__init__(settings, http)
-        _reject_unknown_settings(settings)
-        self.url = _base_url_setting(settings).rstrip("/") + PATH
-        self.advertiser_id = _required(settings, "advertiser_id")
+        read.reject_unknown(settings, SETTINGS, "thetradedesk")
+        self.url = read.http_url(
+            settings, "base_url", bare=True, example=", e.g. https://use-data.adsrvr.org"
+        ).rstrip("/") + PATH
+        self.advertiser_id = read.required(settings, "advertiser_id")
         self.auth = _auth_setting(settings)
         self.token = _token_setting(settings) if self.auth == "token" else None
-        self.secret = _required(settings, "secret") if self.auth == "signature" else None
+        self.secret = read.required(settings, "secret") if self.auth == "signature" else None
         self.data_provider_id, self.data_provider_secret = _data_provider_settings(settings)
-        self.ttl_minutes = _whole_number_setting(
+        self.ttl_minutes = read.whole_number(
             settings, "ttl_minutes", DEFAULT_TTL_MINUTES, 1, MAX_TTL_MINUTES
         )
         self.segment_prefix = _prefix_setting(settings)
-        self.timeout = _timeout_setting(settings)
-        self.max_batch = _whole_number_setting(settings, "max_batch", MAX_ITEMS, 1, MAX_ITEMS)
-        self.max_bytes = _whole_number_setting(
+        self.timeout = read.seconds(settings)
+        self.max_batch = read.whole_number(settings, "max_batch", MAX_ITEMS, 1, MAX_ITEMS)
+        self.max_bytes = read.whole_number(
             settings, "max_bytes", DEFAULT_MAX_BYTES, MIN_MAX_BYTES, None
         )
         self.clock = clock
@@ -296,7 +295,7 @@ def _failed_lines(response) -> Optional[list]:
 
 def _match_line(line: Mapping[str, Any], batch: Sequence[Mutation]) -> List[Mutation]:
     number = line.get("ItemNumber")
-    if isinstance(number, str) and _WHOLE_NUMBER.fullmatch(number.strip()):
+    if isinstance(number, str) and read.WHOLE_NUMBER.fullmatch(number.strip()):
         number = int(number.strip())
     if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= len(batch):
         return [batch[number - 1]]
@@ -312,45 +311,8 @@ def _line_reason(line: Mapping[str, Any]) -> str:
     return f"{code}: {_excerpt(str(message))}" if message not in (None, "") else code
 
 
-def _reject_unknown_settings(settings: Mapping[str, str]) -> None:
-    for key in settings:
-        if key not in SETTINGS:
-            raise TargetConfigError(
-                key, f"unknown setting; the thetradedesk target takes {', '.join(SETTINGS)}"
-            )
-
-
-def _text(settings: Mapping[str, str], key: str) -> str:
-    value = settings.get(key)
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _required(settings: Mapping[str, str], key: str) -> str:
-    value = _text(settings, key)
-    if not value:
-        raise TargetConfigError(key, "is required")
-    return value
-
-
-def _base_url_setting(settings: Mapping[str, str]) -> str:
-    url = _required(settings, "base_url")
-    if not _VISIBLE_ASCII.fullmatch(url):
-        raise TargetConfigError("base_url", "must be printable ASCII without spaces")
-    try:
-        parts = urlsplit(url)
-        parts.port  # raises ValueError for a port that is not a number from 0 to 65535
-    except ValueError:
-        raise TargetConfigError("base_url", "is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetConfigError("base_url", "must be an https:// URL with a host, e.g."
-                                            " https://use-data.adsrvr.org")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise TargetConfigError("base_url", "must hold no credentials, query or fragment")
-    return url
-
-
 def _auth_setting(settings: Mapping[str, str]) -> str:
-    auth = _text(settings, "auth") or "token"
+    auth = read.text(settings, "auth") or "token"
     if auth not in ("token", "signature"):
         raise TargetConfigError("auth", "must be token or signature")
     ignored = [key for key in SIGNATURE_ONLY if key in settings] if auth == "token" else []
@@ -363,14 +325,14 @@ def _auth_setting(settings: Mapping[str, str]) -> str:
 
 
 def _token_setting(settings: Mapping[str, str]) -> str:
-    token = _required(settings, "token")
-    if not _VISIBLE_ASCII.fullmatch(token):
+    token = read.required(settings, "token")
+    if not read.VISIBLE_ASCII.fullmatch(token):
         raise TargetConfigError("token", "must be printable ASCII without spaces")
     return token
 
 
 def _data_provider_settings(settings: Mapping[str, str]) -> Tuple[Optional[str], Optional[str]]:
-    provider, secret = _text(settings, "data_provider_id"), _text(settings, "data_provider_secret")
+    provider, secret = read.text(settings, "data_provider_id"), read.text(settings, "data_provider_secret")
     if provider and not secret:
         raise TargetConfigError("data_provider_secret", "is required with data_provider_id")
     if secret and not provider:
@@ -379,32 +341,7 @@ def _data_provider_settings(settings: Mapping[str, str]) -> Tuple[Optional[str],
 
 
 def _prefix_setting(settings: Mapping[str, str]) -> str:
-    prefix = _text(settings, "segment_prefix") if "segment_prefix" in settings else DEFAULT_PREFIX
+    prefix = read.text(settings, "segment_prefix") if "segment_prefix" in settings else DEFAULT_PREFIX
     if not prefix or _NOT_NAME_CHARACTER.search(prefix):
         raise TargetConfigError("segment_prefix", "must be letters, digits, '.', '_' or '-'")
     return prefix
-
-
-def _timeout_setting(settings: Mapping[str, str]) -> float:
-    text = _text(settings, "timeout")
-    if not text:
-        return 10.0
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise TargetConfigError("timeout", "must be a number of seconds above 0")
-    return seconds
-
-
-def _whole_number_setting(
-    settings: Mapping[str, str], key: str, default: int, low: int, high: Optional[int]
-) -> int:
-    text = _text(settings, key)
-    if not text:
-        return default
-    if not _WHOLE_NUMBER.fullmatch(text) or int(text) < low or (high is not None and int(text) > high):
-        limits = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        raise TargetConfigError(key, f"must be a whole number {limits}")
-    return int(text)

@@ -46,13 +46,12 @@ import binascii
 import hashlib
 import hmac
 import json
-import math
 import re
 import time
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Union
-from urllib.parse import urlsplit
 
 from targets.base import ADD, REMOVE, Audience, Mutation, Target
+from targets import settings as read
 from targets.errors import PermanentError, TargetConfigError
 from targets.http import raise_for_status, status_summary
 
@@ -68,8 +67,6 @@ RESERVED_HEADERS = frozenset(
 )
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
-_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
-_URL_FORBIDDEN = re.compile(r"[^\x21-\x7e]")
 
 
 class SignatureError(Exception):
@@ -83,11 +80,11 @@ class WebhookTarget(Target):
         self, settings: Mapping[str, str], http, *, clock: Callable[[], float] = time.time
     ):
         super().__init__(settings, http)
-        _reject_unknown_settings(settings)
-        self.url = _url_setting(settings)
+        read.reject_unknown(settings, SETTINGS, "webhook", prefix=HEADER_PREFIX)
+        self.url = read.http_url(settings, "url")
         self.signing_key = _signing_key_setting(settings)
-        self.timeout = _timeout_setting(settings)
-        self.max_batch = _max_batch_setting(settings)
+        self.timeout = read.seconds(settings)
+        self.max_batch = read.whole_number(settings, "max_batch", 1000, 1, MAX_BATCH_LIMIT)
         self.extra_headers = _extra_headers(settings)
         self.clock = clock
 
@@ -277,33 +274,6 @@ def _header(received: Mapping[str, Any], name: str) -> str:
     return value.strip()
 
 
-def _reject_unknown_settings(settings: Mapping[str, str]) -> None:
-    for key in settings:
-        if key not in SETTINGS and not key.startswith(HEADER_PREFIX):
-            raise TargetConfigError(
-                key, f"unknown setting; the webhook target takes {', '.join(SETTINGS)}"
-                     f" and {HEADER_PREFIX}<Name>"
-            )
-
-
-def _url_setting(settings: Mapping[str, str]) -> str:
-    url = settings.get("url")
-    if not url:
-        raise TargetConfigError("url", "is required")
-    if _URL_FORBIDDEN.search(url):
-        raise TargetConfigError("url", "must be printable ASCII without spaces (percent-encode)")
-    try:
-        parts = urlsplit(url)
-        parts.port  # raises ValueError for a port that is not a number from 0 to 65535
-    except ValueError:
-        raise TargetConfigError("url", "is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetConfigError("url", "must be an http:// or https:// URL with a host")
-    if parts.username or parts.password:
-        raise TargetConfigError("url", "must not hold credentials; use header.Authorization")
-    return url
-
-
 def _signing_key_setting(settings: Mapping[str, str]) -> bytes:
     secret = settings.get("secret")
     if not secret:
@@ -312,28 +282,6 @@ def _signing_key_setting(settings: Mapping[str, str]) -> bytes:
         return decode_secret(secret)
     except ValueError as error:
         raise TargetConfigError("secret", str(error)) from None
-
-
-def _timeout_setting(settings: Mapping[str, str]) -> float:
-    text = (settings.get("timeout") or "").strip()
-    if not text:
-        return 10.0
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise TargetConfigError("timeout", "must be a number of seconds above 0")
-    return seconds
-
-
-def _max_batch_setting(settings: Mapping[str, str]) -> int:
-    text = (settings.get("max_batch") or "").strip()
-    if not text:
-        return 1000
-    if not _WHOLE_NUMBER.fullmatch(text) or not 1 <= int(text) <= MAX_BATCH_LIMIT:
-        raise TargetConfigError("max_batch", f"must be a whole number from 1 to {MAX_BATCH_LIMIT}")
-    return int(text)
 
 
 def _extra_headers(settings: Mapping[str, str]) -> Dict[str, str]:

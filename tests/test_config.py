@@ -354,7 +354,7 @@ SECRET = "hunter2-Sup3rS3cret"
 
 @pytest.mark.parametrize("text", [
     with_setting("integration:demo", f"basic_auth = {SECRET}"),
-    with_setting("integration:demo", f"basic_auth = env:AUTH"),
+    with_setting("integration:demo", "basic_auth = env:AUTH"),
     with_setting("integration:demo", f"basic_auth = env:AUTH\nbasic_auth = {SECRET}"),
     with_setting("integration:demo", f"basic_auth = u:{SECRET}\nthreads = 4"),
     with_setting("integration:demo", SECRET),
