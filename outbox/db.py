@@ -49,19 +49,23 @@ class Database:
         return local.connection
 
     def _open(self):
+        """Open, set the pragmas and, once per process, migrate. Threads of one process open one
+        at a time, so none waits on another's switch to WAL or migration."""
         from outbox.schema import migrate
 
-        try:
-            connection = sqlite3.connect(
-                self.path, timeout=self.write_timeout, isolation_level=None, check_same_thread=False
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(f"PRAGMA synchronous={self.synchronous}")
-            connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-            connection.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.DatabaseError as error:
-            raise StoreError(f"cannot open the database {self.path}: {error}") from None
         with self._lock:
+            try:
+                connection = sqlite3.connect(
+                    self.path, timeout=self.write_timeout, isolation_level=None, check_same_thread=False
+                )
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute(f"PRAGMA synchronous={self.synchronous}")
+                connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+                connection.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.OperationalError as error:
+                raise StoreUnavailable(f"cannot open the database {self.path}: {describe(error)}") from None
+            except sqlite3.DatabaseError as error:
+                raise StoreError(f"cannot open the database {self.path}: {error}") from None
             if self._migrated_in != os.getpid():
                 migrate(connection, self.path)
                 self._migrated_in = os.getpid()
