@@ -1,0 +1,259 @@
+"""The contract suite's adapters: how to drive each target on its enforcing fake.
+
+An adapter (`Platform`) knows, for one target:
+
+    name                the builtin target name, also the test id
+    max_batch           the most members one call may carry; the fake refuses more
+    lacks               {capability: why the target has none}; a case needing it is skipped
+    target(**over)      the target on the fake, clock injected; `over` replaces settings
+    wrong_credentials   settings the fake refuses as unauthenticated
+    credentials()       every credential value, none of which may appear in a message
+    user(n)             a valid external user id for the platform
+    members(id)         the members the platform holds for the audience with that target id
+    member_batches()    how many members each add/remove call the fake received carried
+    calls()             API calls the fake received (token requests not counted)
+    violations()        what the fake refused as malformed or unauthenticated
+    fail_next(...)      the fake's scripted fault for the next API calls
+    throttle_headers(s) the headers of a 429 that say "try again in s seconds", platform-worded
+    refusal_body(r)     a 4xx body giving the reason `r` the way the platform words it
+    refuse(users)       partial_failures: the platform refuses these users, accepts the rest
+    revoke_tokens()     token_refresh: every access token issued so far stops working
+    token_requests()    token_refresh: how many tokens were asked for
+
+`Pipeline` puts the real Outbox and Dispatcher in front of one target, on the test's clock.
+"""
+import dataclasses
+
+import pytest
+
+from outbox.dispatcher import Dispatcher
+from outbox.store import ReceivedMutation
+from targets.base import Audience, Mutation
+from targets.criteo import CriteoTarget
+from targets.http import HttpClient
+from targets.thetradedesk import TheTradeDeskTarget
+from targets.webhook import WebhookTarget
+from tests.fakes.criteo import TOKEN_PATH, FakeCriteo
+from tests.fakes.thetradedesk import FakeTheTradeDesk
+from tests.fakes.webhook import FakeWebhook
+
+INTEGRATION = "contract"
+AUDIENCE = Audience(INTEGRATION, "a5940e473cea659.356693871497425011", "Summer buyers", 42)
+
+
+class Platform:
+    """The base of the adapters; see the module docstring."""
+
+    name = ""
+    max_batch = 0
+    target_class = None
+    wrong_credentials = {}
+    lacks = {}
+
+    def __init__(self, server, clock, http):
+        self.server, self.clock, self.http = server, clock, http
+        self.fake = self.make_fake()
+
+    def make_fake(self):
+        raise NotImplementedError
+
+    def target(self, **overrides):
+        settings = {**self.fake.settings(), **overrides}
+        return self.target_class(settings, self.http, clock=self.clock)
+
+    def require(self, capability):
+        if capability in self.lacks:
+            pytest.skip(f"{self.name}: {self.lacks[capability]}")
+
+    @staticmethod
+    def user(n):
+        """A 36-character UUID: The Trade Desk's TDID, and an id every other platform takes."""
+        return f"df2df528-e032-4851-b7c6-{n:012d}"
+
+    def fail_next(self, status, times=1, headers=None, body=None):
+        self.fake.fail_next(status, times=times, headers=headers, body=body)
+
+    def throttle_headers(self, seconds):
+        return {"Retry-After": str(seconds)}
+
+    def members(self, target_id):
+        return set(self.fake.members.get(target_id, set()))
+
+    def calls(self):
+        return len(self.fake.requests)
+
+    def violations(self):
+        return list(self.fake.violations)
+
+
+class WebhookPlatform(Platform):
+    name = "webhook"
+    max_batch = 1000
+    target_class = WebhookTarget
+    wrong_credentials = {"secret": "whsec_d3Jvbmcta2V5LW5vdC10aGUtcmVjZWl2ZXJz"}
+    lacks = {
+        "partial_failures": "a receiver answers each event whole; Standard Webhooks has no per-member refusal",
+        "token_refresh": "requests are HMAC-signed with a shared secret; there is no token to refresh",
+    }
+
+    def make_fake(self):
+        return FakeWebhook(self.server, clock=self.clock, max_members=self.max_batch)
+
+    def credentials(self):
+        return [self.fake.secret, self.wrong_credentials["secret"]]
+
+    def member_batches(self):
+        return [len(body["data"]["members"]) for body in self.fake.requests
+                if isinstance(body, dict) and "members" in body.get("data", {})]
+
+    @staticmethod
+    def refusal_body(reason):
+        return {"error": reason}
+
+
+class TheTradeDeskPlatform(Platform):
+    name = "thetradedesk"
+    max_batch = 10_000
+    target_class = TheTradeDeskTarget
+    wrong_credentials = {"token": "wrong-ttd-token"}
+    lacks = {
+        "token_refresh": "TTD-Auth is a long-lived Data API token (or an HMAC signature); nothing to refresh",
+    }
+
+    def make_fake(self):
+        return FakeTheTradeDesk(self.server, max_items=self.max_batch)
+
+    def credentials(self):
+        return [self.fake.token, self.wrong_credentials["token"]]
+
+    def member_batches(self):
+        return [len(body["Items"]) for body in self.fake.requests if isinstance(body, dict) and "Items" in body]
+
+    def violations(self):
+        return list(self.fake.rejections)
+
+    @staticmethod
+    def refusal_body(reason):
+        return reason
+
+    def refuse(self, users):
+        self.fake.refuse(users)
+
+
+class CriteoPlatform(Platform):
+    name = "criteo"
+    max_batch = 50_000
+    target_class = CriteoTarget
+    wrong_credentials = {"client_secret": "wrong-criteo-secret"}
+
+    def make_fake(self):
+        return FakeCriteo(self.server, clock=self.clock)
+
+    def credentials(self):
+        return [self.fake.client_secret, self.wrong_credentials["client_secret"]]
+
+    def member_batches(self):
+        return [len(recorded.body["data"]["attributes"]["identifiers"]) for recorded in self.fake.requests
+                if recorded.method == "PATCH"]
+
+    def throttle_headers(self, seconds):
+        """Criteo's own hint: the rate-limit headers, the reset an absolute Unix time."""
+        return {"x-ratelimit-limit": "250", "x-ratelimit-remaining": "0",
+                "x-ratelimit-reset": str(int(self.clock() + seconds))}
+
+    def calls(self):
+        return sum(1 for recorded in self.fake.requests if recorded.path != TOKEN_PATH)
+
+    @staticmethod
+    def refusal_body(reason):
+        return {"errors": [{"traceIdentifier": "trace-1", "type": "validation", "code": "invalid-request",
+                            "instance": "/contract", "title": "Invalid request", "detail": reason}],
+                "warnings": []}
+
+    def refuse(self, users):
+        self.fake.invalid(users)
+
+    def revoke_tokens(self):
+        self.fake.revoke_token()
+
+    def token_requests(self):
+        return self.fake.token_requests
+
+
+PLATFORMS = [WebhookPlatform, TheTradeDeskPlatform, CriteoPlatform]
+
+
+@pytest.fixture
+def server(httpserver_ipv4):
+    yield httpserver_ipv4
+    httpserver_ipv4.check_handler_errors()
+
+
+@pytest.fixture
+def http():
+    client = HttpClient(timeout=5.0)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=PLATFORMS, ids=[platform.name for platform in PLATFORMS])
+def platform(request, server, clock, http):
+    return request.param(server, clock, http)
+
+
+def created(target, audience=AUDIENCE):
+    """`audience` as the platform knows it: created there, with the platform's id."""
+    return dataclasses.replace(audience, target_id=target.create_audience(audience))
+
+
+def mutations(op, *users, first_id=1):
+    return [Mutation(first_id + n, op, user, customer=AUDIENCE.customer) for n, user in enumerate(users)]
+
+
+class Pipeline:
+    """The real Outbox and Dispatcher delivering to one target, on the test's clock."""
+
+    def __init__(self, outbox, target, clock):
+        self.outbox, self.target, self.clock = outbox, target, clock
+        self.dispatcher = Dispatcher(outbox, {INTEGRATION: target}, clock=clock, rand=lambda: 0.0)
+
+    def ready(self, audience=AUDIENCE):
+        """Create the audience on the platform and record it, as a CREATE_AUDIENCE request does."""
+        target_id = self.target.create_audience(audience)
+        self.outbox.record_created(INTEGRATION, audience.dmp_id, name=audience.name, customer=audience.customer,
+                                   target_id=target_id, key=audience.dmp_id, now=self.clock())
+        return target_id
+
+    def enqueue(self, op, users, audience=AUDIENCE):
+        received = [ReceivedMutation(audience.dmp_id, user, customer=audience.customer) for user in users]
+        self.outbox.enqueue(INTEGRATION, op, received, pass_through=False, now=self.clock())
+
+    def run_once(self):
+        return self.dispatcher.run_once()
+
+    def drain(self, rounds=50):
+        """Run round by round, moving the clock past any backoff, until nothing is due."""
+        for _ in range(rounds):
+            if not self.run_once():
+                self.clock.advance(1.0)
+                if not self.run_once():
+                    return
+        raise AssertionError(f"still delivering after {rounds} rounds")
+
+    def mutation_ids(self):
+        """{external user id: mutation id} of every mutation in the outbox."""
+        return {user: mutation_id for mutation_id, user in
+                self.outbox.database.read("SELECT id, external_user_id FROM mutations ORDER BY id")}
+
+    def dead_letters(self):
+        """{mutation id: reason} of the dead-lettered mutations."""
+        return {row[0]: row[-1] for row in self.outbox.dead_letters(INTEGRATION, limit=100_000)}
+
+    def counts(self):
+        return self.outbox.counts(INTEGRATION)
+
+
+@pytest.fixture
+def pipeline(outbox, clock):
+    """pipeline(target): the real Dispatcher in front of `target`."""
+    return lambda target: Pipeline(outbox, target, clock)
