@@ -25,7 +25,8 @@ class Service:
         self.outbox = Outbox(self.database, retention=config.retention)
         self.metrics = Metrics(config.database + ".metrics")
         self.http = HttpClient()
-        self.accounts = {i.name: build_accounts(config, i, self.http, clock) for i in config.integrations}
+        share = fair_share(config)
+        self.accounts = {i.name: build_accounts(config, i, self.http, clock, share) for i in config.integrations}
         settings = config.dispatcher
         self.dispatcher = Dispatcher(
             self.outbox,
@@ -49,7 +50,14 @@ class Service:
         self.database.close()
 
 
-def build_accounts(config, integration, http, clock):
+def fair_share(config):
+    """Calls in flight one account may hold by default: an equal share of the delivery threads,
+    so a platform that hangs cannot take every thread from the others."""
+    accounts = sum(max(1, len(i.accounts)) for i in config.integrations)
+    return max(1, config.dispatcher.threads // accounts)
+
+
+def build_accounts(config, integration, http, clock, share):
     """The integration's accounts: one shared, or one per `[integration:NAME:customer:ID]`."""
     section = f"integration:{integration.name}"
     try:
@@ -57,7 +65,8 @@ def build_accounts(config, integration, http, clock):
     except LookupError as error:
         raise ConfigError(f"{config.source}: [{section}] target: {error}") from None
     rate = integration.calls_per_second or documented_rate(target_class)
-    concurrent = integration.concurrent_calls or getattr(target_class, "concurrent_calls", None)
+    documented = getattr(target_class, "concurrent_calls", None)
+    concurrent = integration.concurrent_calls or min(filter(None, (documented, share)))
 
     def account(label, where, settings):
         try:

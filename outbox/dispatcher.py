@@ -213,7 +213,7 @@ class Dispatcher:
             else:
                 outcome = self._deliver_mutations(claim, account.target)
         finally:
-            account.guard.release(outcome)
+            account.guard.release(outcome, claim.audience.id)
             self.metrics.observe(
                 "diy_delivery_call_seconds", (("integration", claim.audience.integration),),
                 time.monotonic() - started, DELIVERY_BUCKETS,

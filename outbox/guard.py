@@ -30,9 +30,13 @@ class TokenBucket:
 
 
 class CircuitBreaker:
-    """Opens after `failures` consecutive transient failures; after `cooldown` lets one trial
-    call through (half-open); the trial's success closes it, its failure reopens it for twice
-    as long, up to `max_cooldown`."""
+    """Opens after `failures` consecutive transient failures that span at least two audiences;
+    after `cooldown` lets one trial call through (half-open); the trial's success closes it,
+    its failure reopens it for twice as long, up to `max_cooldown`.
+
+    One audience failing again and again is that audience's problem, held back by its own
+    backoff: it must not open the breaker and stall the account's healthy audiences.
+    """
 
     def __init__(self, failures, cooldown, clock, max_cooldown=600.0):
         self.threshold = failures
@@ -40,6 +44,7 @@ class CircuitBreaker:
         self.max_cooldown = max(cooldown, max_cooldown)
         self.clock = clock
         self.failures = 0
+        self.failing = set()
         self.cooldown = cooldown
         self.open_until = None
         self.trial_in_flight = False
@@ -64,15 +69,17 @@ class CircuitBreaker:
 
     def succeeded(self):
         self.failures = 0
+        self.failing.clear()
         self.cooldown = self.base_cooldown
         self.open_until = None
         self.trial_in_flight = False
 
-    def failed(self):
+    def failed(self, audience=None):
         self.failures += 1
+        self.failing.add(audience)
         if self.trial_in_flight:
             self.cooldown = min(self.max_cooldown, self.cooldown * 2)
-        if self.trial_in_flight or self.failures >= self.threshold:
+        if self.trial_in_flight or (self.failures >= self.threshold and len(self.failing) >= 2):
             self.open_until = self.clock() + self.cooldown
         self.trial_in_flight = False
 
@@ -91,7 +98,7 @@ class Guard:
         self.in_flight = 0
         self._lock = threading.Lock()
 
-    def admit(self, busy_wait=0.05):
+    def admit(self, busy_wait=0.25):
         """0 when the call may go (it then counts as in flight until `release`), else seconds to wait."""
         with self._lock:
             wait = self.breaker.wait()
@@ -108,8 +115,13 @@ class Guard:
             self.in_flight += 1
             return 0.0
 
-    def release(self, outcome):
+    def release(self, outcome, audience=None):
         """`outcome`: "ok", "transient" (counts toward the breaker) or "other"."""
         with self._lock:
             self.in_flight -= 1
-            {"ok": self.breaker.succeeded, "transient": self.breaker.failed}.get(outcome, self.breaker.settled)()
+            if outcome == "ok":
+                self.breaker.succeeded()
+            elif outcome == "transient":
+                self.breaker.failed(audience)
+            else:
+                self.breaker.settled()

@@ -287,16 +287,29 @@ def test_an_open_breaker_holds_work_back_without_burning_attempts(httpserver, se
     receiver = WebhookReceiver(httpserver, script=[503] * 100)
     service = service_for(receiver, integration={"breaker_failures": "2", "breaker_cooldown": "1h"},
                           dispatcher={"max_attempts": "3"})
-    enqueue(service, "add", "4711", "u1", clock=clock)
+    enqueue(service, "add", "a", "u1", clock=clock)
+    enqueue(service, "add", "b", "u2", clock=clock)
 
     drain(service, clock, rounds=20, step=5)
 
-    assert receiver.calls == 2, "two failures open the breaker; no call while it is open"
-    assert service.outbox.counts() == {"pending": 1, "done": 0, "dead": 0}, "attempts not burned"
+    assert receiver.calls == 2, "two audiences failing open the breaker; no call while it is open"
+    assert service.outbox.counts() == {"pending": 2, "done": 0, "dead": 0}, "attempts not burned"
     receiver.script.clear()
     clock.advance(3600)
     drain(service, clock)
-    assert receiver.members == {"4711": {"u1"}}
+    assert receiver.members == {"a": {"u1"}, "b": {"u2"}}
+
+
+def test_one_audience_failing_again_and_again_does_not_stall_the_others(httpserver, service_for, clock):
+    receiver = WebhookReceiver(httpserver, script=[503] * 6)
+    service = service_for(receiver, integration={"breaker_failures": "2", "breaker_cooldown": "1h"})
+    enqueue(service, "add", "poisoned", "u1", clock=clock)
+    drain(service, clock, rounds=6, step=5)
+    enqueue(service, "add", "healthy", "u2", clock=clock)
+
+    service.dispatcher.run_once()
+
+    assert receiver.members.get("healthy") == {"u2"}
 
 
 def test_the_rate_limit_spreads_calls_over_time(httpserver, service_for, clock):

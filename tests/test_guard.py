@@ -15,28 +15,42 @@ def test_a_token_bucket_allows_a_burst_then_paces_calls(clock):
 
 def test_a_breaker_opens_after_the_threshold_of_consecutive_failures(clock):
     breaker = CircuitBreaker(failures=3, cooldown=30, clock=clock)
-    for _ in range(2):
-        breaker.failed()
+    for audience in ("a", "b"):
+        breaker.failed(audience)
     assert breaker.wait() == 0
 
-    breaker.failed()
+    breaker.failed("a")
 
     assert breaker.state == "open"
     assert breaker.wait() == 30
 
 
-def test_a_success_resets_the_count(clock):
-    breaker = CircuitBreaker(failures=2, cooldown=30, clock=clock)
-    breaker.failed()
-    breaker.succeeded()
-    breaker.failed()
+def test_one_audience_failing_again_and_again_never_opens_it(clock):
+    breaker = CircuitBreaker(failures=3, cooldown=30, clock=clock)
+    for _ in range(10):
+        breaker.failed("poisoned")
 
     assert breaker.state == "closed"
 
 
+def test_a_success_resets_the_count(clock):
+    breaker = CircuitBreaker(failures=2, cooldown=30, clock=clock)
+    breaker.failed("a")
+    breaker.succeeded()
+    breaker.failed("b")
+
+    assert breaker.state == "closed"
+
+
+def open_breaker(clock, cooldown=30):
+    breaker = CircuitBreaker(failures=2, cooldown=cooldown, clock=clock)
+    breaker.failed("a")
+    breaker.failed("b")
+    return breaker
+
+
 def test_after_the_cooldown_one_trial_call_goes_through(clock):
-    breaker = CircuitBreaker(failures=1, cooldown=30, clock=clock)
-    breaker.failed()
+    breaker = open_breaker(clock)
     clock.advance(30)
 
     assert breaker.wait() == 0, "the trial"
@@ -47,12 +61,11 @@ def test_after_the_cooldown_one_trial_call_goes_through(clock):
 
 
 def test_a_failed_trial_reopens_for_twice_as_long(clock):
-    breaker = CircuitBreaker(failures=1, cooldown=30, clock=clock)
-    breaker.failed()
+    breaker = open_breaker(clock)
     clock.advance(30)
     breaker.wait()
 
-    breaker.failed()
+    breaker.failed("a")
 
     assert breaker.wait() == 60
 
@@ -76,9 +89,9 @@ def test_a_guard_applies_the_rate_limit(clock):
 
 def test_a_guard_holds_everything_back_while_the_breaker_is_open(clock):
     guard = Guard(clock, breaker_failures=2, breaker_cooldown=10)
-    for _ in range(2):
+    for audience in ("a", "b"):
         guard.admit()
-        guard.release("transient")
+        guard.release("transient", audience)
 
     assert guard.admit() == 10
     assert guard.in_flight == 0
@@ -88,6 +101,6 @@ def test_refusals_do_not_count_toward_the_breaker(clock):
     guard = Guard(clock, breaker_failures=1)
     guard.admit()
 
-    guard.release("other")
+    guard.release("other", "a")
 
     assert guard.breaker.state == "closed"
