@@ -118,10 +118,7 @@ class DiyApp:
         if path in PROBE_PATHS:
             return
         integration = self.config.integration_for_path(path)
-        request_type = request_type_of(environ)
-        kind = request_type if request_type in dmp.REQUEST_TYPES else environ.get("REQUEST_METHOD", "-") if not request_type else "other"
-        if kind not in dmp.REQUEST_TYPES and kind not in ("GET", "HEAD", "POST"):
-            kind = "other"
+        kind = metric_kind(request_type_of(environ), environ.get("REQUEST_METHOD"))
         labels = (("integration", integration.name if integration else "-"), ("type", kind))
         self.metrics.count("diy_requests_total", labels + (("status", str(status)),))
         self.metrics.observe("diy_request_duration_seconds", (("type", kind),), elapsed)
@@ -254,6 +251,15 @@ def make_app(config, *, clock=time.time):
 
 def dmp_audience(integration, new):
     return Audience(integration.name, new.dmp_id, new.name, new.customer)
+
+
+def metric_kind(request_type, method):
+    """A request's `type` label: a DMP request type, or the bare method, or "other"."""
+    if request_type in dmp.REQUEST_TYPES:
+        return request_type
+    if request_type is None and method in ("GET", "HEAD", "POST"):
+        return method
+    return "other"
 
 
 def request_type_of(environ):
