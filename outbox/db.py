@@ -9,6 +9,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 
 from outbox.errors import StoreError, StoreUnavailable
 
@@ -40,6 +41,7 @@ class Database:
         self._opened = []
         self._migrated_in = None
         self._lock = threading.Lock()
+        self._writer = threading.Lock()
 
     def connection(self):
         local = self._local
@@ -75,22 +77,41 @@ class Database:
     @contextlib.contextmanager
     def transaction(self):
         """`BEGIN IMMEDIATE` ... `COMMIT`: the write lock is taken up front, so a transaction
-        never fails half-way on a lock upgrade; storage faults become `StoreUnavailable`."""
+        never fails half-way on a lock upgrade; storage faults become `StoreUnavailable`.
+
+        Writers of one process queue on a thread lock first: SQLite's busy handler polls with
+        sleeps of up to 100 ms, so threads left to it take turns unfairly and the slowest wait
+        for seconds. Only writers of other processes meet the busy handler, within what is
+        left of `write_timeout`.
+        """
         connection = self.connection()
+        started = time.monotonic()
+        if not self._writer.acquire(timeout=self.write_timeout):
+            raise StoreUnavailable(describe(sqlite3.OperationalError("database is locked")))
         try:
-            connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as error:
-            raise StoreUnavailable(describe(error)) from None
-        try:
-            yield connection
-            connection.execute("COMMIT")
-        except BaseException as error:
-            with contextlib.suppress(sqlite3.Error):
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-            if is_storage_fault(error):
+            waited = time.monotonic() - started
+            if waited > 0.001:
+                remaining_ms = max(1, int((self.write_timeout - waited) * 1000))
+                connection.execute(f"PRAGMA busy_timeout={remaining_ms}")
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as error:
                 raise StoreUnavailable(describe(error)) from None
-            raise
+            finally:
+                if waited > 0.001:
+                    connection.execute(f"PRAGMA busy_timeout={int(self.write_timeout * 1000)}")
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException as error:
+                with contextlib.suppress(sqlite3.Error):
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                if is_storage_fault(error):
+                    raise StoreUnavailable(describe(error)) from None
+                raise
+        finally:
+            self._writer.release()
 
     def read(self, sql, parameters=()):
         try:

@@ -15,11 +15,13 @@ import threading
 import time
 
 from outbox.accounts import Accounts
+from outbox.errors import StoreUnavailable
 from outbox.retry import RetryPolicy
 from targets.base import ADD, REMOVE
 from targets.errors import AudienceGone, PartialFailure, PayloadTooLarge, TargetError, TransientError
 
 log = logging.getLogger("diy.dispatcher")
+SETTLE_ATTEMPTS = 8
 DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
@@ -68,6 +70,7 @@ class Dispatcher:
         self.clock = clock
         self.rand = rand
         self._owner_suffix = secrets.token_hex(3)
+        self._owner_pid = self._owner = None
         self.batch_sizes = {name: accounts.max_batch for name, accounts in self.accounts.items()}
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -81,7 +84,10 @@ class Dispatcher:
     @property
     def owner(self):
         """Unique per process (a forked worker gets its own)."""
-        return f"{socket.gethostname()}:{os.getpid()}:{self._owner_suffix}"
+        if self._owner_pid != os.getpid():
+            self._owner_pid = os.getpid()
+            self._owner = f"{socket.gethostname()}:{self._owner_pid}:{self._owner_suffix}"
+        return self._owner
 
     # Running in the background.
 
@@ -203,7 +209,7 @@ class Dispatcher:
             self._count(claim, "held")
             now = self.clock()
             log.debug("held back account=%s audience=%s for=%.2fs", account.label, claim.audience.key, wait)
-            self._settle(claim, self.outbox.postpone(claim, at=now + wait, now=now))
+            self._settle(claim, self.outbox.postpone, claim, at=now + wait, now=now)
             return
         outcome = "other"
         started = time.monotonic()
@@ -226,9 +232,9 @@ class Dispatcher:
         audience = claim.audience
         log.error("refused integration=%s audience=%s reason=%r", audience.integration, audience.key, reason)
         if audience.state == "creating":
-            self._settle(claim, self.outbox.creation_failed(claim, reason, now=self.clock()))
+            self._settle(claim, self.outbox.creation_failed, claim, reason, now=self.clock())
         else:
-            self._settle(claim, self.outbox.dead_letter(claim, reason, now=self.clock()))
+            self._settle(claim, self.outbox.dead_letter, claim, reason, now=self.clock())
 
     def _create(self, claim, target):
         audience = claim.audience
@@ -241,7 +247,7 @@ class Dispatcher:
         except TargetError as error:
             self._count(claim, "refused")
             log.error("audience refused integration=%s audience=%s reason=%r", audience.integration, audience.dmp_id, error.message)
-            self._settle(claim, self.outbox.creation_failed(claim, error.message, now=self.clock()))
+            self._settle(claim, self.outbox.creation_failed, claim, error.message, now=self.clock())
             return "ok"
         except Exception as error:
             log.exception("create_audience crashed integration=%s audience=%s", audience.integration, audience.dmp_id)
@@ -249,7 +255,7 @@ class Dispatcher:
             return "other"
         self._count(claim, "created")
         log.info("audience created integration=%s audience=%s target_id=%s", audience.integration, audience.dmp_id, target_id)
-        self._settle(claim, self.outbox.created(claim, str(target_id), now=self.clock()))
+        self._settle(claim, self.outbox.created, claim, str(target_id), now=self.clock())
         self.wake()
         return "ok"
 
@@ -265,7 +271,7 @@ class Dispatcher:
             return "transient"
         except AudienceGone as error:
             log.warning("audience gone integration=%s audience=%s reason=%r; recreating it", audience.integration, audience.key, error.message)
-            self._settle(claim, self.outbox.recreate(claim, error.message, now=self.clock()))
+            self._settle(claim, self.outbox.recreate, claim, error.message, now=self.clock())
             self.wake()
             return "ok"
         except TargetError as error:
@@ -275,15 +281,13 @@ class Dispatcher:
                 "batch dead-lettered integration=%s audience=%s mutations=%d reason=%r",
                 audience.integration, audience.key, len(claim.mutations), error.message,
             )
-            self._settle(claim, self.outbox.dead_letter(claim, error.message, now=self.clock()))
+            self._settle(claim, self.outbox.dead_letter, claim, error.message, now=self.clock())
             return "ok"
         except Exception as error:
             log.exception("target crashed integration=%s audience=%s", audience.integration, audience.key)
             self._retry(claim, f"{type(error).__name__} in the target: {error}", None)
             return "other"
-        settled = self.outbox.settle(claim, dead=dead, now=self.clock())
-        self._settle(claim, settled)
-        if settled:
+        if self._settle(claim, self.outbox.settle, claim, dead=dead, now=self.clock()):
             self._observe_delivered(claim, dead)
         log.info(
             "delivered integration=%s audience=%s mutations=%d sent=%d dead=%d ms=%.0f",
@@ -332,23 +336,36 @@ class Dispatcher:
             reason = f"gave up after {attempts} attempts: {reason}"
             log.error("giving up integration=%s audience=%s reason=%r", audience.integration, audience.key, reason)
             if audience.state == "creating":
-                self._settle(claim, self.outbox.creation_failed(claim, reason, now=now))
+                self._settle(claim, self.outbox.creation_failed, claim, reason, now=now)
             else:
-                self._settle(claim, self.outbox.dead_letter(claim, reason, now=now))
+                self._settle(claim, self.outbox.dead_letter, claim, reason, now=now)
             return
         delay = self.policy.delay(attempts, retry_after, self.rand)
         log.warning(
             "will retry integration=%s audience=%s attempt=%d in=%.1fs reason=%r",
             audience.integration, audience.key, attempts, delay, reason,
         )
-        self._settle(claim, self.outbox.retry_later(claim, reason, at=now + delay, now=now))
+        self._settle(claim, self.outbox.retry_later, claim, reason, at=now + delay, now=now)
 
-    def _settle(self, claim, settled):
+    def _settle(self, claim, record, *args, **kwargs):
+        """Record a claim's outcome, retrying while the database is busy: the platform call is
+        done, and an outcome dropped now would be sent again once the lease runs out."""
+        for attempt in range(SETTLE_ATTEMPTS):
+            try:
+                settled = record(*args, **kwargs)
+                break
+            except StoreUnavailable as error:
+                if attempt == SETTLE_ATTEMPTS - 1:
+                    raise
+                log.warning("settle postponed integration=%s audience=%s reason=%r", claim.audience.integration,
+                            claim.audience.key, str(error))
+                self._stopping.wait(min(0.1 * 2 ** attempt, 5.0))
         if not settled:
             log.warning(
                 "lease lost integration=%s audience=%s: another dispatcher took it over; its outcome was dropped",
                 claim.audience.integration, claim.audience.key,
             )
+        return settled
 
 
 def coalesce(mutations):

@@ -81,21 +81,20 @@ class Outbox:
         the DMP sends the id we handed back) or queued for creation on first use.
         """
         by_audience = {}
-        for mutation in received:
-            by_audience.setdefault(mutation.audience, []).append(mutation)
+        for m in received:
+            by_audience.setdefault(m.audience, []).append(
+                (op, m.external_user_id, m.uuid, m.customer, m.platform, encode_extra(m.extra), now)
+            )
+        rows = []
         with self.database.transaction() as connection:
-            rows = []
-            for key, mutations in by_audience.items():
+            for key, prepared in by_audience.items():
                 audience_id = self._audience_for_key(
-                    connection, integration, key, mutations[0].customer, pass_through, now
+                    connection, integration, key, prepared[0][3], pass_through, now
                 )
                 connection.execute(
-                    "UPDATE audiences SET pending = pending + ? WHERE id = ?", (len(mutations), audience_id)
+                    "UPDATE audiences SET pending = pending + ? WHERE id = ?", (len(prepared), audience_id)
                 )
-                rows.extend(
-                    (audience_id, op, m.external_user_id, m.uuid, m.customer, m.platform, encode_extra(m.extra), now)
-                    for m in mutations
-                )
+                rows.extend((audience_id, *row) for row in prepared)
             connection.executemany(
                 "INSERT INTO mutations (audience_id, op, external_user_id, uuid, customer, platform, extra, received_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -193,29 +192,29 @@ class Outbox:
                     (now, now, *integrations, limit),
                 )
             ]
-            claims = []
+            leased = []
             for audience in audiences:
-                mutations, received_at = [], []
+                rows = []
                 if audience.state != "creating":
-                    for row in connection.execute(
+                    rows = connection.execute(
                         f"SELECT {MUTATION_COLUMNS}, received_at FROM mutations WHERE audience_id = ?"
                         " AND state = 'pending' ORDER BY id LIMIT ?",
                         (audience.id, batch_sizes[audience.integration]),
-                    ):
-                        mutations.append(decode_mutation(row[:-1]))
-                        received_at.append(row[-1])
-                    if not mutations:
+                    ).fetchall()
+                    if not rows:
                         connection.execute("UPDATE audiences SET pending = 0 WHERE id = ?", (audience.id,))
                         continue
                 token = secrets.token_hex(8)
-                claimed_through = mutations[-1].id if mutations else None
                 connection.execute(
                     "UPDATE audiences SET lease_token = ?, lease_owner = ?, lease_expires_at = ?, claimed_through = ?"
                     " WHERE id = ?",
-                    (token, owner, now + lease, claimed_through, audience.id),
+                    (token, owner, now + lease, rows[-1][0] if rows else None, audience.id),
                 )
-                claims.append(Claim(audience, token, mutations, received_at))
-            return claims
+                leased.append((audience, token, rows))
+        return [
+            Claim(audience, token, [decode_mutation(row[:-1]) for row in rows], [row[-1] for row in rows])
+            for audience, token, rows in leased
+        ]
 
     def settle(self, claim, *, dead=None, now):
         """The batch is done: every claimed mutation delivered, except `dead` (id -> reason).

@@ -323,3 +323,35 @@ def test_the_rate_limit_spreads_calls_over_time(httpserver, service_for, clock):
     clock.advance(60)
     service.dispatcher.run_once()
     assert receiver.calls == 2
+
+
+def test_an_outcome_is_recorded_even_when_the_database_is_busy_at_that_moment(httpserver, service_for, clock):
+    """The platform accepted the batch while another process held the write lock past
+    write_timeout: the dispatcher keeps trying to record it instead of sending it again later."""
+    import sqlite3
+
+    receiver = WebhookReceiver(httpserver)
+    service = service_for(receiver)
+    released = threading.Event()
+
+    def hold_the_lock():
+        blocker = sqlite3.connect(service.database.path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        released.wait(10)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+    def accept_while_locked(request):
+        threading.Thread(target=hold_the_lock, daemon=True).start()
+        threading.Timer(1.2, released.set).start()
+        time.sleep(0.2)
+        return receiver.handle(request)
+
+    httpserver.clear_all_handlers()
+    httpserver.expect_request("/events").respond_with_handler(accept_while_locked)
+    enqueue(service, "add", "4711", "u1", clock=clock)
+
+    service.dispatcher.run_once()
+
+    assert receiver.calls == 1
+    assert service.outbox.counts() == {"pending": 0, "done": 1, "dead": 0}
