@@ -184,29 +184,36 @@ class DiyApp:
             raise AudienceRefused(f"this DMP client ({new.customer}) has no platform account in this integration; "
                                   "ask the integrator to add one")
         if account.guard.breaker.state == "open":
-            return self._queue_creation(integration, new, f"the platform is failing ({account.label} circuit open)")
+            reason = f"the platform is failing ({account.label} circuit open)"
+            return self._queue_creation(integration, new, reason, account.guard.breaker.wait())
         future = self._creation_pool().submit(account.target.create_audience, dmp_audience(integration, new))
         try:
             target_id = str(future.result(timeout=self.config.create_timeout))
         except concurrent.futures.TimeoutError:
             future.add_done_callback(lambda done: self._record_late_creation(integration, new, done))
             reason = f"the platform did not answer within {self.config.create_timeout:g}s"
+            retry_after = None
         except PermanentError as error:
             log.warning("audience refused integration=%s audience=%s reason=%r", integration.name, new.dmp_id, error.message)
             raise AudienceRefused(error.message) from None
         except TargetError as error:
-            reason = error.message
+            reason, retry_after = error.message, getattr(error, "retry_after", None)
         except Exception as error:
             log.exception("create_audience crashed integration=%s audience=%s", integration.name, new.dmp_id)
-            reason = f"{type(error).__name__} in the target"
+            reason, retry_after = f"{type(error).__name__} in the target", None
         else:
             return self._record_created(integration, new, target_id)
-        return self._queue_creation(integration, new, reason)
+        return self._queue_creation(integration, new, reason, retry_after)
 
-    def _queue_creation(self, integration, new, reason):
+    def _queue_creation(self, integration, new, reason, retry_after):
+        """The dispatcher creates the audience later: after the platform's `Retry-After`, or
+        after the first backoff step (a timed-out call may still be under way)."""
         log.warning("audience creation queued integration=%s audience=%s reason=%r", integration.name, new.dmp_id, reason)
+        now = self.clock()
+        delay = self.service.dispatcher.policy.delay(1, retry_after)
         record = self.outbox.record_creation_pending(
-            integration.name, new.dmp_id, name=new.name, customer=new.customer, error=reason, now=self.clock()
+            integration.name, new.dmp_id, name=new.name, customer=new.customer, error=reason,
+            retry_at=now + delay, now=now,
         )
         self.service.dispatcher.wake()
         return record

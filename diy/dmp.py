@@ -19,6 +19,7 @@ OPERATIONS = {ADD_TO_AUDIENCE: "add", REMOVE_FROM_AUDIENCE: "remove"}
 
 KNOWN_MUTATION_FIELDS = ("Audience", "External_user_id", "Uuid", "Customer", "Platform")
 MAX_ID_LENGTH = 512
+INT64 = range(-(2**63), 2**63)
 
 
 @dataclass(frozen=True)
@@ -35,17 +36,38 @@ def decode_body(raw, request_type):
     except UnicodeDecodeError as error:
         raise BadRequest(f"the body is not valid UTF-8 (byte {error.start})") from None
     try:
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=refuse_constant, parse_float=finite_float)
     except RecursionError:
         raise BadRequest("the body's JSON is nested too deeply") from None
     except ValueError as error:
         raise BadRequest(f"the body is not valid JSON: {error}") from None
+    if "\\ud" in text or "\\uD" in text:
+        refuse_lone_surrogates(body)
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, not {json_type(body)}")
     declared = body.get("Type")
     if declared is not None and declared != request_type:
         raise BadRequest(f"the body's Type {short(declared)} contradicts ?type={request_type}")
     return body
+
+
+def refuse_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def finite_float(text):
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:20]} is too large")
+    return number
+
+
+def refuse_lone_surrogates(body):
+    """A `\\udXXX` escape without its pair decodes to a string no UTF-8 store can hold."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("the body holds a lone UTF-16 surrogate escape (\\udXXX), which is not text") from None
 
 
 def parse_new_audience(body):
@@ -110,6 +132,8 @@ def scalar(obj, key, where):
     value = obj.get(key)
     if isinstance(value, (dict, list)):
         raise BadRequest(f"{where} must be a number, not {json_type(value)}")
+    if isinstance(value, int) and value not in INT64:
+        raise BadRequest(f"{where} is too large a number")
     return value
 
 

@@ -8,6 +8,7 @@ Gauges (outbox depth, ages, file sizes) are read from the database at scrape tim
 """
 import fcntl
 import json
+import logging
 import os
 import re
 import secrets
@@ -27,6 +28,7 @@ HELP = {
     "diy_delivery_latency_seconds": ("histogram", "From the 200 to the DMP until the platform accepted, by integration."),
 }
 FILE = re.compile(r"(\d+)\.[0-9a-f]+\.json")
+log = logging.getLogger("diy.metrics")
 
 
 class Metrics:
@@ -78,7 +80,19 @@ class Metrics:
                 self._timer.start()
 
     def flush(self):
-        """Write this process's counts to its own file (atomically, by rename)."""
+        """Write this process's counts to its own file (atomically, by rename).
+
+        Never raises: metrics are not worth a failed request (a full disk, a read-only folder);
+        the failure is logged and the counts stay in memory for the next flush.
+        """
+        try:
+            self._flush()
+        except OSError as error:
+            with self._lock:
+                self._dirty = True
+            log.warning("metrics not written directory=%s reason=%r", self.directory, error.strerror or str(error))
+
+    def _flush(self):
         with self._lock:
             if not self._dirty and self._pid == os.getpid():
                 return

@@ -144,4 +144,7 @@ def describe(error):
         return "the disk holding the database is full"
     if "readonly" in text or "read-only" in text:
         return "the database is read-only"
+    if "unable to open" in text:
+        return ("cannot open or create the database file or its -wal and -shm files beside it: "
+                "does the folder exist, and may this user write to it (a read-only file system)?")
     return f"the database failed: {text}"

@@ -145,21 +145,23 @@ class Outbox:
                 )
             return self._audience_in(connection, integration, dmp_id)
 
-    def record_creation_pending(self, integration, dmp_id, *, name, customer, error, now):
-        """The platform could not be reached in time: the dispatcher creates the audience later."""
+    def record_creation_pending(self, integration, dmp_id, *, name, customer, error, retry_at, now):
+        """The platform could not create the audience in time: the dispatcher tries again from
+        `retry_at` (this first try counts as an attempt)."""
         with self.database.transaction() as connection:
             updated = connection.execute(
                 "UPDATE audiences SET name = ?, customer = ?, last_error = ?, updated_at = ?,"
+                " next_attempt_at = MAX(next_attempt_at, ?),"
                 " state = CASE state WHEN 'failed' THEN 'creating' ELSE state END,"
-                " attempts = CASE state WHEN 'failed' THEN 0 ELSE attempts END"
+                " attempts = CASE state WHEN 'failed' THEN 1 ELSE attempts + 1 END"
                 " WHERE integration = ? AND dmp_id = ?",
-                (name, customer, error, now, integration, dmp_id),
+                (name, customer, error, now, retry_at, integration, dmp_id),
             ).rowcount
             if not updated:
                 connection.execute(
-                    "INSERT INTO audiences (integration, key, dmp_id, name, customer, state, last_error,"
-                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'creating', ?, ?, ?)",
-                    (integration, dmp_id, dmp_id, name, customer, error, now, now),
+                    "INSERT INTO audiences (integration, key, dmp_id, name, customer, state, last_error, attempts,"
+                    " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'creating', ?, 1, ?, ?, ?)",
+                    (integration, dmp_id, dmp_id, name, customer, error, retry_at, now, now),
                 )
             return self._audience_in(connection, integration, dmp_id)
 

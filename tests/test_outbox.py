@@ -174,12 +174,15 @@ def test_record_created_is_idempotent_and_keeps_the_first_key(outbox, clock):
     assert again.key == "T-9"
 
 
-def test_pending_creation_is_created_by_the_dispatcher(outbox, clock):
-    outbox.record_creation_pending("demo", "dmp-1", name="Buyers", customer=7, error="timeout", now=clock())
+def test_pending_creation_is_created_by_the_dispatcher_from_the_time_given(outbox, clock):
+    outbox.record_creation_pending("demo", "dmp-1", name="Buyers", customer=7, error="HTTP 429",
+                                   retry_at=clock() + 2, now=clock())
 
+    assert claim_one(outbox, clock) is None, "not before the platform's Retry-After"
+    clock.advance(2)
     claim = claim_one(outbox, clock)
 
-    assert (claim.audience.state, claim.audience.name) == ("creating", "Buyers")
+    assert (claim.audience.state, claim.audience.name, claim.audience.attempts) == ("creating", "Buyers", 1)
 
 
 def test_release_gives_back_the_leases_of_one_owner(outbox, clock):

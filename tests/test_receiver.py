@@ -158,6 +158,11 @@ BAD_BODIES = [
     ("create-without-audience", CREATE, {"Type": CREATE, "Name": "x"}, 400, "Audience"),
     ("create-without-name", CREATE, {"Type": CREATE, "Audience": "a"}, 400, "Name"),
     ("unknown-type", "DELETE_EVERYTHING", {"Type": "DELETE_EVERYTHING"}, 400, "unknown type"),
+    ("customer-beyond-64-bits", ADD, {"Type": ADD, "Mutations": [mutation("a", "u", Customer=2**70)]}, 400, "too large"),
+    ("nan", ADD, b'{"Type": "ADD_TO_AUDIENCE", "Mutations": [], "Score": NaN}', 400, "NaN is not a JSON number"),
+    ("infinite-number", ADD, b'{"Type": "ADD_TO_AUDIENCE", "Mutations": [], "Score": 1e999}', 400, "too large"),
+    ("lone-surrogate", ADD, b'{"Type": "ADD_TO_AUDIENCE", "Mutations": [{"Audience": "a", "External_user_id": "\\udc80"}]}',
+     400, "surrogate"),
 ]
 
 
@@ -388,3 +393,11 @@ def test_creating_an_audience_for_a_client_without_an_account_is_refused(build, 
     assert response.status == 422
     assert "no platform account" in response.json()["error"]
     assert len(httpserver.log) == 0
+
+
+def test_an_escaped_surrogate_pair_is_ordinary_text(app):
+    body = b'{"Type": "ADD_TO_AUDIENCE", "Mutations": [{"Audience": "a", "External_user_id": "u\\ud83d\\ude00"}]}'
+
+    response = call(app, query=f"type={ADD}", body=body)
+
+    assert (response.status, stored(app)) == (200, 1)
