@@ -301,7 +301,7 @@ def read_body(environ, limit):
     stream = environ["wsgi.input"]
     if not declared:
         if environ.get("wsgi.input_terminated"):
-            raw = stream.read(limit + 1)
+            raw = read_from(stream, limit + 1)
             if len(raw) > limit:
                 raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
             return raw
@@ -318,12 +318,21 @@ def read_body(environ, limit):
         raise PayloadTooLarge(f"the body of {length} bytes is larger than the limit of {limit} bytes")
     chunks, remaining = [], length
     while remaining:
-        chunk = stream.read(remaining)
+        chunk = read_from(stream, remaining)
         if not chunk:
             raise BadRequest(f"the body ended after {length - remaining} of {length} bytes")
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+def read_from(stream, size):
+    """The server's reader fails in its own ways on a malformed or cut-off body (gunicorn's
+    InvalidChunkSize, NoMoreData): whichever it raises, the client sent a broken body."""
+    try:
+        return stream.read(size)
+    except Exception as error:
+        raise BadRequest(f"the body could not be read ({type(error).__name__})") from None
 
 
 class LazyApp:
