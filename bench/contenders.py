@@ -1,0 +1,234 @@
+"""Starting and stopping what the bench measures: the four contenders, the receiver, the stub.
+
+Every process listens on 127.0.0.1 only, is pinned with taskset (server side on one set of
+CPUs, load generator and platform side on the other), logs to the work folder, and is stopped
+by its own pid (SIGTERM, then SIGKILL) when its phase ends or the bench exits.
+"""
+import base64
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import payloads
+from env import BENCH, ROOT
+
+APPS = BENCH / "apps"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"bench-webhook-signing-key-00000").decode()
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"bench: timed out waiting for {what}")
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+class Processes:
+    """Every process the bench started, so that each is stopped by its pid, whatever happens."""
+
+    def __init__(self, workdir, pinning):
+        self.workdir = Path(workdir)
+        self.pinning = pinning
+        self.running = []
+        self.started = 0
+
+    def start(self, name, command, *, side, env=None, cwd=None):
+        self.started += 1
+        name = f"{self.started:02d}-{name}"
+        log = open(self.workdir / f"{name}.log", "ab")
+        prefix = ["taskset", "-c", self.pinning[side]] if self.pinning else []
+        process = subprocess.Popen(
+            prefix + [str(part) for part in command], cwd=cwd or ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
+        )
+        process.name, process.log_path, process.log_file = name, self.workdir / f"{name}.log", log
+        self.running.append(process)
+        return process
+
+    def stop(self, process, timeout=30):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        process.log_file.close()
+        if process in self.running:
+            self.running.remove(process)
+
+    def stop_all(self):
+        for process in list(reversed(self.running)):
+            self.stop(process, timeout=10)
+
+
+def children(pid):
+    """Pids of the direct children of `pid` (gunicorn's workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return sorted(found)
+
+
+LOG_EVENTS = {
+    "deliveries abandoned (delivery crashed)": "delivery crashed",
+    "write lock not had within write_timeout": "locked by another writer",
+    "settles retried (database busy)": "settle postponed",
+    "answers 503": "status=503",
+    "leases lost": "lease lost",
+    "retries scheduled": "will retry",
+    "tracebacks": "Traceback",
+}
+
+
+def log_events(path):
+    """How often the things worth knowing about appear in a process's log."""
+    text = Path(path).read_text(errors="replace")
+    return {label: text.count(marker) for label, marker in LOG_EVENTS.items()}
+
+
+def peak_rss_mib(pid):
+    """VmHWM, the peak resident set of a live process, in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+@dataclass
+class Contender:
+    key: str
+    label: str
+    description: str
+    processes: list = field(default_factory=list)
+    port: int = 0
+    master: object = None
+    extra_rss: dict = field(default_factory=dict)
+    outbox: Path = None
+    huey_db: Path = None
+
+    def worker_pids(self):
+        return children(self.master.pid)
+
+    def peak_rss(self):
+        """{process label: peak RSS MiB} of the workers (and any helper process) right now."""
+        rss = {f"worker {i + 1}": peak_rss_mib(pid) for i, pid in enumerate(self.worker_pids())}
+        for label, process in self.extra_rss.items():
+            rss[label] = peak_rss_mib(process.pid)
+        return rss
+
+
+def gunicorn_env(port, workers, threads):
+    return {"DIY_BIND": f"127.0.0.1:{port}", "DIY_WORKERS": str(workers), "DIY_THREADS": str(threads)}
+
+
+def diy_config(workdir, receiver_port, embedded=True, name="diy"):
+    """diy-wsgi's real configuration: defaults everywhere but the database and the webhook target."""
+    folder = Path(workdir) / name
+    folder.mkdir(exist_ok=True)
+    path = folder / "diy.ini"
+    path.write_text(
+        "[diy]\n"
+        "database = outbox.sqlite3\n"
+        "synchronous = full\n"
+        "\n[dispatcher]\n"
+        f"embedded = {'yes' if embedded else 'no'}\n"
+        "\n[integration:bench]\n"
+        "path = /dmp\n"
+        f"hmac_secrets = {payloads.DMP_SECRET.decode()}\n"
+        "target = webhook\n"
+        f"target.url = http://127.0.0.1:{receiver_port}/events\n"
+        f"target.secret = {WEBHOOK_SECRET}\n"
+    )
+    return path
+
+
+def start_diy(procs, python, workdir, receiver_port, workers, threads, app="diy_wsgi:app", extra_env=None,
+              name="diy"):
+    config = diy_config(workdir, receiver_port, name=name)
+    contender = Contender("diy", "diy-wsgi", "diy_wsgi:app, the project's gunicorn.conf.py, dispatcher embedded "
+                          "in each worker, outbox WAL + synchronous=FULL")
+    contender.port = free_port()
+    contender.outbox = config.parent / "outbox.sqlite3"
+    env = {**gunicorn_env(contender.port, workers, threads), "DIY_CONFIG": str(config), "PYTHONPATH": str(ROOT),
+           **(extra_env or {})}
+    contender.master = procs.start(f"{name}-gunicorn", [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", app],
+                                   side="server", env=env, cwd=ROOT)
+    contender.processes = [contender.master]
+    log = contender.master.log_path
+    wait_for(lambda: log.read_text(errors="replace").count("dispatcher started") >= workers, 30, "diy-wsgi workers")
+    return contender
+
+
+def start_peer(procs, python, workdir, key, module, workers, threads, platform_port, consumer=False):
+    labels = {
+        "hello": ("hello world", "a WSGI app that reads the body and answers 200 (the ceiling)"),
+        "flask_huey": ("Flask + huey", "Flask view, SqliteHuey enqueue (defaults), huey_consumer -w 4 -k thread "
+                       "delivering to the same receiver"),
+        "vendor": ("forward in request", "Flask view forwarding to a platform stub that answers in 50 ms "
+                   "(keep-alive per thread), answering with its verdict"),
+    }
+    label, description = labels[key]
+    contender = Contender(key, label, description)
+    contender.port = free_port()
+    env = {**gunicorn_env(contender.port, workers, threads), "PYTHONPATH": str(APPS),
+           "BENCH_PLATFORM_URL": f"http://127.0.0.1:{platform_port}/events",
+           "BENCH_DMP_SECRET": payloads.DMP_SECRET.decode()}
+    if consumer:
+        contender.huey_db = Path(workdir) / "huey" / "huey.sqlite3"
+        contender.huey_db.parent.mkdir(exist_ok=True)
+        env["BENCH_HUEY_DB"] = str(contender.huey_db)
+    contender.master = procs.start(f"{key}-gunicorn", [python, "-m", "gunicorn", "-c", APPS / "gunicorn_peer.conf.py",
+                                                       f"{module}:app"], side="server", env=env, cwd=APPS)
+    contender.processes = [contender.master]
+    if consumer:
+        huey_consumer = Path(python).parent / "huey_consumer"
+        process = procs.start(f"{key}-consumer", [huey_consumer, f"{module}.huey", "-w", "4", "-k", "thread", "-q"],
+                              side="server", env=env, cwd=APPS)
+        contender.processes.append(process)
+        contender.extra_rss["huey consumer"] = process
+    wait_for(lambda: port_open(contender.port) and len(contender.worker_pids()) >= workers, 30, f"{label} workers")
+    return contender
+
+
+def start_receiver(procs, python, name, delay_ms=0.0, trace=False):
+    port = free_port()
+    command = [python, BENCH / "receiver.py", "--port", port, "--delay-ms", delay_ms] + (["--trace"] if trace else [])
+    process = procs.start(name, command, side="client")
+    wait_for(lambda: port_open(port), 15, name)
+    process.port = port
+    return process
+
+
+def stop(procs, contender):
+    for process in reversed(contender.processes):
+        procs.stop(process)
+

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""diy-wsgi's benchmarks, in one command; writes bench/RESULTS.md.
+
+    python3 bench/run.py            the full run (about 12 minutes)
+    python3 bench/run.py --quick    a smoke run (under 2 minutes); its report goes to the work folder
+
+It makes its own virtualenv outside the repository (gunicorn, Flask, huey, uvloop, py-spy),
+installs Debian's wrk if it is missing and we are root, then re-runs itself in that venv.
+Everything listens on 127.0.0.1. Databases, logs and raw results go to a fresh work folder on
+a real disk (/var/tmp by default, never tmpfs; the databases are deleted at the end unless
+--keep-data); only the report lands in the repository.
+"""
+import argparse
+import datetime
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.dont_write_bytecode = True
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH.parent), str(BENCH)]
+
+import env  # noqa: E402
+
+SETTINGS = {
+    "full": {"warmup": 3, "saturation": 10, "rounds": 3, "open": 20, "drain_mutations": 300_000,
+             "backlog_sizes": [1_000, 1_000_000, 10_000_000], "backlog_rounds": 100, "profile": 10,
+             "retries": 1, "quiet_wait": 5, "drain_wait": 60, "what_if": True, "ab_chunks": 4, "ab_seconds": 8},
+    "quick": {"warmup": 1, "saturation": 3, "rounds": 1, "open": 3, "drain_mutations": 20_000,
+              "backlog_sizes": [1_000, 100_000], "backlog_rounds": 50, "profile": 3,
+              "retries": 0, "quiet_wait": 0, "drain_wait": 15, "what_if": False, "ab_chunks": 1, "ab_seconds": 3},
+}
+LOADS = (0.25, 0.50, 0.75)
+NOISY = 0.25
+"""Cores used by other programs during a run above which the run is repeated once."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--out", help="where to write the report (default: bench/RESULTS.md, or the work folder "
+                                      "with --quick)")
+    parser.add_argument("--workdir", help="a folder on a real disk for the work folder (default /var/tmp)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers, every contender (default 2)")
+    parser.add_argument("--threads", type=int, default=4, help="gthread threads per worker (default 4)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections at saturation (default 16)")
+    parser.add_argument("--server-cpus", default="0", help="taskset CPUs of the servers (default 0)")
+    parser.add_argument("--client-cpus", default="1", help="taskset CPUs of the load side (default 1)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin anything with taskset")
+    parser.add_argument("--only", help="comma-separated phases: ingest,dispatch,profile,backlog (default all)")
+    parser.add_argument("--keep-data", action="store_true", help="keep the databases in the work folder (the logs, "
+                                                                  "raw results and report are always kept)")
+    return parser.parse_args(argv)
+
+
+def reexec_in_venv():
+    python = env.ensure_venv()
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+
+
+def main():
+    args = parse_args()
+    if not env.in_bench_venv():
+        reexec_in_venv()
+    import contenders
+    import measure
+    import report
+    from phases import Bench
+
+    mode = "quick" if args.quick else "full"
+    wrk = env.ensure_wrk()
+    pinning = None if args.no_pin else {"server": args.server_cpus, "client": args.client_cpus}
+    if pinning:
+        os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
+    workdir = env.make_workdir(args.workdir)
+    command = "python3 bench/run.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
+    print(f"bench: {mode} run, work folder {workdir}", flush=True)
+    results = {
+        "command": command,
+        "mode": mode,
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "workdir": str(workdir),
+        "settings": {**SETTINGS[mode], "workers": args.workers, "threads": args.threads,
+                     "connections": args.connections, "pinning": pinning, "loads": LOADS, "wrk": wrk},
+        "machine": env.machine(workdir),
+    }
+    phases = set((args.only or "ingest,dispatch,profile,backlog").split(","))
+    procs = contenders.Processes(workdir, pinning)
+    bench = Bench(results, procs, measure.Driver(workdir, sys.executable, wrk, pinning, args.connections),
+                  workdir, SETTINGS[mode], args.workers, args.threads, NOISY)
+    started = time.monotonic()
+    try:
+        bench.start_platforms()
+        if "ingest" in phases:
+            bench.ingest()
+        if "dispatch" in phases:
+            bench.dispatch_drain()
+        if "profile" in phases:
+            bench.profile()
+        if "backlog" in phases:
+            bench.backlog()
+        results["receiver_stats"] = bench.receiver.stats()
+    finally:
+        procs.stop_all()
+        results["elapsed_s"] = time.monotonic() - started
+        results["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        (workdir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    if not args.keep_data:
+        for path in workdir.rglob("*"):
+            if path.is_file() and (".sqlite3" in path.name or path.name.startswith("pool-")):
+                path.unlink()
+    out = Path(args.out) if args.out else (workdir / "RESULTS.md" if args.quick else BENCH / "RESULTS.md")
+    out.write_text(report.render(results))
+    print(f"bench: done in {results['elapsed_s'] / 60:.1f} min; report {out}; raw results {workdir / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
