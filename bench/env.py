@@ -113,6 +113,17 @@ def versions():
     return found
 
 
+def code_version():
+    """The checkout measured: HEAD, and whether the runtime files differ from it (read-only git)."""
+    def git(*args):
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    head = git("log", "-1", "--format=%h %s")
+    changed = git("status", "--porcelain", "--", "diy_wsgi.py", "diy", "outbox", "targets", "gunicorn.conf.py")
+    return {"head": head or "unknown (not a git checkout)", "runtime_modified": bool(changed)}
+
+
 def machine(workdir):
     cpu = "unknown"
     with open("/proc/cpuinfo") as info:

@@ -66,7 +66,7 @@ def targets(results):
 
 def machine_section(results):
     m, s = results["machine"], results["settings"]
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    versions = ", ".join(f"{k} {v.removeprefix('wrk ')}" for k, v in m["versions"].items())
     pin = s["pinning"]
     pinning = (f"servers (gunicorn masters and workers, the huey consumer, the standalone dispatcher) on CPU "
                f"{pin['server']}; wrk, loadgen.py, the receiver, the platform stub and this script on CPU "
@@ -74,6 +74,7 @@ def machine_section(results):
     return "\n".join([
         "## The machine",
         "",
+        *([code_line(results)] if results.get("code") else []),
         f"- CPU: {m['cpu']}, {m['cores']} cores; RAM {m['ram_gib']} GiB",
         f"- Linux {m['kernel']} ({m['os']}); Python {m['python']}; SQLite {m['sqlite']}",
         f"- Disk of the work folder: {m['disk']}; write 4 KiB + fsync p50 {m['fsync_ms']['p50']:.2f} ms, "
@@ -86,9 +87,29 @@ def machine_section(results):
         "dispatcher per worker), the others with `bench/apps/gunicorn_peer.conf.py` (the same settings, no hooks).",
         "- The machine is a KVM guest shared with other work: the CPU that other programs used during each measured "
         "window is reported beside it (\"foreign cores\"); each run first waits (up to "
-        f"{s['quiet_wait']} s) for a quiet second, and an open-loop run during which other programs used more than "
-        f"0.25 cores is run again {s['retries']} time(s), keeping the quieter one.",
+        f"{s['quiet_wait']} s) for a quiet second, and a diy-wsgi open-loop run (the targets') during which other "
+        f"programs used more than 0.25 cores is run again {s['retries']} time(s), keeping the quieter one."
+        + probe_note(results),
     ])
+
+
+def probe_note(results):
+    probes = [run["cpu_probe_ms"] for entry in results.get("ingest", {}).values()
+              for run in entry.get("rounds", []) + entry.get("open_loop", []) if run.get("cpu_probe_ms")]
+    if not probes:
+        return ""
+    return (f" The CPU probe (a fixed piece of Python, best of 5, on the server core before each run) read "
+            f"{min(probes):.1f} to {max(probes):.1f} ms in this run: the host gives this core its full speed at some "
+            "moments and about half at others, which moves absolute numbers from run to run far more than ratios "
+            "taken side by side.")
+
+
+def code_line(results):
+    code = results.get("code")
+    if not code:
+        return ""
+    return (f"- diy-wsgi measured: commit {code['head']}"
+            + (", with uncommitted changes to the runtime files" if code["runtime_modified"] else "") + ".")
 
 
 def method_section(results):
@@ -239,6 +260,10 @@ def delivery_section(results):
         "runs above, with a healthy platform that answers at once.",
         "",
         table(["contender", "load", "requests/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "undelivered"], rows),
+        "",
+        "diy-wsgi's dispatcher is woken by the commit in its own process. huey's consumer polls an empty queue with "
+        "a growing pause (its defaults: from 0.1 s, x1.15 per empty poll, up to 10 s), so after a quiet spell (the "
+        "drain and the quiet-second wait before each run) its first tasks wait for the next poll.",
     ])
 
 

@@ -87,6 +87,7 @@ def main():
         "settings": {**SETTINGS[mode], "workers": args.workers, "threads": args.threads,
                      "connections": args.connections, "pinning": pinning, "loads": LOADS, "wrk": wrk},
         "machine": env.machine(workdir),
+        "code": env.code_version(),
     }
     phases = set((args.only or "ingest,dispatch,profile,backlog").split(","))
     procs = contenders.Processes(workdir, pinning)
