@@ -260,47 +260,31 @@ class Outbox:
 
     def postpone(self, claim, *, at, now):
         """Not tried (rate limit, open breaker): wait until `at`, counting no attempt."""
-        with self.database.transaction() as connection:
-            if not self._holds(connection, claim):
-                return False
-            connection.execute(
-                f"UPDATE audiences SET {RELEASED}, next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                (at, now, claim.audience.id),
-            )
-            return True
+        return self._release_audience(claim, "", (), at=at, now=now)
 
     def recreate(self, claim, reason, *, now):
         """The platform lost the audience: forget its id and create it again before delivering."""
-        with self.database.transaction() as connection:
-            if not self._holds(connection, claim):
-                return False
-            connection.execute(
-                f"UPDATE audiences SET {RELEASED}, state = 'creating', target_id = NULL, last_error = ?,"
-                " next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                (reason, now, now, claim.audience.id),
-            )
-            return True
+        return self._release_audience(claim, "state = 'creating', target_id = NULL, last_error = ?", (reason,), at=now, now=now)
 
     def created(self, claim, target_id, *, now):
-        with self.database.transaction() as connection:
-            if not self._holds(connection, claim):
-                return False
-            connection.execute(
-                f"UPDATE audiences SET {RELEASED}, state = 'ready', target_id = ?, attempts = 0, last_error = NULL,"
-                " next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                (target_id, now, now, claim.audience.id),
-            )
-            return True
+        return self._release_audience(
+            claim, "state = 'ready', target_id = ?, attempts = 0, last_error = NULL", (target_id,), at=now, now=now
+        )
 
     def creation_failed(self, claim, reason, *, now):
         """The platform refused the audience: its mutations will be dead-lettered with `reason`."""
+        return self._release_audience(claim, "state = 'failed', attempts = 0, last_error = ?", (reason,), at=now, now=now)
+
+    def _release_audience(self, claim, assignments, parameters, *, at, now):
+        """Settle a claim that moved no mutation: set `assignments`, give the lease back, and
+        make the audience due at `at`. False, changing nothing, when the lease was lost."""
         with self.database.transaction() as connection:
             if not self._holds(connection, claim):
                 return False
             connection.execute(
-                f"UPDATE audiences SET {RELEASED}, state = 'failed', attempts = 0, last_error = ?,"
-                " next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                (reason, now, now, claim.audience.id),
+                f"UPDATE audiences SET {RELEASED}, {assignments + ', ' if assignments else ''}"
+                "next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (*parameters, at, now, claim.audience.id),
             )
             return True
 
