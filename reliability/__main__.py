@@ -35,6 +35,9 @@ MEANING = {
     "order_violations": "a user's mutations arriving out of the DMP's order (must be 0)",
     "outage_scenarios": "platform faults survived: nothing lost, backoff kept, drained after recovery",
     "retries": "retries the dispatcher logged during the faults",
+    "platform_calls": "calls the platform received, failed and duplicate ones included",
+    "calls_cut_short_by_kills": "calls whose sender was killed before it had sent the whole body",
+    "dispatchers": "dispatchers competing for the same outbox (3 embedded in workers + 1 separate)",
     "most_retries_per_audience": "most retries of one audience in one fault",
     "retries_allowed_per_audience": "most the configured backoff allows in that time",
     "slowest_healthy_delivery_s": "slowest delivery of a healthy integration or audience beside a failing one",
@@ -101,7 +104,7 @@ def report(form, begun, elapsed, command, output, figures, code):
         "# Reliability results",
         "",
         f"Written by `python -m reliability{' --long' if form == 'long' else ''}` from a real run of the "
-        f"**{form} form** ({'the long form' if form == 'long' else 'what CI runs with python -m pytest'}).",
+        f"**{form} form**{'' if form == 'long' else ' (what CI runs within python -m pytest)'}.",
         "",
         f"- started: {begun:%Y-%m-%d %H:%M} UTC, took {elapsed / 60:.1f} minutes; pytest exit code {code}",
         f"- outcome: {summary}",

@@ -8,10 +8,11 @@ WSGI app in-process through `wsgiref.validate` (tests/support.call), with a real
 - an answer other than 200 leaves the database as it was; a 200 stores exactly what it says.
 
 Then the signature check's constant-time comparison, raw hostile bytes against the real servers
-(`diy-wsgi serve` and gunicorn), and the inputs these suites found to break the service (an
-xfail while the runtime is not fixed, a regression test once it is). Slow bodies and huge
-headers behind gunicorn are nginx's job (client_body_timeout, client_header_timeout,
-large_client_header_buffers, client_max_body_size: deploy/nginx/diy-wsgi.conf).
+(`diy-wsgi serve` and gunicorn), and the inputs these suites found to break the service, fixed
+since and kept as regression tests (a bug still open is an xfail(strict=True) until it is
+fixed). Slow bodies and huge headers behind gunicorn are nginx's job (client_body_timeout,
+client_header_timeout, large_client_header_buffers, client_max_body_size:
+deploy/nginx/diy-wsgi.conf).
 
 CI form: 150 cases per property, derandomized (the same cases every run). Long form: 3,000 per
 property, random.
@@ -336,7 +337,7 @@ def test_raw_hostile_bytes_leave_the_real_servers_answering(server, tmp_path, pr
     figures.add(raw_payloads=len(RAW))
 
 
-# Found by these suites. Still open (xfail until the runtime is fixed), then fixed (regressions).
+# Found by these suites and fixed since: regression tests.
 
 CHUNKED = "POST /dmp?type=ADD_TO_AUDIENCE HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
 
