@@ -98,8 +98,13 @@ header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, blac
                       max_size=80)
 safe_text = st.text(max_size=40)
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | safe_text
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(safe_text, inner, max_size=4), max_leaves=12)
+
+
+def json_containers(inner):
+    return st.lists(inner, max_size=4) | st.dictionaries(safe_text, inner, max_size=4)
+
+
+json_values = st.recursive(json_scalars, json_containers, max_leaves=12)
 ids = st.one_of(safe_text, st.integers(), st.sampled_from(["aud-1", "aud-2", " ", "", "x" * 600]))
 
 
