@@ -82,9 +82,10 @@ class DiyApp:
         started = time.monotonic()
         request_id = request_id_of(environ)
         path = environ.get("PATH_INFO") or "/"
+        request_type = request_type_of(environ)
         try:
             status, reason, headers = 200, "OK", []
-            reply = self.probes.answer(path, environ) if path in PROBE_PATHS else self.handle(environ)
+            reply = self.probes.answer(path, environ) if path in PROBE_PATHS else self.handle(environ, request_type)
         except HttpError as error:
             status, reason, headers = error.status, error.reason, error.headers
             reply = {"error": error.message}
@@ -97,10 +98,10 @@ class DiyApp:
         if not isinstance(reply, Reply):
             reply = Reply(json.dumps(reply).encode())
         elapsed = time.monotonic() - started
-        self.record(environ, path, status, elapsed)
+        self.record(environ, path, request_type, status, elapsed)
         log.info(
             "request method=%s path=%s type=%s status=%d ms=%.1f request_id=%s",
-            environ.get("REQUEST_METHOD"), path, request_type_of(environ) or "-", status, elapsed * 1000, request_id,
+            environ.get("REQUEST_METHOD"), path, request_type or "-", status, elapsed * 1000, request_id,
         )
         start_response(
             f"{status} {reason}",
@@ -113,22 +114,21 @@ class DiyApp:
         )
         return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else reply.body]
 
-    def record(self, environ, path, status, elapsed):
+    def record(self, environ, path, request_type, status, elapsed):
         """Count the request with bounded labels (unknown paths and types are not labels)."""
         if path in PROBE_PATHS:
             return
         integration = self.config.integration_for_path(path)
-        kind = metric_kind(request_type_of(environ), environ.get("REQUEST_METHOD"))
+        kind = metric_kind(request_type, environ.get("REQUEST_METHOD"))
         labels = (("integration", integration.name if integration else "-"), ("type", kind))
         self.metrics.count("diy_requests_total", labels + (("status", str(status)),))
         self.metrics.observe("diy_request_duration_seconds", (("type", kind),), elapsed)
 
-    def handle(self, environ):
+    def handle(self, environ, request_type):
         integration = self.config.integration_for_path(environ.get("PATH_INFO") or "/")
         if integration is None:
             raise NotFound("no integration is configured at this path")
         method = environ.get("REQUEST_METHOD")
-        request_type = request_type_of(environ)
         if method in ("GET", "HEAD"):
             if request_type in (None, dmp.VALIDATE):
                 return {}
