@@ -160,6 +160,7 @@ class DiyApp:
             mutations,
             pass_through=integration.return_target_id,
             now=self.clock(),
+            batch_limit=self.service.accounts[integration.name].max_batch,
         )
         self.service.dispatcher.wake()
         return {"accepted": count}

@@ -52,7 +52,8 @@ class Metrics:
             self._dirty = True
         self._maybe_flush()
 
-    def observe(self, name, labels, seconds, buckets=LATENCY_BUCKETS):
+    def observe(self, name, labels, seconds, buckets=LATENCY_BUCKETS, count=1):
+        """Record `count` observations of `seconds` (a batch of mutations that waited as long)."""
         key = (name, tuple(labels))
         with self._lock:
             histogram = self._histograms.get(key)
@@ -60,9 +61,9 @@ class Metrics:
                 histogram = self._histograms[key] = {"buckets": list(buckets), "counts": [0] * len(buckets), "sum": 0.0, "count": 0}
             for index, bound in enumerate(histogram["buckets"]):
                 if seconds <= bound:
-                    histogram["counts"][index] += 1
-            histogram["sum"] += seconds
-            histogram["count"] += 1
+                    histogram["counts"][index] += count
+            histogram["sum"] += seconds * count
+            histogram["count"] += count
             self._dirty = True
         self._maybe_flush()
 

@@ -3,13 +3,14 @@
 Every query here uses the partial indexes or the per-audience counters, so it stays fast with
 millions of delivered rows; none of it runs on the request path.
 """
+import json
 import os
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from outbox.errors import StoreError
-
-FINISHED = ("done", "superseded", "replayed")
+from outbox.schema import MUTATION_ID_BITS
+from outbox.store import encode_batch
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,15 @@ class Admin:
             "SELECT integration, SUM(pending), COUNT(*),"
             " SUM(state = 'creating'), SUM(state = 'failed'),"
             " SUM(CASE WHEN lease_expires_at > ? THEN"
-            "   (SELECT COUNT(*) FROM mutations m WHERE m.audience_id = audiences.id AND m.state = 'pending'"
-            "    AND m.id <= audiences.claimed_through) ELSE 0 END),"
-            " MIN(CASE WHEN pending > 0 THEN (SELECT received_at FROM mutations m"
-            "   WHERE m.audience_id = audiences.id AND m.state = 'pending' ORDER BY m.id LIMIT 1) END)"
+            "   (SELECT SUM(size) FROM batches b WHERE b.audience_id = audiences.id AND b.state = 'pending'"
+            "    AND b.id <= audiences.claimed_through) ELSE 0 END),"
+            " MIN(CASE WHEN pending > 0 THEN (SELECT received_at FROM batches b"
+            "   WHERE b.audience_id = audiences.id AND b.state = 'pending' ORDER BY b.id LIMIT 1) END)"
             " FROM audiences GROUP BY integration ORDER BY integration",
             (now,),
         )
         dead = dict(self.database.read(
-            "SELECT a.integration, COUNT(*) FROM mutations m JOIN audiences a ON a.id = m.audience_id"
+            "SELECT a.integration, COUNT(*) FROM dead_letters m JOIN audiences a ON a.id = m.audience_id"
             " WHERE m.state = 'dead' GROUP BY a.integration"
         ))
         errors = {
@@ -131,7 +132,7 @@ class Admin:
         return [
             DeadLetter(*row)
             for row in self.database.read(
-                f"SELECT {DEAD_COLUMNS} FROM mutations m JOIN audiences a ON a.id = m.audience_id"
+                f"SELECT {DEAD_COLUMNS} FROM dead_letters m JOIN audiences a ON a.id = m.audience_id"
                 f" WHERE {clause} ORDER BY m.id LIMIT ?",
                 (*parameters, limit),
             )
@@ -139,7 +140,7 @@ class Admin:
 
     def dead_letter(self, mutation_id):
         rows = self.database.read(
-            f"SELECT {DEAD_COLUMNS} FROM mutations m JOIN audiences a ON a.id = m.audience_id WHERE m.id = ?",
+            f"SELECT {DEAD_COLUMNS} FROM dead_letters m JOIN audiences a ON a.id = m.audience_id WHERE m.id = ?",
             (mutation_id,),
         )
         return DeadLetter(*rows[0]) if rows else None
@@ -157,30 +158,23 @@ class Admin:
             with self.database.transaction() as connection:
                 clause, parameters = where.where(now)
                 rows = connection.execute(
-                    f"SELECT m.id, m.audience_id, m.external_user_id FROM mutations m"
-                    f" JOIN audiences a ON a.id = m.audience_id WHERE {clause} ORDER BY m.id LIMIT ?",
+                    f"SELECT m.id, m.audience_id, m.external_user_id, m.op, m.uuid, m.customer, m.platform, m.extra"
+                    f" FROM dead_letters m JOIN audiences a ON a.id = m.audience_id WHERE {clause} ORDER BY m.id LIMIT ?",
                     (*parameters, chunk),
                 ).fetchall()
-                for mutation_id, audience_id, user in rows:
-                    later = connection.execute(
-                        "SELECT 1 FROM mutations WHERE audience_id = ? AND external_user_id = ? AND id > ?"
-                        " AND state IN ('pending', 'done', 'dead') LIMIT 1",
-                        (audience_id, user, mutation_id),
-                    ).fetchone()
-                    if later:
+                for mutation_id, audience_id, user, op, uuid, customer, platform, extra in rows:
+                    if later_mutation_exists(connection, audience_id, user, mutation_id):
                         connection.execute(
-                            "UPDATE mutations SET state = 'superseded', finished_at = ? WHERE id = ?", (now, mutation_id)
+                            "UPDATE dead_letters SET state = 'superseded', finished_at = ? WHERE id = ?", (now, mutation_id)
                         )
                         superseded += 1
                         continue
                     connection.execute(
-                        "INSERT INTO mutations (audience_id, op, external_user_id, uuid, customer, platform, extra,"
-                        " received_at) SELECT audience_id, op, external_user_id, uuid, customer, platform, extra, ?"
-                        " FROM mutations WHERE id = ?",
-                        (now, mutation_id),
+                        "INSERT INTO batches (audience_id, op, size, mutations, received_at) VALUES (?, ?, 1, ?, ?)",
+                        (audience_id, op, encode_batch([[user, uuid, customer, platform, json.loads(extra or "null")]]), now),
                     )
                     connection.execute(
-                        "UPDATE mutations SET state = 'replayed', finished_at = ? WHERE id = ?", (now, mutation_id)
+                        "UPDATE dead_letters SET state = 'replayed', finished_at = ? WHERE id = ?", (now, mutation_id)
                     )
                     connection.execute(
                         "UPDATE audiences SET pending = pending + 1, next_attempt_at = MIN(next_attempt_at, ?),"
@@ -201,7 +195,7 @@ class Admin:
             with self.database.transaction() as connection:
                 clause, parameters = where.where(now)
                 count = connection.execute(
-                    f"DELETE FROM mutations WHERE id IN (SELECT m.id FROM mutations m"
+                    f"DELETE FROM dead_letters WHERE id IN (SELECT m.id FROM dead_letters m"
                     f" JOIN audiences a ON a.id = m.audience_id WHERE {clause} LIMIT ?)",
                     (*parameters, chunk),
                 ).rowcount
@@ -242,7 +236,9 @@ class Admin:
             return None
         found = audience_dict(rows[0][:-1])
         found["mutations"] = dict(self.database.read(
-            "SELECT state, COUNT(*) FROM mutations WHERE audience_id = ? GROUP BY state", (rows[0][-1],)
+            "SELECT state, SUM(size) FROM batches WHERE audience_id = ? GROUP BY state"
+            " UNION ALL SELECT state, COUNT(*) FROM dead_letters WHERE audience_id = ? GROUP BY state",
+            (rows[0][-1], rows[0][-1]),
         ))
         return found
 
@@ -271,8 +267,9 @@ class Admin:
             if row is None:
                 raise StoreError(f"no audience {audience} in integration {integration}")
             waiting = dict(connection.execute(
-                "SELECT state, COUNT(*) FROM mutations WHERE audience_id = ? AND state IN ('pending', 'dead')"
-                " GROUP BY state", (row[0],),
+                "SELECT 'pending', SUM(size) FROM batches WHERE audience_id = ? AND state = 'pending' HAVING COUNT(*)"
+                " UNION ALL SELECT 'dead', COUNT(*) FROM dead_letters WHERE audience_id = ? AND state = 'dead'"
+                " HAVING COUNT(*)", (row[0], row[0]),
             ))
             if waiting:
                 counts = ", ".join(f"{count} {state}" for state, count in sorted(waiting.items()))
@@ -280,7 +277,8 @@ class Admin:
                     f"audience {audience} still has mutations ({counts}); let them be delivered, "
                     "or replay or purge the dead ones, before forgetting it"
                 )
-            connection.execute("DELETE FROM mutations WHERE audience_id = ?", (row[0],))
+            connection.execute("DELETE FROM batches WHERE audience_id = ?", (row[0],))
+            connection.execute("DELETE FROM dead_letters WHERE audience_id = ?", (row[0],))
             connection.execute("DELETE FROM audiences WHERE id = ?", (row[0],))
 
     # Files.
@@ -317,6 +315,22 @@ class Admin:
         self.database.connection().execute("VACUUM")
         self.outbox.checkpoint()
         return before, self.file_sizes()
+
+
+def later_mutation_exists(connection, audience_id, user, mutation_id):
+    """Whether a mutation of `user` after `mutation_id` is pending, delivered (and not yet
+    purged) or dead in the audience."""
+    if connection.execute(
+        "SELECT 1 FROM dead_letters WHERE audience_id = ? AND external_user_id = ? AND id > ? AND state = 'dead' LIMIT 1",
+        (audience_id, user, mutation_id),
+    ).fetchone():
+        return True
+    batch, index = mutation_id >> MUTATION_ID_BITS, mutation_id & ((1 << MUTATION_ID_BITS) - 1)
+    return connection.execute(
+        "SELECT 1 FROM batches b, json_each(b.mutations) j WHERE b.audience_id = ? AND b.id >= ?"
+        " AND (b.id > ? OR j.key > ?) AND json_extract(j.value, '$[0]') = ? LIMIT 1",
+        (audience_id, batch, batch, index, user),
+    ).fetchone() is not None
 
 
 def audience_dict(row):

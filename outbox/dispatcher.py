@@ -31,7 +31,7 @@ class NoMetrics:
     def count(self, name, labels, value=1):
         pass
 
-    def observe(self, name, labels, seconds, buckets=None):
+    def observe(self, name, labels, seconds, buckets=None, count=1):
         pass
 
 
@@ -312,20 +312,23 @@ class Dispatcher:
         self._count_mutations(claim, "dead", len(dead))
         now = self.clock()
         labels = (("integration", claim.audience.integration),)
-        for received_at in claim.received_at:
-            self.metrics.observe("diy_delivery_latency_seconds", labels, max(0.0, now - received_at), DELIVERY_BUCKETS)
+        for received_at, count in claim.received:
+            self.metrics.observe(
+                "diy_delivery_latency_seconds", labels, max(0.0, now - received_at), DELIVERY_BUCKETS, count=count
+            )
 
     def _send(self, target, audience, mutations):
         """Call the target for removals and additions; returns {mutation id: reason} of refusals.
 
         After coalescing each user appears once, so removals and additions touch different users
-        and their relative order does not matter.
+        and their relative order does not matter. A claim of one large stored batch may exceed
+        the target's `max_batch`: it is sent in calls of at most that many.
         """
         dead = {}
         for call, op in ((target.remove_users, REMOVE), (target.add_users, ADD)):
             batch = [m for m in mutations if m.op == op]
-            if batch:
-                dead.update(call_splitting(call, audience, batch))
+            for start in range(0, len(batch), target.max_batch):
+                dead.update(call_splitting(call, audience, batch[start:start + target.max_batch]))
         return dead
 
     def _retry(self, claim, reason, retry_after):

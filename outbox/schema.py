@@ -2,10 +2,18 @@
 
 Append a migration to change the schema; never edit one that has shipped.
 
-Mutation states: `pending` until settled; then `done` (delivered), `dead` (refused or given
-up; kept for the operator), `superseded` (dead, but a later mutation of the same user in the
-same audience was delivered, so replaying it would resurrect a stale state) or `replayed`
-(dead, and copied back to the end of its audience's queue by `diy-wsgi dead replay`).
+A request's mutations of one audience are stored together as one `batches` row (migration 2):
+storing and settling 100 mutations is then a row, not 100, which is what lets one SQLite file
+keep up with the DMP (bench/RESULTS.md). Each mutation keeps its own identity all the same: its
+id is `batch id << 16 | its index in the batch` (MUTATION_ID_BITS), unique and increasing in
+the order the DMP sent the mutations; a mutation that dies becomes a row of its own in
+`dead_letters`; and the view `mutations` shows every mutation as a row, whatever its state.
+
+Batch states: `pending` until settled, then `done` (kept for the retention, then purged).
+Dead letter states: `dead` (refused or given up; kept for the operator), `superseded` (dead, but
+a later mutation of the same user in the same audience was delivered, so replaying it would
+resurrect a stale state) or `replayed` (dead, and copied back to the end of its audience's queue
+by `diy-wsgi dead replay`).
 
 An audience row is also the unit of work: it carries the lease, the backoff and the count of
 undelivered mutations, so a dispatcher claims an audience (never single rows) and the
@@ -69,10 +77,55 @@ MIGRATIONS = (
         seen_at REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE batches (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: orders delivery; see MUTATION_ID_BITS
+        audience_id INTEGER NOT NULL REFERENCES audiences (id),
+        op TEXT NOT NULL CHECK (op IN ('add', 'remove')),
+        size INTEGER NOT NULL,
+        dead INTEGER NOT NULL DEFAULT 0,  -- of them, how many were dead-lettered (rows in mutations)
+        mutations TEXT NOT NULL,        -- JSON [[external_user_id, uuid, customer, platform, extra], ...]
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        received_at REAL NOT NULL,
+        finished_at REAL,
+        last_error TEXT
+    );
+    CREATE INDEX batches_pending ON batches (audience_id, id) WHERE state = 'pending';
+    CREATE INDEX batches_finished ON batches (finished_at) WHERE state = 'done';
+
+    -- New mutation ids must sort after every id migration 1 handed out.
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'batches', (COALESCE(MAX(seq), 0) >> 16) + 1 FROM sqlite_sequence WHERE name = 'mutations';
+    INSERT INTO batches (audience_id, op, size, mutations, attempts, received_at, last_error)
+        SELECT audience_id, op, 1, json_array(json_array(external_user_id, uuid, customer, platform, json(extra))),
+               attempts, received_at, last_error
+        FROM mutations WHERE state = 'pending' ORDER BY id;
+    DELETE FROM mutations WHERE state IN ('pending', 'done');
+    DROP INDEX mutations_pending;
+    ALTER TABLE mutations RENAME TO dead_letters;
+    UPDATE audiences SET lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, claimed_through = NULL;
+
+    -- Every mutation as a row, whatever its state, for operators and auditors (not for hot paths).
+    CREATE VIEW mutations AS
+        SELECT (b.id << 16) + j.key AS id, b.audience_id, b.op,
+               json_extract(j.value, '$[0]') AS external_user_id, json_extract(j.value, '$[1]') AS uuid,
+               json_extract(j.value, '$[2]') AS customer, json_extract(j.value, '$[3]') AS platform,
+               json_extract(j.value, '$[4]') AS extra, b.state, b.attempts, b.received_at, b.finished_at,
+               b.last_error
+        FROM batches b, json_each(b.mutations) j
+        WHERE b.dead = 0 OR NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.id = (b.id << 16) + j.key)
+        UNION ALL
+        SELECT id, audience_id, op, external_user_id, uuid, customer, platform, extra, state, attempts,
+               received_at, finished_at, last_error
+        FROM dead_letters;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
-OUR_TABLES = {"audiences", "mutations", "dispatchers", "sqlite_sequence"}
+OUR_TABLES = {"audiences", "mutations", "batches", "dead_letters", "dispatchers", "sqlite_sequence"}
+MUTATION_ID_BITS = 16
+"""A batch holds at most 2**16 mutations; a mutation's id is `batch id << 16 | index`."""
 
 
 def migrate(connection, path):

@@ -4,22 +4,25 @@ Storage only moves rows; when to retry and what to give up on is the dispatcher'
 method is one transaction, and every settling method checks the lease token first: a dispatcher
 whose lease ran out (it was too slow, or presumed dead) changes nothing.
 
-Delivery order: a claim takes the first pending mutations of one audience by id, and no other
-dispatcher may claim that audience until the lease is settled or expires. New rows only ever get
-higher ids (AUTOINCREMENT), so "pending and id <= claimed_through" is exactly the claimed batch.
+Delivery order: a claim takes the first pending batches of one audience by id, and no other
+dispatcher may claim that audience until the lease is settled or expires. New batches only ever
+get higher ids (AUTOINCREMENT), so "pending and id <= claimed_through" is exactly the claim.
+A mutation's id is `batch id << MUTATION_ID_BITS | index` (outbox/schema.py).
 """
+import collections
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
+from outbox.schema import MUTATION_ID_BITS
 from targets.base import Audience, Mutation
 
 AUDIENCE_COLUMNS = (
     "id, integration, key, dmp_id, name, customer, target_id, state, pending, attempts, "
     "last_error, claimed_through"
 )
-MUTATION_COLUMNS = "id, op, external_user_id, uuid, customer, platform, extra"
+MAX_BATCH = 1 << MUTATION_ID_BITS
 RELEASED = "lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, claimed_through = NULL"
 
 
@@ -63,8 +66,8 @@ class Claim:
     audience: AudienceRecord
     token: str
     mutations: Sequence[Mutation]
-    received_at: Sequence[float] = ()
-    """When each of `mutations` was committed (for the delivery latency)."""
+    received: Sequence[Tuple[float, int]] = ()
+    """(commit time, mutation count) of each claimed batch (for the delivery latency)."""
 
 
 class Outbox:
@@ -74,33 +77,33 @@ class Outbox:
 
     # The receiver's side.
 
-    def enqueue(self, integration, op, received, *, pass_through, now):
+    def enqueue(self, integration, op, received, *, pass_through, now, batch_limit=MAX_BATCH):
         """Commit `received` (ReceivedMutation, DMP order) in one transaction; returns the count.
 
-        An audience first seen here is either taken as the platform's own id (`pass_through`:
-        the DMP sends the id we handed back) or queued for creation on first use.
+        The mutations of each audience become one batch row, or several of at most
+        `batch_limit` (the target's batch size, so that a claim is one platform call). An
+        audience first seen here is either taken as the platform's own id (`pass_through`: the
+        DMP sends the id we handed back) or queued for creation on first use.
         """
         by_audience = {}
         for m in received:
             by_audience.setdefault(m.audience, []).append(
-                (op, m.external_user_id, m.uuid, m.customer, m.platform, encode_extra(m.extra), now)
+                [m.external_user_id, m.uuid, m.customer, m.platform, m.extra or None]
             )
-        rows = []
         with self.database.transaction() as connection:
-            for key, prepared in by_audience.items():
-                audience_id = self._audience_for_key(
-                    connection, integration, key, prepared[0][3], pass_through, now
-                )
+            for key, members in by_audience.items():
+                audience_id = self._audience_for_key(connection, integration, key, members[0][2], pass_through, now)
                 connection.execute(
-                    "UPDATE audiences SET pending = pending + ? WHERE id = ?", (len(prepared), audience_id)
+                    "UPDATE audiences SET pending = pending + ? WHERE id = ?", (len(members), audience_id)
                 )
-                rows.extend((audience_id, *row) for row in prepared)
-            connection.executemany(
-                "INSERT INTO mutations (audience_id, op, external_user_id, uuid, customer, platform, extra, received_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-        return len(rows)
+                connection.executemany(
+                    "INSERT INTO batches (audience_id, op, size, mutations, received_at) VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (audience_id, op, len(chunk), encode_batch(chunk), now)
+                        for chunk in chunks(members, min(batch_limit, MAX_BATCH))
+                    ],
+                )
+        return len(received)
 
     def _audience_for_key(self, connection, integration, key, customer, pass_through, now):
         for column in ("key", "dmp_id"):
@@ -196,30 +199,30 @@ class Outbox:
             ]
             leased = []
             for audience in audiences:
-                rows = []
+                batches = []
                 if audience.state != "creating":
-                    rows = connection.execute(
-                        f"SELECT {MUTATION_COLUMNS}, received_at FROM mutations WHERE audience_id = ?"
+                    batches = take_batches(connection.execute(
+                        "SELECT id, op, size, mutations, received_at FROM batches WHERE audience_id = ?"
                         " AND state = 'pending' ORDER BY id LIMIT ?",
                         (audience.id, batch_sizes[audience.integration]),
-                    ).fetchall()
-                    if not rows:
+                    ), batch_sizes[audience.integration])
+                    if not batches:
                         connection.execute("UPDATE audiences SET pending = 0 WHERE id = ?", (audience.id,))
                         continue
                 token = secrets.token_hex(8)
                 connection.execute(
                     "UPDATE audiences SET lease_token = ?, lease_owner = ?, lease_expires_at = ?, claimed_through = ?"
                     " WHERE id = ?",
-                    (token, owner, now + lease, rows[-1][0] if rows else None, audience.id),
+                    (token, owner, now + lease, batches[-1][0] if batches else None, audience.id),
                 )
-                leased.append((audience, token, rows))
+                leased.append((audience, token, batches))
         return [
-            Claim(audience, token, [decode_mutation(row[:-1]) for row in rows], [row[-1] for row in rows])
-            for audience, token, rows in leased
+            Claim(audience, token, decode_batches(batches), [(row[4], row[2]) for row in batches])
+            for audience, token, batches in leased
         ]
 
     def settle(self, claim, *, dead=None, now):
-        """The batch is done: every claimed mutation delivered, except `dead` (id -> reason).
+        """The claim is done: every claimed mutation delivered, except `dead` (id -> reason).
 
         Returns False, changing nothing, when the lease was lost.
         """
@@ -227,12 +230,13 @@ class Outbox:
         with self.database.transaction() as connection:
             if not self._holds(connection, claim):
                 return False
-            finished = self._dead_letter(connection, claim, dead.items(), now)
-            finished += self._mark_delivered(connection, claim, now)
+            self._dead_letter(connection, claim, dead, now)
+            self._supersede_dead(connection, claim, dead, now)
+            self._finish_batches(connection, claim, now)
             connection.execute(
-                f"UPDATE audiences SET {RELEASED}, pending = pending - ?, attempts = 0, last_error = ?,"
+                f"UPDATE audiences SET {RELEASED}, pending = MAX(0, pending - ?), attempts = 0, last_error = ?,"
                 " next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                (finished, first_reason(dead), now, now, claim.audience.id),
+                (len(claim.mutations), first_reason(dead), now, now, claim.audience.id),
             )
             return True
 
@@ -247,9 +251,9 @@ class Outbox:
                 return False
             if claim.mutations:
                 connection.execute(
-                    "UPDATE mutations SET attempts = attempts + 1, last_error = ?"
+                    "UPDATE batches SET attempts = attempts + 1, last_error = ?"
                     " WHERE audience_id = ? AND state = 'pending' AND id <= ?",
-                    (reason, claim.audience.id, claim.mutations[-1].id),
+                    (reason, claim.audience.id, batch_of(claim.mutations[-1].id)),
                 )
             connection.execute(
                 f"UPDATE audiences SET {RELEASED}, attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
@@ -298,52 +302,70 @@ class Outbox:
         return row is not None and row[0] == claim.token
 
     def _dead_letter(self, connection, claim, reasons, now):
-        cursor = connection.executemany(
-            "UPDATE mutations SET state = 'dead', last_error = ?, finished_at = ?"
-            " WHERE id = ? AND audience_id = ? AND state = 'pending'",
-            [(reason, now, mutation_id, claim.audience.id) for mutation_id, reason in reasons],
+        """Each dead mutation becomes a row of its own, under its id, for the operator."""
+        if not reasons:
+            return
+        attempts = claim.audience.attempts + 1
+        received = dict(zip(batch_ids(claim), (at for at, _ in claim.received)))
+        connection.executemany(
+            "INSERT INTO dead_letters (id, audience_id, op, external_user_id, uuid, customer, platform, extra,"
+            " state, attempts, received_at, finished_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'dead', ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            [
+                (m.id, claim.audience.id, m.op, m.external_user_id, m.uuid, m.customer, m.platform,
+                 encode_extra(m.extra), attempts, received.get(batch_of(m.id), now), now, reasons[m.id])
+                for m in claim.mutations
+                if m.id in reasons
+            ],
         )
-        return max(cursor.rowcount, 0)
+        per_batch = collections.Counter(batch_of(mutation_id) for mutation_id in reasons)
+        connection.executemany("UPDATE batches SET dead = dead + ? WHERE id = ?", [(n, b) for b, n in per_batch.items()])
 
-    def _mark_delivered(self, connection, claim, now):
+    def _finish_batches(self, connection, claim, now):
         if not claim.mutations:
-            return 0
-        batch = (claim.audience.id, claim.mutations[-1].id)
-        self._supersede_dead(connection, claim, now)
+            return
+        through = (claim.audience.id, batch_of(claim.mutations[-1].id))
         if self.retention <= 0:
-            sql, parameters = "DELETE FROM mutations WHERE audience_id = ? AND state = 'pending' AND id <= ?", batch
+            connection.execute("DELETE FROM batches WHERE audience_id = ? AND state = 'pending' AND id <= ?", through)
         else:
-            sql = (
-                "UPDATE mutations SET state = 'done', finished_at = ?"
-                " WHERE audience_id = ? AND state = 'pending' AND id <= ?"
+            connection.execute(
+                "UPDATE batches SET state = 'done', finished_at = ? WHERE audience_id = ? AND state = 'pending'"
+                " AND id <= ?",
+                (now, *through),
             )
-            parameters = (now, *batch)
-        return connection.execute(sql, parameters).rowcount
 
-    def _supersede_dead(self, connection, claim, now):
-        """Dead mutations of users this batch delivers are stale: replay must not resurrect them."""
+    def _supersede_dead(self, connection, claim, dead, now):
+        """Dead mutations of users this claim delivers are stale: replay must not resurrect them."""
         audience_id = claim.audience.id
-        if not connection.execute(
-            "SELECT 1 FROM mutations WHERE audience_id = ? AND state = 'dead' LIMIT 1", (audience_id,)
+        if not claim.mutations or not connection.execute(
+            "SELECT 1 FROM dead_letters WHERE audience_id = ? AND state = 'dead' AND id < ? LIMIT 1",
+            (audience_id, claim.mutations[0].id),
         ).fetchone():
             return
+        delivered = sorted({m.external_user_id for m in claim.mutations if m.id not in dead})
         connection.execute(
-            "UPDATE mutations SET state = 'superseded', finished_at = ? WHERE audience_id = ? AND state = 'dead'"
-            " AND id < ? AND external_user_id IN (SELECT external_user_id FROM mutations"
-            " WHERE audience_id = ? AND state = 'pending' AND id <= ?)",
-            (now, audience_id, claim.mutations[0].id, audience_id, claim.mutations[-1].id),
+            "UPDATE dead_letters SET state = 'superseded', finished_at = ? WHERE audience_id = ? AND state = 'dead'"
+            " AND id < ? AND external_user_id IN (SELECT value FROM json_each(?))",
+            (now, audience_id, claim.mutations[0].id, json.dumps(delivered)),
         )
 
     # Housekeeping.
 
     def purge(self, *, now, limit=5000):
-        """Delete up to `limit` finished mutations (delivered, superseded, replayed) older than the
-        retention; dead ones stay until an operator purges them. Returns how many."""
+        """Delete up to `limit` finished rows (delivered batches; superseded and replayed
+        mutations) older than the retention; dead ones stay until an operator purges them.
+        Returns how many mutations that was."""
+        before = now - self.retention
         with self.database.transaction() as connection:
-            return connection.execute(
-                "DELETE FROM mutations WHERE id IN (SELECT id FROM mutations"
-                " WHERE state IN ('done', 'superseded', 'replayed') AND finished_at < ? LIMIT ?)",
-                (now - self.retention, limit),
+            delivered = connection.execute(
+                "DELETE FROM batches WHERE id IN (SELECT id FROM batches WHERE state = 'done' AND finished_at < ?"
+                " LIMIT ?) RETURNING size - dead",
+                (before, limit),
+            ).fetchall()
+            return sum(size for size, in delivered) + connection.execute(
+                "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters"
+                " WHERE state IN ('superseded', 'replayed') AND finished_at < ? LIMIT ?)",
+                (before, limit),
             ).rowcount
 
     def heartbeat(self, owner, *, now):
@@ -366,29 +388,67 @@ class Outbox:
     def counts(self, integration=None):
         """Mutations by state (pending, done, dead), for status and tests."""
         where, parameters = ("", ()) if integration is None else (" WHERE a.integration = ?", (integration,))
-        rows = self.database.read(
-            "SELECT m.state, COUNT(*) FROM mutations m JOIN audiences a ON a.id = m.audience_id"
-            f"{where} GROUP BY m.state",
+        batches = self.database.read(
+            "SELECT b.state, SUM(b.size - b.dead) FROM batches b JOIN audiences a ON a.id = b.audience_id"
+            f"{where} GROUP BY b.state",
             parameters,
         )
-        return {"pending": 0, "done": 0, "dead": 0, **dict(rows)}
+        dead = self.database.read(
+            "SELECT COUNT(*) FROM dead_letters m JOIN audiences a ON a.id = m.audience_id"
+            f" WHERE m.state = 'dead'{where.replace(' WHERE', ' AND')}",
+            parameters,
+        )
+        return {"pending": 0, "done": 0, **dict(batches), "dead": dead[0][0]}
 
     def dead_letters(self, integration=None, limit=100):
         where, parameters = ("", ()) if integration is None else (" AND a.integration = ?", (integration,))
         return self.database.read(
-            "SELECT m.id, a.integration, a.key, m.op, m.external_user_id, m.last_error FROM mutations m"
+            "SELECT m.id, a.integration, a.key, m.op, m.external_user_id, m.last_error FROM dead_letters m"
             f" JOIN audiences a ON a.id = m.audience_id WHERE m.state = 'dead'{where} ORDER BY m.id LIMIT ?",
             (*parameters, limit),
         )
 
 
+def chunks(items, size):
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def encode_batch(members):
+    return json.dumps(members, separators=(",", ":"), ensure_ascii=False)
+
+
+def take_batches(rows, limit):
+    """The first pending batches, whole, up to `limit` mutations (always at least one)."""
+    taken, total = [], 0
+    for row in rows:
+        if taken and total + row[2] > limit:
+            break
+        taken.append(row)
+        total += row[2]
+    return taken
+
+
+def decode_batches(batches):
+    mutations = []
+    for batch_id, op, _, members, _ in batches:
+        first = batch_id << MUTATION_ID_BITS
+        mutations.extend(
+            Mutation(first + index, op, user, uuid, customer, platform, extra or {})
+            for index, (user, uuid, customer, platform, extra) in enumerate(json.loads(members))
+        )
+    return mutations
+
+
+def batch_of(mutation_id):
+    return mutation_id >> MUTATION_ID_BITS
+
+
+def batch_ids(claim):
+    return sorted({batch_of(m.id) for m in claim.mutations})
+
+
 def encode_extra(extra):
     return json.dumps(extra, separators=(",", ":"), ensure_ascii=False) if extra else None
-
-
-def decode_mutation(row):
-    mutation_id, op, external_user_id, uuid, customer, platform, extra = row
-    return Mutation(mutation_id, op, external_user_id, uuid, customer, platform, json.loads(extra) if extra else {})
 
 
 def first_reason(dead):

@@ -187,7 +187,7 @@ def test_purge_deletes_delivered_rows_past_the_retention(outbox, config_path, ca
     add(outbox, "add", "aud", "u1")
     settle_next(outbox)
     with sqlite3.connect(outbox.database.path) as connection:
-        connection.execute("UPDATE mutations SET finished_at = finished_at - 2 * 86400")
+        connection.execute("UPDATE batches SET finished_at = finished_at - 2 * 86400")
 
     assert run_json(capsys, config_path, "purge") == {"purged": 1}
 

@@ -64,7 +64,7 @@ def test_a_claimed_audience_is_not_claimed_again_until_its_lease_runs_out(outbox
 
 def test_batches_follow_the_order_the_dmp_sent_and_the_batch_size(outbox, clock):
     users = [f"u{i}" for i in range(250)]
-    outbox.enqueue("demo", "add", received("4711", *users), pass_through=True, now=clock())
+    outbox.enqueue("demo", "add", received("4711", *users), pass_through=True, now=clock(), batch_limit=100)
     seen = []
     while True:
         claim = claim_one(outbox, clock)
@@ -75,6 +75,23 @@ def test_batches_follow_the_order_the_dmp_sent_and_the_batch_size(outbox, clock)
         outbox.settle(claim, now=clock())
 
     assert seen == users
+
+
+def test_a_claim_takes_whole_stored_batches_up_to_the_batch_size(outbox, clock):
+    for request in range(3):
+        users = [f"r{request}-u{i}" for i in range(60)]
+        outbox.enqueue("demo", "add", received("4711", *users), pass_through=True, now=clock())
+    outbox.enqueue("demo", "add", received("4711", *[f"big{i}" for i in range(150)]), pass_through=True, now=clock())
+
+    sizes = []
+    while (claim := claim_one(outbox, clock)) is not None:
+        sizes.append(len(claim.mutations))
+        ids = [m.id for m in claim.mutations]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        outbox.settle(claim, now=clock())
+
+    assert sizes == [60, 60, 60, 150], "a batch stored larger than the size is claimed whole, never torn"
+    assert outbox.counts() == {"pending": 0, "done": 330, "dead": 0}
 
 
 def test_mutations_arriving_during_a_lease_wait_for_the_next_claim(outbox, clock):
@@ -260,3 +277,60 @@ def test_a_newer_schema_is_refused(tmp_path):
 def test_an_old_sqlite_is_refused_with_the_version_found():
     with pytest.raises(StoreError, match="3.35 or newer.*3.31.1"):
         require_sqlite((3, 31, 1))
+
+
+def test_every_mutation_is_a_row_of_the_mutations_view_whatever_its_state(outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1", "u2", "u3"), pass_through=True, now=clock())
+    claim = claim_one(outbox, clock)
+    outbox.settle(claim, dead={claim.mutations[1].id: "refused"}, now=clock())
+    outbox.enqueue("demo", "remove", received("4711", "u4"), pass_through=True, now=clock())
+
+    rows = outbox.database.read(
+        "SELECT id, op, external_user_id, uuid, customer, state, last_error FROM mutations ORDER BY id"
+    )
+
+    ids = [m.id for m in claim.mutations]
+    assert rows[:3] == [
+        (ids[0], "add", "u1", "uuid-u1", 7, "done", None),
+        (ids[1], "add", "u2", "uuid-u2", 7, "dead", "refused"),
+        (ids[2], "add", "u3", "uuid-u3", 7, "done", None),
+    ]
+    assert rows[3][1:6] == ("remove", "u4", "uuid-u4", 7, "pending") and rows[3][0] > ids[2]
+
+
+def test_a_migration_1_file_keeps_its_queue_order_and_dead_letters(tmp_path, clock):
+    from outbox.schema import MIGRATIONS, split_statements
+
+    path = tmp_path / "v1.sqlite3"
+    old = sqlite3.connect(path, isolation_level=None)
+    for statement in split_statements(MIGRATIONS[0]):
+        old.execute(statement)
+    old.execute("PRAGMA user_version=1")
+    old.execute(
+        "INSERT INTO audiences (integration, key, dmp_id, customer, target_id, state, pending, lease_token,"
+        " lease_expires_at, claimed_through, created_at, updated_at)"
+        " VALUES ('demo', '4711', '4711', 7, '4711', 'ready', 2, 'tok', 9e9, 70002, 1, 1)"
+    )
+    rows = [
+        (70001, "done", "u1", None), (70002, "pending", "u2", '{"Score":1}'),
+        (70003, "dead", "u3", None), (70004, "pending", "u4", None),
+    ]
+    for mutation_id, state, user, extra in rows:
+        old.execute(
+            "INSERT INTO mutations (id, audience_id, op, external_user_id, uuid, customer, platform, extra, state,"
+            " attempts, received_at, last_error) VALUES (?, 1, 'add', ?, NULL, 7, 113, ?, ?, 2, 5.0, 'boom')",
+            (mutation_id, user, extra, state),
+        )
+    old.close()
+
+    outbox = Outbox(Database(path))
+    claim = claim_one(outbox, clock)
+
+    assert [(m.external_user_id, m.extra, m.customer, m.platform) for m in claim.mutations] == [
+        ("u2", {"Score": 1}, 7, 113), ("u4", {}, 7, 113)
+    ], "the old lease is void, the pending rows come back in their order, with every field"
+    assert claim.mutations[0].id > 70003, "new ids sort after every old one"
+    assert [row[0] for row in outbox.dead_letters()] == [70003]
+    outbox.settle(claim, now=clock())
+    assert outbox.counts() == {"pending": 0, "done": 2, "dead": 1}
+    assert outbox.database.read("SELECT pending FROM audiences") == [(0,)]

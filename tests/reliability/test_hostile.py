@@ -399,7 +399,7 @@ def test_a_lone_surrogate_in_a_string_is_refused_with_400(app, field):
 @pytest.mark.parametrize("value", ["1e999", "-1e999", "NaN", "Infinity"])
 def test_a_non_finite_number_never_reaches_the_platform_as_invalid_json(app, value):
     """Was stored, and sent to the platform as the bare token Infinity or NaN, which is not JSON."""
-    from outbox.store import MUTATION_COLUMNS, decode_mutation
+    from outbox.store import decode_batches
     from targets.base import Audience
     from targets.webhook import encode_event, members_event
 
@@ -409,9 +409,9 @@ def test_a_non_finite_number_never_reaches_the_platform_as_invalid_json(app, val
     if response.status == 400:
         return
     assert response.status == 200
-    stored = [decode_mutation(row) for row in app.outbox.database.read(
-        f"SELECT {MUTATION_COLUMNS} FROM mutations WHERE audience_id ="
-        " (SELECT id FROM audiences WHERE key = ?)", (f"finite-{value}",))]
+    stored = decode_batches(app.outbox.database.read(
+        "SELECT id, op, size, mutations, received_at FROM batches WHERE audience_id ="
+        " (SELECT id FROM audiences WHERE key = ?)", (f"finite-{value}",)))
     audience = Audience("demo", f"finite-{value}", None, stored[0].customer, f"finite-{value}")
     body = encode_event(members_event(audience, "add", stored, 0))  # what the dispatcher sends
 
