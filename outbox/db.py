@@ -16,6 +16,7 @@ from outbox.errors import StoreError, StoreUnavailable
 MINIMUM_SQLITE = (3, 35, 0)
 SYNCHRONOUS_MODES = ("full", "normal")
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+BUSY_POLL = 0.0005
 
 
 def require_sqlite(version_info=sqlite3.sqlite_version_info):
@@ -42,12 +43,15 @@ class Database:
         self._migrated_in = None
         self._lock = threading.Lock()
         self._writer = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue = []
 
     def connection(self):
         local = self._local
         if getattr(local, "pid", None) != os.getpid():
             local.connection = self._open()
             local.pid = os.getpid()
+            local.durable = True
         return local.connection
 
     def _open(self):
@@ -75,43 +79,112 @@ class Database:
         return connection
 
     @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self, *, durable=True):
         """`BEGIN IMMEDIATE` ... `COMMIT`: the write lock is taken up front, so a transaction
         never fails half-way on a lock upgrade; storage faults become `StoreUnavailable`.
 
-        Writers of one process queue on a thread lock first: SQLite's busy handler polls with
-        sleeps of up to 100 ms, so threads left to it take turns unfairly and the slowest wait
-        for seconds. Only writers of other processes meet the busy handler, within what is
-        left of `write_timeout`.
+        `durable=False` commits without waiting for the disk (synchronous=NORMAL for this
+        transaction): a power cut may undo it, a crashed process never does. For bookkeeping
+        whose loss only means doing something again (a lease, a delivered mark), never for what
+        a 200 promised.
         """
+        deadline = time.monotonic() + self.write_timeout
         connection = self.connection()
-        started = time.monotonic()
-        if not self._writer.acquire(timeout=self.write_timeout):
-            raise StoreUnavailable(describe(sqlite3.OperationalError("database is locked")))
+        self._take_writer(deadline)
         try:
-            waited = time.monotonic() - started
-            if waited > 0.001:
-                remaining_ms = max(1, int((self.write_timeout - waited) * 1000))
-                connection.execute(f"PRAGMA busy_timeout={remaining_ms}")
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-            except sqlite3.DatabaseError as error:
-                raise StoreUnavailable(describe(error)) from None
-            finally:
-                if waited > 0.001:
-                    connection.execute(f"PRAGMA busy_timeout={int(self.write_timeout * 1000)}")
+            self._begin(connection, durable, deadline)
             try:
                 yield connection
                 connection.execute("COMMIT")
             except BaseException as error:
-                with contextlib.suppress(sqlite3.Error):
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
+                rollback(connection)
                 if is_storage_fault(error):
                     raise StoreUnavailable(describe(error)) from None
                 raise
         finally:
             self._writer.release()
+
+    def write(self, work):
+        """Run `work(connection)` in a durable transaction shared with the writes other threads of
+        this process ask for meanwhile (group commit): one fsync then covers them all. Returns
+        what `work` returned, or raises what it raised; nothing of a failed `work` is kept.
+
+        The first thread to get the writer lock runs every queued write, each in a savepoint;
+        the others find theirs done when they get the lock in turn. A write that waited the whole
+        `write_timeout` without being picked up is withdrawn (StoreUnavailable); one picked up is
+        always waited for, so a committed write is never reported as failed.
+        """
+        job = Write(work)
+        deadline = time.monotonic() + self.write_timeout
+        with self._queue_lock:
+            self._queue.append(job)
+        try:
+            self._take_writer(deadline)
+        except StoreUnavailable:
+            with self._queue_lock:
+                withdrawn = job in self._queue
+                if withdrawn:
+                    self._queue.remove(job)
+            if withdrawn:
+                raise
+            job.done.wait()
+            return job.outcome()
+        try:
+            if not job.done.is_set():
+                with self._queue_lock:
+                    jobs, self._queue = self._queue, []
+                self._run_group(jobs, deadline)
+        finally:
+            self._writer.release()
+        return job.outcome()
+
+    def _run_group(self, jobs, deadline):
+        try:
+            connection = self.connection()
+            self._begin(connection, True, deadline)
+            try:
+                for job in jobs:
+                    job.run(connection)
+                connection.execute("COMMIT")
+            except BaseException:
+                rollback(connection)
+                raise
+        except BaseException as error:
+            failure = StoreUnavailable(describe(error)) if is_storage_fault(error) else error
+            for job in jobs:
+                job.fail(failure)
+        finally:
+            for job in jobs:
+                job.done.set()
+
+    def _take_writer(self, deadline):
+        """Writers of one process queue on a thread lock: only one at a time meets SQLite's lock."""
+        if not self._writer.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise StoreUnavailable(describe(sqlite3.OperationalError("database is locked")))
+
+    def _begin(self, connection, durable, deadline):
+        """BEGIN IMMEDIATE, trying again every BUSY_POLL while another process holds SQLite's
+        write lock. SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between tries, so a
+        writer that began waiting early gets a lock freed meanwhile up to 100 ms late."""
+        local = self._local
+        if getattr(local, "durable", None) != durable:
+            connection.execute(f"PRAGMA synchronous={self.synchronous if durable else 'normal'}")
+            local.durable = durable
+        connection.execute("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                try:
+                    connection.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as error:
+                    if not is_busy(error) or time.monotonic() >= deadline:
+                        raise StoreUnavailable(describe(error)) from None
+                time.sleep(BUSY_POLL)
+        except sqlite3.DatabaseError as error:
+            raise StoreUnavailable(describe(error)) from None
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute(f"PRAGMA busy_timeout={int(self.write_timeout * 1000)}")
 
     def read(self, sql, parameters=()):
         try:
@@ -129,6 +202,48 @@ class Database:
             self._local = threading.local()
         for connection in mine:
             connection.close()
+
+
+class Write:
+    """One thread's part of a group commit (Database.write)."""
+
+    __slots__ = ("work", "done", "result", "error")
+
+    def __init__(self, work):
+        self.work = work
+        self.done = threading.Event()
+        self.result = self.error = None
+
+    def run(self, connection):
+        """`work` in a savepoint: an error of its own undoes its part only. A storage fault
+        propagates and fails the whole group."""
+        connection.execute("SAVEPOINT write")
+        try:
+            self.result = self.work(connection)
+        except Exception as error:
+            if is_storage_fault(error):
+                raise
+            connection.execute("ROLLBACK TO write")
+            self.error = error
+        connection.execute("RELEASE write")
+
+    def fail(self, error):
+        self.result, self.error = None, error
+
+    def outcome(self):
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def rollback(connection):
+    with contextlib.suppress(sqlite3.Error):
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+
+
+def is_busy(error):
+    return "locked" in str(error) or "busy" in str(error)
 
 
 def is_storage_fault(error):

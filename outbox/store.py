@@ -4,6 +4,12 @@ Storage only moves rows; when to retry and what to give up on is the dispatcher'
 method is one transaction, and every settling method checks the lease token first: a dispatcher
 whose lease ran out (it was too slow, or presumed dead) changes nothing.
 
+Only what a 200 or an audience id promised waits for the disk: `enqueue` (grouped with the
+other requests' writes into one commit) and the audience mapping. The dispatcher's bookkeeping
+(leases, delivered marks, retries) commits without an fsync: a power cut may undo the last of
+it, which means a batch is delivered again (delivery is at least once anyway), never that a
+mutation is lost.
+
 Delivery order: a claim takes the first pending batches of one audience by id, and no other
 dispatcher may claim that audience until the lease is settled or expires. New batches only ever
 get higher ids (AUTOINCREMENT), so "pending and id <= claimed_through" is exactly the claim.
@@ -78,7 +84,8 @@ class Outbox:
     # The receiver's side.
 
     def enqueue(self, integration, op, received, *, pass_through, now, batch_limit=MAX_BATCH):
-        """Commit `received` (ReceivedMutation, DMP order) in one transaction; returns the count.
+        """Commit `received` (ReceivedMutation, DMP order) durably; returns the count. Other
+        threads' enqueues may share the commit (Database.write), so the rows are encoded first.
 
         The mutations of each audience become one batch row, or several of at most
         `batch_limit` (the target's batch size, so that a claim is one platform call). An
@@ -90,19 +97,22 @@ class Outbox:
             by_audience.setdefault(m.audience, []).append(
                 [m.external_user_id, m.uuid, m.customer, m.platform, m.extra or None]
             )
-        with self.database.transaction() as connection:
-            for key, members in by_audience.items():
-                audience_id = self._audience_for_key(connection, integration, key, members[0][2], pass_through, now)
-                connection.execute(
-                    "UPDATE audiences SET pending = pending + ? WHERE id = ?", (len(members), audience_id)
-                )
+        limit = min(batch_limit, MAX_BATCH)
+        prepared = [
+            (key, members[0][2], len(members), [(len(chunk), encode_batch(chunk)) for chunk in chunks(members, limit)])
+            for key, members in by_audience.items()
+        ]
+
+        def store(connection):
+            for key, customer, count, batches in prepared:
+                audience_id = self._audience_for_key(connection, integration, key, customer, pass_through, now)
+                connection.execute("UPDATE audiences SET pending = pending + ? WHERE id = ?", (count, audience_id))
                 connection.executemany(
                     "INSERT INTO batches (audience_id, op, size, mutations, received_at) VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (audience_id, op, len(chunk), encode_batch(chunk), now)
-                        for chunk in chunks(members, min(batch_limit, MAX_BATCH))
-                    ],
+                    [(audience_id, op, size, text, now) for size, text in batches],
                 )
+
+        self.database.write(store)
         return len(received)
 
     def _audience_for_key(self, connection, integration, key, customer, pass_through, now):
@@ -186,7 +196,7 @@ class Outbox:
             return []
         integrations = list(batch_sizes)
         marks = ", ".join("?" * len(integrations))
-        with self.database.transaction() as connection:
+        with self.database.transaction(durable=False) as connection:
             audiences = [
                 AudienceRecord(*row)
                 for row in connection.execute(
@@ -227,7 +237,7 @@ class Outbox:
         Returns False, changing nothing, when the lease was lost.
         """
         dead = dead or {}
-        with self.database.transaction() as connection:
+        with self.database.transaction(durable=False) as connection:
             if not self._holds(connection, claim):
                 return False
             self._dead_letter(connection, claim, dead, now)
@@ -246,7 +256,7 @@ class Outbox:
 
     def retry_later(self, claim, reason, *, at, now):
         """A transient failure: the audience (and everything queued behind) waits until `at`."""
-        with self.database.transaction() as connection:
+        with self.database.transaction(durable=False) as connection:
             if not self._holds(connection, claim):
                 return False
             if claim.mutations:
@@ -282,7 +292,7 @@ class Outbox:
     def _release_audience(self, claim, assignments, parameters, *, at, now):
         """Settle a claim that moved no mutation: set `assignments`, give the lease back, and
         make the audience due at `at`. False, changing nothing, when the lease was lost."""
-        with self.database.transaction() as connection:
+        with self.database.transaction(durable=False) as connection:
             if not self._holds(connection, claim):
                 return False
             connection.execute(
@@ -294,7 +304,7 @@ class Outbox:
 
     def release(self, owner):
         """Give back every lease `owner` holds (a graceful stop), so others need not wait them out."""
-        with self.database.transaction() as connection:
+        with self.database.transaction(durable=False) as connection:
             return connection.execute(f"UPDATE audiences SET {RELEASED} WHERE lease_owner = ?", (owner,)).rowcount
 
     def _holds(self, connection, claim):
@@ -356,7 +366,7 @@ class Outbox:
         mutations) older than the retention; dead ones stay until an operator purges them.
         Returns how many mutations that was."""
         before = now - self.retention
-        with self.database.transaction() as connection:
+        with self.database.transaction(durable=False) as connection:
             delivered = connection.execute(
                 "DELETE FROM batches WHERE id IN (SELECT id FROM batches WHERE state = 'done' AND finished_at < ?"
                 " LIMIT ?) RETURNING size - dead",
@@ -370,7 +380,7 @@ class Outbox:
 
     def heartbeat(self, owner, *, now):
         """Record that dispatcher `owner` is alive (for readiness and status)."""
-        with self.database.transaction() as connection:
+        with self.database.transaction(durable=False) as connection:
             connection.execute(
                 "INSERT INTO dispatchers (owner, started_at, seen_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at",
@@ -378,7 +388,7 @@ class Outbox:
             )
 
     def retire(self, owner):
-        with self.database.transaction() as connection:
+        with self.database.transaction(durable=False) as connection:
             connection.execute("DELETE FROM dispatchers WHERE owner = ?", (owner,))
 
     def checkpoint(self):

@@ -1,0 +1,99 @@
+"""outbox.db against a real SQLite file: group commit, durability per transaction, lock waits."""
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from outbox.errors import StoreUnavailable
+
+
+def wait_for(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def insert(value, fail=False):
+    def work(connection):
+        connection.execute("INSERT INTO dispatchers (owner, started_at, seen_at) VALUES (?, 0, 0)", (value,))
+        if fail:
+            raise ValueError(f"{value} refuses")
+        return threading.get_ident(), connection.execute("PRAGMA synchronous").fetchone()[0]
+    return work
+
+
+def writers(database, works):
+    """Run each work through Database.write in its own thread while a transaction holds the
+    writer lock, then let them go; returns each thread's result or exception."""
+    outcomes = [None] * len(works)
+
+    def run(index):
+        try:
+            outcomes[index] = database.write(works[index])
+        except Exception as error:
+            outcomes[index] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(works))]
+    with database.transaction():
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(database._queue) == len(works))
+    for thread in threads:
+        thread.join(10)
+    return outcomes
+
+
+def owners(database):
+    return {row[0] for row in database.read("SELECT owner FROM dispatchers")}
+
+
+def test_writes_queued_meanwhile_share_one_durable_commit(database):
+    outcomes = writers(database, [insert(f"w{i}") for i in range(6)])
+
+    assert len({thread for thread, _ in outcomes}) == 1, "one leader ran every queued write"
+    assert {synchronous for _, synchronous in outcomes} == {2}, "FULL: the commit waits for the disk"
+    assert owners(database) == {f"w{i}" for i in range(6)}
+
+
+def test_a_write_that_fails_undoes_only_its_own_part(database):
+    outcomes = writers(database, [insert("a"), insert("b", fail=True), insert("c")])
+
+    assert isinstance(outcomes[1], ValueError)
+    assert owners(database) == {"a", "c"}
+
+
+def test_a_write_waiting_past_the_timeout_is_withdrawn_and_never_runs(database):
+    blocker = sqlite3.connect(database.path, isolation_level=None)
+    database.read("SELECT 1")
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="locked"):
+            database.write(insert("late"))
+        assert 0.4 < time.monotonic() - started < 2.0, "waits write_timeout (0.5 s), polling"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert owners(database) == set() and database._queue == []
+
+
+def test_a_lock_freed_by_another_process_is_taken_within_milliseconds(database):
+    blocker = sqlite3.connect(database.path, isolation_level=None, check_same_thread=False)
+    database.read("SELECT 1")
+    blocker.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    threading.Timer(0.25, blocker.execute, args=("ROLLBACK",)).start()
+    database.write(insert("soon"))
+    late = time.monotonic() - started - 0.25
+    blocker.close()
+
+    assert late < 0.04, f"SQLite's busy handler, sleeping in steps of up to 100 ms, gets it ~80 ms late; {late:.3f} s"
+
+
+def test_bookkeeping_commits_without_waiting_for_the_disk_and_requests_with(database):
+    with database.transaction(durable=False) as connection:
+        assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1
+    with database.transaction() as connection:
+        assert connection.execute("PRAGMA synchronous").fetchone()[0] == 2
