@@ -17,9 +17,10 @@ REMOVE_FROM_AUDIENCE = "REMOVE_FROM_AUDIENCE"
 REQUEST_TYPES = (VALIDATE, CREATE_AUDIENCE, ADD_TO_AUDIENCE, REMOVE_FROM_AUDIENCE)
 OPERATIONS = {ADD_TO_AUDIENCE: "add", REMOVE_FROM_AUDIENCE: "remove"}
 
-KNOWN_MUTATION_FIELDS = ("Audience", "External_user_id", "Uuid", "Customer", "Platform")
+KNOWN_MUTATION_FIELDS = frozenset(("Audience", "External_user_id", "Uuid", "Customer", "Platform"))
 MAX_ID_LENGTH = 512
 INT64 = range(-(2**63), 2**63)
+PLAIN = (str, float, type(None))
 
 
 @dataclass(frozen=True)
@@ -72,68 +73,82 @@ def refuse_lone_surrogates(body):
 
 def parse_new_audience(body):
     return NewAudience(
-        dmp_id=identifier(body, "Audience", "Audience"),
-        name=text_field(body, "Name", "Name"),
-        customer=scalar(body, "Customer", "Customer"),
+        dmp_id=identifier(body, "Audience"),
+        name=text_field(body, "Name"),
+        customer=scalar(body, "Customer"),
     )
 
 
 def parse_mutations(body):
-    """The body's `Mutations` as ReceivedMutation, in the DMP's order; unknown fields kept."""
+    """The body's `Mutations` as ReceivedMutation, in the DMP's order; unknown fields kept.
+
+    This runs for every mutation of every request, so the checks are inline and the error
+    message (naming the mutation and the field) is only built when a check fails.
+    """
     mutations = body.get("Mutations")
     if not isinstance(mutations, list):
         raise BadRequest(f"Mutations must be a list of objects, not {json_type(mutations)}")
     parsed = []
     for index, mutation in enumerate(mutations):
-        where = f"Mutations[{index}]"
-        if not isinstance(mutation, dict):
-            raise BadRequest(f"{where} must be an object, not {json_type(mutation)}")
-        parsed.append(
-            ReceivedMutation(
-                audience=identifier(mutation, "Audience", f"{where}.Audience"),
-                external_user_id=identifier(mutation, "External_user_id", f"{where}.External_user_id"),
-                uuid=optional_text(mutation, "Uuid", f"{where}.Uuid"),
-                customer=scalar(mutation, "Customer", f"{where}.Customer"),
-                platform=scalar(mutation, "Platform", f"{where}.Platform"),
-                extra={k: v for k, v in mutation.items() if k not in KNOWN_MUTATION_FIELDS},
-            )
-        )
+        if type(mutation) is not dict:
+            raise BadRequest(f"Mutations[{index}] must be an object, not {json_type(mutation)}")
+        audience = mutation.get("Audience")
+        user = mutation.get("External_user_id")
+        uuid = mutation.get("Uuid")
+        customer = mutation.get("Customer")
+        platform = mutation.get("Platform")
+        if not (type(audience) is str and type(user) is str and 0 < len(audience) <= MAX_ID_LENGTH
+                and 0 < len(user) <= MAX_ID_LENGTH and audience.strip() and user.strip()):
+            audience = identifier(mutation, "Audience", index)
+            user = identifier(mutation, "External_user_id", index)
+        if uuid is not None and type(uuid) is not str:
+            raise BadRequest(f"{where(index, 'Uuid')} must be a string, not {json_type(uuid)}")
+        if not (plain(customer) and plain(platform)):
+            customer = scalar(mutation, "Customer", index)
+            platform = scalar(mutation, "Platform", index)
+        extra = None if mutation.keys() <= KNOWN_MUTATION_FIELDS else {
+            k: v for k, v in mutation.items() if k not in KNOWN_MUTATION_FIELDS
+        }
+        parsed.append(ReceivedMutation(audience, user, uuid, customer, platform, extra))
     return parsed
 
 
-def identifier(obj, key, where):
+def plain(value):
+    """A Customer or Platform value that needs no closer look: the common case, decided fast."""
+    kind = type(value)
+    return kind in PLAIN or (kind is int and value in INT64)
+
+
+def where(index, key):
+    return key if index is None else f"Mutations[{index}].{key}"
+
+
+def identifier(obj, key, index=None):
     """A non-empty id; integers are accepted and kept as their decimal text."""
     value = obj.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value.strip():
-        raise BadRequest(f"{where} must be a non-empty string, not {json_type(value)}")
+        raise BadRequest(f"{where(index, key)} must be a non-empty string, not {json_type(value)}")
     if len(value) > MAX_ID_LENGTH:
-        raise BadRequest(f"{where} is longer than {MAX_ID_LENGTH} characters")
+        raise BadRequest(f"{where(index, key)} is longer than {MAX_ID_LENGTH} characters")
     return value
 
 
-def text_field(obj, key, where):
+def text_field(obj, key):
     value = obj.get(key)
     if not isinstance(value, str):
-        raise BadRequest(f"{where} must be a string, not {json_type(value)}")
+        raise BadRequest(f"{key} must be a string, not {json_type(value)}")
     return value
 
 
-def optional_text(obj, key, where):
-    value = obj.get(key)
-    if value is not None and not isinstance(value, str):
-        raise BadRequest(f"{where} must be a string, not {json_type(value)}")
-    return value
-
-
-def scalar(obj, key, where):
+def scalar(obj, key, index=None):
     """A number or string kept as sent (the DMP sends integers), or None when absent."""
     value = obj.get(key)
     if isinstance(value, (dict, list)):
-        raise BadRequest(f"{where} must be a number, not {json_type(value)}")
+        raise BadRequest(f"{where(index, key)} must be a number, not {json_type(value)}")
     if isinstance(value, int) and value not in INT64:
-        raise BadRequest(f"{where} is too large a number")
+        raise BadRequest(f"{where(index, key)} is too large a number")
     return value
 
 

@@ -18,8 +18,8 @@ A mutation's id is `batch id << MUTATION_ID_BITS | index` (outbox/schema.py).
 import collections
 import json
 import secrets
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from outbox.schema import MUTATION_ID_BITS
 from targets.base import Audience, Mutation
@@ -29,19 +29,20 @@ AUDIENCE_COLUMNS = (
     "last_error, claimed_through"
 )
 MAX_BATCH = 1 << MUTATION_ID_BITS
+NO_EXTRA = Mutation._field_defaults["extra"]
 RELEASED = "lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, claimed_through = NULL"
 
 
-@dataclass(frozen=True)
-class ReceivedMutation:
-    """A mutation as the DMP sent it, before it has a row."""
+class ReceivedMutation(NamedTuple):
+    """A mutation as the DMP sent it, before it has a row (a tuple: a request makes hundreds)."""
 
     audience: str
     external_user_id: str
     uuid: Optional[str] = None
     customer: Optional[Any] = None
     platform: Optional[Any] = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Optional[Mapping[str, Any]] = None
+    """Fields diy-wsgi does not know, or None."""
 
 
 @dataclass(frozen=True)
@@ -443,7 +444,7 @@ def decode_batches(batches):
     for batch_id, op, _, members, _ in batches:
         first = batch_id << MUTATION_ID_BITS
         mutations.extend(
-            Mutation(first + index, op, user, uuid, customer, platform, extra or {})
+            Mutation(first + index, op, user, uuid, customer, platform, extra or NO_EXTRA)
             for index, (user, uuid, customer, platform, extra) in enumerate(json.loads(members))
         )
     return mutations

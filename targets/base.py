@@ -22,8 +22,9 @@ thread-safe. A call returns normally when the platform accepted everything and r
 Calls are repeated after failures and crashes (delivery is at least once), so they must be safe
 to repeat: adding a member twice or removing a non-member must do no harm.
 """
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 ADD = "add"
 REMOVE = "remove"
@@ -43,9 +44,9 @@ class Audience:
     """The platform's id, once the audience exists there."""
 
 
-@dataclass(frozen=True)
-class Mutation:
-    """One user entering (`op == "add"`) or leaving (`"remove"`) an audience."""
+class Mutation(NamedTuple):
+    """One user entering (`op == "add"`) or leaving (`"remove"`) an audience. (A named tuple,
+    not a dataclass: the dispatcher makes one per delivered mutation.)"""
 
     id: int
     """The outbox row id: unique, and increasing in the order the DMP sent the mutations."""
@@ -55,8 +56,8 @@ class Mutation:
     uuid: Optional[str] = None
     customer: Optional[Any] = None
     platform: Optional[Any] = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    """Fields the DMP sent that diy-wsgi does not know, kept as received."""
+    extra: Mapping[str, Any] = MappingProxyType({})
+    """Fields the DMP sent that diy-wsgi does not know, kept as received (read-only)."""
 
 
 class Target:
