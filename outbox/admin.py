@@ -312,7 +312,8 @@ class Admin:
         """Checkpoint and truncate the WAL, then rebuild the file to return free pages to the disk."""
         before = self.file_sizes()
         self.outbox.checkpoint()
-        self.database.connection().execute("VACUUM")
+        with self.database.patient() as connection:
+            connection.execute("VACUUM")
         self.outbox.checkpoint()
         return before, self.file_sizes()
 

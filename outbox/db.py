@@ -75,6 +75,7 @@ class Database:
             if self._migrated_in != os.getpid():
                 migrate(connection, self.path)
                 self._migrated_in = os.getpid()
+            connection.execute("PRAGMA busy_timeout=0")
             self._opened.append((os.getpid(), connection))
         return connection
 
@@ -163,32 +164,52 @@ class Database:
             raise StoreUnavailable(describe(sqlite3.OperationalError("database is locked")))
 
     def _begin(self, connection, durable, deadline):
-        """BEGIN IMMEDIATE, trying again every BUSY_POLL while another process holds SQLite's
-        write lock. SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between tries, so a
-        writer that began waiting early gets a lock freed meanwhile up to 100 ms late."""
+        """BEGIN IMMEDIATE, in the durability asked for."""
         local = self._local
-        if getattr(local, "durable", None) != durable:
-            connection.execute(f"PRAGMA synchronous={self.synchronous if durable else 'normal'}")
-            local.durable = durable
-        connection.execute("PRAGMA busy_timeout=0")
         try:
-            while True:
-                try:
-                    connection.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as error:
-                    if not is_busy(error) or time.monotonic() >= deadline:
-                        raise StoreUnavailable(describe(error)) from None
-                time.sleep(BUSY_POLL)
+            if local.durable != durable:
+                connection.execute(f"PRAGMA synchronous={self.synchronous if durable else 'normal'}")
+                local.durable = durable
+            self._polling(connection.execute, ("BEGIN IMMEDIATE",), deadline)
         except sqlite3.DatabaseError as error:
             raise StoreUnavailable(describe(error)) from None
+
+    @staticmethod
+    def _polling(execute, arguments, deadline):
+        """Run `execute`, trying again every BUSY_POLL until `deadline` while another process
+        holds a lock it needs. Connections run without SQLite's busy handler (busy_timeout 0):
+        it sleeps 1, 2, 5, 10 ... 100 ms between tries, so a writer that began waiting early
+        gets a lock freed meanwhile up to 100 ms late."""
+        while True:
+            try:
+                return execute(*arguments)
+            except sqlite3.OperationalError as error:
+                if not is_busy(error) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(BUSY_POLL)
+
+    @contextlib.contextmanager
+    def patient(self):
+        """This thread's connection with SQLite's busy handler on, for the rare statements that
+        must wait for other connections inside SQLite: a WAL checkpoint, VACUUM."""
+        connection = self.connection()
+        try:
+            connection.execute(f"PRAGMA busy_timeout={int(self.write_timeout * 1000)}")
+            yield connection
+        except sqlite3.Error as error:
+            if is_storage_fault(error):
+                raise StoreUnavailable(describe(error)) from None
+            raise
         finally:
             with contextlib.suppress(sqlite3.Error):
-                connection.execute(f"PRAGMA busy_timeout={int(self.write_timeout * 1000)}")
+                connection.execute("PRAGMA busy_timeout=0")
 
     def read(self, sql, parameters=()):
+        connection = self.connection()
         try:
-            return self.connection().execute(sql, parameters).fetchall()
+            return self._polling(
+                lambda: connection.execute(sql, parameters).fetchall(), (), time.monotonic() + self.write_timeout
+            )
         except sqlite3.Error as error:
             if is_storage_fault(error):
                 raise StoreUnavailable(describe(error)) from None

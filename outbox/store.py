@@ -394,7 +394,8 @@ class Outbox:
 
     def checkpoint(self):
         """Copy the WAL back into the database and truncate it, so it cannot grow without bound."""
-        return self.database.read("PRAGMA wal_checkpoint(TRUNCATE)")[0]
+        with self.database.patient() as connection:
+            return connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     def counts(self, integration=None):
         """Mutations by state (pending, done, dead), for status and tests."""
