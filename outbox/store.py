@@ -196,16 +196,20 @@ class Outbox:
         if limit <= 0 or not batch_sizes:
             return []
         integrations = list(batch_sizes)
-        marks = ", ".join("?" * len(integrations))
+        due = (
+            "(pending > 0 OR state = 'creating') AND next_attempt_at <= ?"
+            " AND (lease_expires_at IS NULL OR lease_expires_at <= ?)"
+            f" AND integration IN ({', '.join('?' * len(integrations))})"
+        )
+        parameters = (now, now, *integrations)
+        if not self.database.read(f"SELECT 1 FROM audiences WHERE {due} LIMIT 1", parameters):
+            return []
         with self.database.transaction(durable=False) as connection:
             audiences = [
                 AudienceRecord(*row)
                 for row in connection.execute(
-                    f"SELECT {AUDIENCE_COLUMNS} FROM audiences"
-                    " WHERE (pending > 0 OR state = 'creating') AND next_attempt_at <= ?"
-                    " AND (lease_expires_at IS NULL OR lease_expires_at <= ?)"
-                    f" AND integration IN ({marks}) ORDER BY next_attempt_at, id LIMIT ?",
-                    (now, now, *integrations, limit),
+                    f"SELECT {AUDIENCE_COLUMNS} FROM audiences WHERE {due} ORDER BY next_attempt_at, id LIMIT ?",
+                    (*parameters, limit),
                 )
             ]
             leased = []
@@ -239,16 +243,12 @@ class Outbox:
         """
         dead = dead or {}
         with self.database.transaction(durable=False) as connection:
-            if not self._holds(connection, claim):
+            if not self._release(connection, claim, "pending = MAX(0, pending - ?), attempts = 0, last_error = ?",
+                                 (len(claim.mutations), first_reason(dead)), at=now, now=now):
                 return False
             self._dead_letter(connection, claim, dead, now)
             self._supersede_dead(connection, claim, dead, now)
             self._finish_batches(connection, claim, now)
-            connection.execute(
-                f"UPDATE audiences SET {RELEASED}, pending = MAX(0, pending - ?), attempts = 0, last_error = ?,"
-                " next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                (len(claim.mutations), first_reason(dead), now, now, claim.audience.id),
-            )
             return True
 
     def dead_letter(self, claim, reason, *, now):
@@ -258,7 +258,7 @@ class Outbox:
     def retry_later(self, claim, reason, *, at, now):
         """A transient failure: the audience (and everything queued behind) waits until `at`."""
         with self.database.transaction(durable=False) as connection:
-            if not self._holds(connection, claim):
+            if not self._release(connection, claim, "attempts = attempts + 1, last_error = ?", (reason,), at=at, now=now):
                 return False
             if claim.mutations:
                 connection.execute(
@@ -266,11 +266,6 @@ class Outbox:
                     " WHERE audience_id = ? AND state = 'pending' AND id <= ?",
                     (reason, claim.audience.id, batch_of(claim.mutations[-1].id)),
                 )
-            connection.execute(
-                f"UPDATE audiences SET {RELEASED}, attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
-                " updated_at = ? WHERE id = ?",
-                (reason, at, now, claim.audience.id),
-            )
             return True
 
     def postpone(self, claim, *, at, now):
@@ -291,26 +286,23 @@ class Outbox:
         return self._release_audience(claim, "state = 'failed', attempts = 0, last_error = ?", (reason,), at=now, now=now)
 
     def _release_audience(self, claim, assignments, parameters, *, at, now):
-        """Settle a claim that moved no mutation: set `assignments`, give the lease back, and
-        make the audience due at `at`. False, changing nothing, when the lease was lost."""
+        """Settle a claim that moved no mutation. False, changing nothing, when the lease was lost."""
         with self.database.transaction(durable=False) as connection:
-            if not self._holds(connection, claim):
-                return False
-            connection.execute(
-                f"UPDATE audiences SET {RELEASED}, {assignments + ', ' if assignments else ''}"
-                "next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                (*parameters, at, now, claim.audience.id),
-            )
-            return True
+            return self._release(connection, claim, assignments, parameters, at=at, now=now)
+
+    def _release(self, connection, claim, assignments, parameters, *, at, now):
+        """Set `assignments` on the claimed audience, give its lease back and make it due at
+        `at`, if the claim still holds the lease; whether it did (nothing changed if not)."""
+        return connection.execute(
+            f"UPDATE audiences SET {RELEASED}, {assignments + ', ' if assignments else ''}"
+            "next_attempt_at = ?, updated_at = ? WHERE id = ? AND lease_token = ?",
+            (*parameters, at, now, claim.audience.id, claim.token),
+        ).rowcount == 1
 
     def release(self, owner):
         """Give back every lease `owner` holds (a graceful stop), so others need not wait them out."""
         with self.database.transaction(durable=False) as connection:
             return connection.execute(f"UPDATE audiences SET {RELEASED} WHERE lease_owner = ?", (owner,)).rowcount
-
-    def _holds(self, connection, claim):
-        row = connection.execute("SELECT lease_token FROM audiences WHERE id = ?", (claim.audience.id,)).fetchone()
-        return row is not None and row[0] == claim.token
 
     def _dead_letter(self, connection, claim, reasons, now):
         """Each dead mutation becomes a row of its own, under its id, for the operator."""
