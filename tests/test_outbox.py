@@ -334,3 +334,16 @@ def test_a_migration_1_file_keeps_its_queue_order_and_dead_letters(tmp_path, clo
     outbox.settle(claim, now=clock())
     assert outbox.counts() == {"pending": 0, "done": 2, "dead": 1}
     assert outbox.database.read("SELECT pending FROM audiences") == [(0,)]
+
+
+def test_a_claim_with_nothing_due_never_takes_the_write_lock(database, outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1"), pass_through=True, now=clock())
+    first = claim_one(outbox, clock)
+    blocker = sqlite3.connect(database.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        assert claim_one(outbox, clock) is None, "leased: nothing due, and no wait for the lock"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert outbox.settle(first, now=clock()) is True
