@@ -108,7 +108,8 @@ class Backlog:
     """A read-only look at a queue's SQLite file: how much waits for delivery."""
 
     DIY = "SELECT COALESCE(SUM(pending), 0) FROM audiences"
-    DIY_INSERTED = "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'mutations'"
+    DIY_INSERTED = f"SELECT COALESCE(MAX(seq), 0) * {payloads.MUTATIONS} FROM sqlite_sequence WHERE name = 'batches'"
+    """Every bench request stores one batch row of payloads.MUTATIONS mutations."""
     HUEY = "SELECT COUNT(*) FROM task"
 
     def __init__(self, path, query, inserted_query=None):
@@ -125,7 +126,7 @@ class Backlog:
         return self._read(self.query)
 
     def inserted(self):
-        """Rows ever stored (a counter that only grows), when the queue keeps one."""
+        """Mutations ever stored (a counter that only grows), when the queue keeps one."""
         return self._read(self.inserted_query) if self.inserted_query else None
 
     def wait_empty(self, timeout):
@@ -139,7 +140,7 @@ class Backlog:
 
 
 class Sampler(threading.Thread):
-    """Samples (monotonic time, pending, members the receiver got, rows ever stored) every `interval`."""
+    """Samples (monotonic time, pending, members the receiver got, mutations ever stored) every `interval`."""
 
     def __init__(self, backlog, receiver, interval=0.5):
         super().__init__(daemon=True)

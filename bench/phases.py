@@ -18,7 +18,7 @@ from env import BENCH, ROOT
 CONTENDERS = ("hello", "diy", "flask_huey", "vendor")
 MODULES = {"hello": "hello_app", "flask_huey": "flask_huey_app", "vendor": "vendor_app"}
 DELIVERING = ("diy", "flask_huey")
-PHASES = {"warmup": "a", "saturation": "b", "open": "cde", "retry": "fgh", "drain": "w"}
+PHASES = {"warmup": "a", "saturation": "b", "open": "cde", "retry": "fgh", "profile": "i", "drain": "w"}
 
 
 class Bench:
@@ -187,7 +187,7 @@ class Bench:
         }
         self.log(f"dispatch: {total:,} mutations in {finished - started:.1f} s")
 
-    # Profile: stage timings alone, then py-spy and lock timers under saturated load.
+    # Profile: stage timings alone, then py-spy, lock timers and CPU clocks under saturated load.
 
     def profile(self):
         self.log("profile: stage timings in one process")
@@ -198,55 +198,26 @@ class Bench:
                                  str(self.workdir / "micro"), "--receiver-port", str(self.receiver.port),
                                  "--out", str(out)], check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
         self.results["profile"] = {"micro": json.loads(out.read_text()), "micro_cpu_probe_ms": speed}
-        self.log("profile: py-spy and lock timers under saturated load")
+        self.log("profile: py-spy, lock timers and CPU clocks under saturated load")
         self.results["profile"]["under_load"] = self.profile_under_load()
 
     def profile_under_load(self):
-        """diy-wsgi with bench/apps/diy_traced.py's timers, as it is and with one writer per process
-        (a what-if), side by side: a saturation run each (py-spy attached to the first), then the
-        same open-loop rate in short runs that alternate between them, so noise hits both alike."""
-        plan = (("as is", None), ("polling every 1 ms instead of the busy handler", "polling"))
-        plan = plan if self.settings["what_if"] else plan[:1]
-        running, variants = {}, {}
+        """diy-wsgi with bench/apps/diy_traced.py's timers: a saturation run with py-spy attached,
+        then an open-loop run at 75% of the rate it reached."""
+        trace_dir = self.workdir / "lock-timers"
+        trace_dir.mkdir(exist_ok=True)
+        contender = self.start("diy", app="diy_traced:app", name="diy-traced",
+                               extra_env={"PYTHONPATH": f"{ROOT}:{BENCH / 'apps'}", "BENCH_TRACE_DIR": str(trace_dir)})
         try:
-            for variant, lock in plan:
-                trace_dir = self.workdir / f"lock-timers-{lock or 'none'}"
-                trace_dir.mkdir(exist_ok=True)
-                extra_env = {"PYTHONPATH": f"{ROOT}:{BENCH / 'apps'}", "BENCH_TRACE_DIR": str(trace_dir)}
-                if lock:
-                    extra_env["BENCH_WRITE_LOCK"] = lock
-                running[variant] = (self.start("diy", app="diy_traced:app", extra_env=extra_env,
-                                               name=f"diy-traced-{lock or 'none'}"), trace_dir)
-            for variant, (contender, trace_dir) in running.items():
-                variants[variant] = self.traced_saturation(contender, trace_dir, spy=variant == "as is")
-                self.log(f"profile: {variant}: {variants[variant]['wrk']['requests_per_s']:.0f} requests/s")
-            rate = 0.75 * variants["as is"]["wrk"]["requests_per_s"]  # this phase's own: the core's speed drifts
-            runs = {variant: [] for variant in running}
-            letters = iter("ijklmnopqrstuvxyz")
-            for number in range(self.settings["ab_chunks"]):
-                order = list(running) if number % 2 == 0 else list(reversed(running))
-                for variant in order:
-                    contender = running[variant][0]
-                    queue = queue_of(contender)
-                    queue.wait_empty(self.settings["drain_wait"])
-                    self.receiver.trace()
-                    phase = next(letters)
-                    run = self.driver.open_loop(contender.port, rate, self.settings["ab_seconds"], phase)
-                    queue.wait_empty(self.settings["drain_wait"])
-                    run["delivered"] = measure.delivery_latencies(run["answers"], phase, self.receiver.trace())
-                    runs[variant].append(run)
-            for variant, chunks in runs.items():
-                variants[variant]["open_loop"] = merge_open_loop(chunks)
-                latency = variants[variant]["open_loop"]["latency_ms"]
-                self.log(f"profile: {variant}: at {rate:.0f}/s p99 {latency['p99']:.1f} ms, p99.9 {latency['p999']:.1f} ms")
+            entry = self.traced_saturation(contender, trace_dir)
+            self.log(f"profile: {entry['wrk']['requests_per_s']:.0f} requests/s")
+            entry["open_loop"] = self.traced_open_loop(contender, 0.75 * entry["wrk"]["requests_per_s"])
         finally:
-            for contender, _ in running.values():
-                contenders.stop(self.procs, contender)
-        for variant, (contender, _) in running.items():
-            variants[variant]["log_events"] = contenders.log_events(contender.master.log_path)
-        return variants
+            contenders.stop(self.procs, contender)
+        entry["log_events"] = contenders.log_events(contender.master.log_path)
+        return entry
 
-    def traced_saturation(self, contender, trace_dir, spy):
+    def traced_saturation(self, contender, trace_dir):
         seconds = self.settings["profile"]
         raw = self.workdir / "py-spy.txt"
         self.driver.saturate(contender.port, self.settings["warmup"], PHASES["warmup"])
@@ -260,29 +231,36 @@ class Bench:
         started = time.monotonic()
         load.start()
         time.sleep(3)
-        since = time.time()
-        spy_result = None
-        if spy:
-            prefix = ["taskset", "-c", self.procs.pinning["client"]] if self.procs.pinning else []
-            spy_result = subprocess.run(
-                prefix + [str(Path(self.python).parent / "py-spy"), "record", "--pid", str(contender.master.pid),
-                          "--subprocesses", "--idle", "--nonblocking", "--rate", "100", "--format", "raw",
-                          "--duration", str(seconds), "-o", str(raw)], capture_output=True, text=True)
-        else:
-            time.sleep(seconds)
-        until = time.time()
+        since, before = time.time(), measure.cpu_snapshot()
+        prefix = ["taskset", "-c", self.procs.pinning["client"]] if self.procs.pinning else []
+        spy = subprocess.run(
+            prefix + [str(Path(self.python).parent / "py-spy"), "record", "--pid", str(contender.master.pid),
+                      "--subprocesses", "--idle", "--nonblocking", "--rate", "100", "--format", "raw",
+                      "--duration", str(seconds), "-o", str(raw)], capture_output=True, text=True)
+        until, after = time.time(), measure.cpu_snapshot()
         load.join()
         keeping = measure.keeping_up(sampler.stop(), started, time.monotonic())
         time.sleep(1.5)  # the workers write their timers every second
         entry = {"wrk": box.get("wrk"), "keeping_up": keeping,
+                 "cpu": measure.cpu_usage(before, after, [contender.master.pid]),
                  "lock_timers": profiling.lock_timers(trace_dir, since, until)}
         keeping["ingested_per_s"] = entry["wrk"]["requests_per_s"] * payloads.MUTATIONS
-        if spy_result is not None:
-            if spy_result.returncode == 0 and raw.exists():
-                entry["py_spy"] = profiling.categorise(raw)
-            else:
-                entry["py_spy_error"] = (spy_result.stderr or spy_result.stdout)[-500:]
+        if spy.returncode == 0 and raw.exists():
+            entry["py_spy"] = profiling.categorise(raw)
+        else:
+            entry["py_spy_error"] = (spy.stderr or spy.stdout)[-500:]
         return entry
+
+    def traced_open_loop(self, contender, rate):
+        queue = queue_of(contender)
+        queue.wait_empty(self.settings["drain_wait"])
+        self.receiver.trace()  # forget what earlier runs delivered
+        run = self.driver.open_loop(contender.port, rate, self.settings["profile_open"], PHASES["profile"])
+        queue.wait_empty(self.settings["drain_wait"])
+        run["delivery_ms"] = measure.delivery_latency(run.pop("answers"), PHASES["profile"], self.receiver.trace())
+        latency = run["latency_ms"]
+        self.log(f"profile: at {rate:.0f}/s p99 {latency['p99']:.1f} ms, p99.9 {latency['p999']:.1f} ms")
+        return run
 
     # Backlog scale.
 
@@ -291,27 +269,6 @@ class Bench:
         folder.mkdir(exist_ok=True)
         self.results["backlog"] = backlog.measure(folder, self.settings["backlog_sizes"],
                                                   self.settings["backlog_rounds"])
-
-
-def merge_open_loop(chunks):
-    """One open-loop result from several runs at the same rate: latencies pooled."""
-    import loadgen
-
-    latencies, count, statuses, delivered, undelivered = [], 0, {}, [], 0
-    for run in chunks:
-        start, rate = run["start"], run["rate"]
-        latencies += [(done - (start + index / rate)) * 1000 for index, done, _ in run["answers"]]
-        count += run["count"]
-        for status, number in run["statuses"].items():
-            statuses[status] = statuses.get(status, 0) + number
-        delivered += run["delivered"][0]
-        undelivered += run["delivered"][1]
-    latencies.sort()
-    return {"rate": chunks[0]["rate"], "seconds": sum(run["duration"] for run in chunks), "runs": len(chunks),
-            "count": count, "statuses": statuses, "latency_ms": loadgen.summary(latencies, count),
-            "over_1s": sum(1 for v in latencies if v > 1000) + count - len(latencies),
-            "send_lag_p99_ms": max(run["send_lag_ms"]["p99"] for run in chunks),
-            "delivery_ms": measure.latency_summary(delivered, undelivered)}
 
 
 def median_run(runs):

@@ -1,5 +1,6 @@
-"""Where the time goes: stage timings in one process, what-ifs on the schema, SQLite's busy
-handler, and (from run.py) a py-spy profile and lock timers under saturated load.
+"""Where the time goes: stage timings in one process, the storage design against the old one,
+how a waiting writer gets SQLite's lock, and (from run.py) a py-spy profile, lock timers and CPU
+clocks under saturated load.
 
     python bench/profiling.py micro --workdir DIR --receiver-port PORT --out FILE
 
@@ -23,6 +24,13 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH), str(BENCH / "apps")]
 import payloads  # noqa: E402
 
 EXTRA_FIELD = (b'"Platform":113,', b'"Platform":113,"Channel":"web",')
+CLAIM_SIZES = (100, 1000)
+"""Mutations per delivery: one stored request (16 audiences at saturation), and ten."""
+OLD_DESIGN = "the old design, a row per mutation (migration 1's table, for comparison)"
+TODAY = "today: one batch row per request and audience"
+GROUPED = "one batch row, 10 requests per COMMIT (what group commit does under load)"
+HEADER_PARSING = "HTTP response headers (http.client parses them with the email package)"
+IDLE = "idle: waiting for work"
 
 
 def per_call_ms(samples):
@@ -68,13 +76,18 @@ def ingest_stages(workdir, receiver_port, count=300):
         t4 = time.perf_counter()
         if index < 60:
             continue  # warm-up: audiences created, caches filled
-        commit = sum(seconds for _, seconds in diy_traced._stats["enqueue"]["commit"])
-        begin = sum(seconds for _, seconds in diy_traced._stats["enqueue"]["begin_wait"])
-        steps[extra]["HMAC-SHA1 check (verify)"].append(t1 - t0)
-        steps[extra]["JSON decode (decode_body)"].append(t2 - t1)
-        steps[extra]["validate into 100 ReceivedMutation (parse_mutations)"].append(t3 - t2)
-        steps[extra]["enqueue: build 100 rows, then SQL (lookup, UPDATE, INSERT)"].append(t4 - t3 - commit - begin)
-        steps[extra]["COMMIT (WAL append + fsync, synchronous=FULL)"].append(commit)
+        timers = {what: sum(seconds for _, seconds in values) for what, values in diy_traced._stats["enqueue"].items()}
+        for name, seconds in (
+            ("HMAC-SHA1 check (verify)", t1 - t0),
+            ("JSON decode (decode_body)", t2 - t1),
+            ("validate into 100 ReceivedMutation (parse_mutations)", t3 - t2),
+            ("enqueue: group by audience, encode the batch JSON", t4 - t3 - timers["wait"] - timers["held"]),
+            ("write: the writer lock and BEGIN IMMEDIATE (uncontended)", timers["wait"]),
+            ("write: audience lookup, UPDATE pending, INSERT the batch row (in a savepoint)",
+             timers["held"] - timers["commit"]),
+            ("COMMIT (WAL append + fsync, synchronous=FULL)", timers["commit"]),
+        ):
+            steps[extra][name].append(seconds)
     app.stop()
     return {("with_extra_field" if extra else "plain"): {name: per_call_ms(values) for name, values in by_step.items()}
             for extra, by_step in steps.items()}
@@ -111,95 +124,85 @@ def whole_request(workdir, receiver_port, count=400):
     return {level: per_call_ms(values) for level, values in cpu.items()}
 
 
-def dispatch_stages(workdir, receiver_port, batches=20, batch=1000):
-    """One delivery of `batch` mutations: claim, build + encode + sign the event, POST, settle."""
+def dispatch_stages(workdir, receiver_port, rounds=20, warmup=2):
+    """Deliveries of one audience as the dispatcher makes them, alone: claim (a read, then a
+    transaction), coalesce + build + encode + sign the event, POST, settle (a transaction). Every stored request
+    is one batch row of 100 mutations; claims of one request and of ten alternate."""
     from diy import dmp
     from diy.service import Service
-    from targets import webhook
 
     config = _config(workdir, receiver_port, "micro-dispatch")
     service = Service(config)
-    outbox = service.outbox
     integration = config.integrations[0]
-    for index in range(batches * batch // payloads.MUTATIONS + 1):
+    for index in range((rounds + warmup) * sum(CLAIM_SIZES) // payloads.MUTATIONS):
         raw = payloads.body("q", index * payloads.AUDIENCES)  # all in audience 0
-        outbox.enqueue(integration.name, "add", dmp.parse_mutations(dmp.decode_body(raw, dmp.ADD_TO_AUDIENCE)),
-                       pass_through=True, now=time.time())
+        service.outbox.enqueue(integration.name, "add", dmp.parse_mutations(dmp.decode_body(raw, dmp.ADD_TO_AUDIENCE)),
+                               pass_through=True, now=time.time())
     target = service.accounts[integration.name].all()[0].target
-    steps = collections.defaultdict(list)
-    for _ in range(batches):
-        t0 = time.perf_counter()
-        claims = outbox.claim("bench", now=time.time(), lease=300, limit=1, batch_sizes={integration.name: batch})
-        t1 = time.perf_counter()
-        claim = claims[0]
-        audience = claim.audience.for_target()
-        now = time.time()
-        event = webhook.members_event(audience, "add", claim.mutations, now)
-        message_id = webhook.members_message_id(audience, "add", claim.mutations)
-        body = webhook.encode_event(event)
-        signature = webhook._signature(target.signing_key, message_id, int(now), body)
-        t2 = time.perf_counter()
-        target.http.request("POST", target.url, body=body, timeout=10,
-                            headers={"content-type": "application/json", "webhook-id": message_id,
-                                     "webhook-timestamp": str(int(now)), "webhook-signature": signature})
-        t3 = time.perf_counter()
-        outbox.settle(claim, now=time.time())
-        t4 = time.perf_counter()
-        steps["claim: SELECT + decode 1000 rows"].append(t1 - t0)
-        steps["event: build dicts + json.dumps + sign"].append(t2 - t1)
-        steps["POST to the receiver (keep-alive, loopback)"].append(t3 - t2)
-        steps["settle: UPDATE 1000 rows to done + COMMIT"].append(t4 - t3)
+    steps = {size: collections.defaultdict(list) for size in CLAIM_SIZES}
+    for number in range(rounds + warmup):
+        for size in CLAIM_SIZES:
+            timings = deliver_once(service.outbox, target, integration.name, size)
+            if number >= warmup:
+                for name, seconds in timings.items():
+                    steps[size][name].append(seconds)
     service.close()
-    return {"batch": batch, "steps": {name: per_call_ms(values) for name, values in steps.items()}}
+    return {str(size): {name: per_call_ms(values) for name, values in by_step.items()}
+            for size, by_step in steps.items()}
+
+
+def deliver_once(outbox, target, integration, size):
+    """One claim of `size` mutations delivered and settled; the seconds of each step."""
+    from outbox.dispatcher import coalesce
+    from targets import webhook
+
+    t0 = time.perf_counter()
+    claim, = outbox.claim("bench", now=time.time(), lease=300, limit=1, batch_sizes={integration: size})
+    t1 = time.perf_counter()
+    assert len(claim.mutations) == size
+    audience = claim.audience.for_target()
+    now = time.time()
+    latest = coalesce(claim.mutations)
+    event = webhook.members_event(audience, "add", latest, now)
+    message_id = webhook.members_message_id(audience, "add", latest)
+    body = webhook.encode_event(event)
+    signature = webhook._signature(target.signing_key, message_id, int(now), body)
+    t2 = time.perf_counter()
+    target.http.request("POST", target.url, body=body, timeout=10,
+                        headers={"content-type": "application/json", "webhook-id": message_id,
+                                 "webhook-timestamp": str(int(now)), "webhook-signature": signature})
+    t3 = time.perf_counter()
+    assert outbox.settle(claim, now=time.time())
+    t4 = time.perf_counter()
+    return {"claim: a read for due work, a transaction (audience, its batch rows, lease), decode": t1 - t0,
+            "event: coalesce, build the dicts, json.dumps, sign": t2 - t1,
+            "POST to the receiver (keep-alive, loopback)": t3 - t2,
+            "settle: a transaction (batch rows done, audience released)": t4 - t3}
 
 
 STORAGE_VARIANTS = (
-    ("today: 100 rows, foreign_keys=ON, one COMMIT per request", "rows", 1, True),
-    ("100 rows, foreign_keys=OFF", "rows", 1, False),
-    ("100 rows, 10 requests per COMMIT (group commit)", "rows", 10, True),
-    ("1 row per request (the mutations as one JSON blob)", "blob", 1, True),
-    ("1 row per request, 10 requests per COMMIT", "blob", 10, True),
+    (OLD_DESIGN, 1, 1),
+    (TODAY, 2, 1),
+    (GROUPED, 2, 10),
 )
+"""(name, schema version, requests per COMMIT)."""
 
 
 def what_ifs(workdir, rounds=5, requests=60):
-    """The same 100 mutations stored in other ways, on the real schema, synchronous=FULL; the
-    variants take turns, and each reports the median over its transactions, per request."""
-    from outbox.schema import MIGRATIONS, split_statements
-
-    rows = [(1, "add", f"u{k:03d}", f"uuid-{k}", 123, 113, None, 0.0) for k in range(payloads.MUTATIONS)]
-    blob = payloads.body("b", 0)
-    insert = ("INSERT INTO mutations (audience_id, op, external_user_id, uuid, customer, platform, extra, received_at)"
-              " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-
-    def fresh(number, foreign_keys):
-        connection = sqlite3.connect(Path(workdir) / f"whatif-{number}.sqlite3", isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
-        for statement in split_statements(MIGRATIONS[0]):
-            connection.execute(statement)
-        connection.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY AUTOINCREMENT, audience_id INTEGER, body BLOB)")
-        connection.execute("INSERT INTO audiences (integration, key, dmp_id, state, created_at, updated_at)"
-                           " VALUES ('bench', 'a', 'a', 'ready', 0, 0)")
-        return connection
-
-    def store(connection, shape):
-        connection.execute("UPDATE audiences SET pending = pending + 100 WHERE id = 1")
-        if shape == "rows":
-            connection.executemany(insert, rows)
-        else:
-            connection.execute("INSERT INTO batches (audience_id, body) VALUES (1, ?)", (blob,))
-
-    connections = [fresh(number, foreign_keys) for number, (_, _, _, foreign_keys) in enumerate(STORAGE_VARIANTS)]
+    """The same 100 mutations stored by the old design and by today's, on the real schemas,
+    synchronous=FULL; the variants take turns, and each reports the median over its
+    transactions, per request (SQL and COMMIT; the JSON is encoded before, as enqueue does)."""
+    connections = [fresh_outbox(Path(workdir) / f"whatif-{number}.sqlite3", version)
+                   for number, (_, version, _) in enumerate(STORAGE_VARIANTS)]
+    stored = stored_request()
     per_request = collections.defaultdict(list)
     for _ in range(rounds):
-        for connection, (name, shape, grouped, _) in zip(connections, STORAGE_VARIANTS):
+        for connection, (name, version, grouped) in zip(connections, STORAGE_VARIANTS):
             for _ in range(requests // grouped):
                 started = time.perf_counter()
                 connection.execute("BEGIN IMMEDIATE")
                 for _ in range(grouped):
-                    store(connection, shape)
+                    store(connection, version, stored)
                 connection.execute("COMMIT")
                 per_request[name].append((time.perf_counter() - started) / grouped)
     for connection in connections:
@@ -207,39 +210,139 @@ def what_ifs(workdir, rounds=5, requests=60):
     return {name: statistics.median(values) * 1000 for name, values in per_request.items()}
 
 
-def busy_handler_steps(workdir, holds_ms=(0.5, 2, 5, 12, 20, 40), rounds=9):
-    """How long after the write lock is released a waiting BEGIN IMMEDIATE gets it."""
-    path = Path(workdir) / "busy-probe.sqlite3"
+def fresh_outbox(path, version):
+    """A raw connection to a new outbox file at schema `version`, WAL, synchronous=FULL, one audience."""
+    from outbox.schema import MIGRATIONS, split_statements
+
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    for migration in MIGRATIONS[:version]:
+        for statement in split_statements(migration):
+            connection.execute(statement)
+    connection.execute("INSERT INTO audiences (integration, key, dmp_id, state, created_at, updated_at)"
+                       " VALUES ('bench', 'a', 'a', 'ready', 0, 0)")
+    return connection
+
+
+def stored_request():
+    """A bench request's 100 mutations: as migration 1's rows, and as today's batch row."""
+    from diy import dmp
+    from outbox.store import encode_batch
+
+    received = dmp.parse_mutations(dmp.decode_body(payloads.body("b", 0), dmp.ADD_TO_AUDIENCE))
+    members = [[m.external_user_id, m.uuid, m.customer, m.platform, None] for m in received]
+    return {1: [(1, "add", *member[:4], None, 0.0) for member in members],
+            2: (1, "add", len(members), encode_batch(members), 0.0)}
+
+
+def store(connection, version, stored):
+    connection.execute("UPDATE audiences SET pending = pending + 100 WHERE id = 1")
+    if version == 1:
+        connection.executemany("INSERT INTO mutations (audience_id, op, external_user_id, uuid, customer, platform,"
+                               " extra, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", stored[1])
+    else:
+        connection.execute("INSERT INTO batches (audience_id, op, size, mutations, received_at)"
+                           " VALUES (?, ?, ?, ?, ?)", stored[2])
+
+
+def commit_beside_busy_thread(workdir, commits=150, intervals=(None, 0.0005)):
+    """Median ms of a request's durable COMMIT (one batch row) alone, then with a CPU-bound Python
+    thread in the same process, at the default switch interval and a shorter one: after the fsync
+    the committing thread needs the GIL back, which a busy thread hands over every interval."""
+    connection = fresh_outbox(Path(workdir) / "gil-probe.sqlite3", 2)
+    stored = stored_request()
+
+    def median_commit():
+        seconds = []
+        for _ in range(commits):
+            connection.execute("BEGIN IMMEDIATE")
+            store(connection, 2, stored)
+            started = time.perf_counter()
+            connection.execute("COMMIT")
+            seconds.append(time.perf_counter() - started)
+        return statistics.median(seconds) * 1000
+
+    default = sys.getswitchinterval()
+    result = {"alone": median_commit(), "beside a busy thread": {}}
+    stop = threading.Event()
+    busy = threading.Thread(target=spin, args=(stop,))
+    busy.start()
+    try:
+        for interval in intervals:
+            sys.setswitchinterval(interval or default)
+            result["beside a busy thread"][f"{(interval or default) * 1000:g}"] = median_commit()
+    finally:
+        sys.setswitchinterval(default)
+        stop.set()
+        busy.join()
+    connection.close()
+    return result
+
+
+def spin(stop):
+    while not stop.is_set():
+        sum(range(1000))
+
+
+def lock_handoff(workdir, holds_ms=(0.5, 2, 5, 12, 20, 40), rounds=9):
+    """How late after another connection releases the write lock a writer waiting for it gets
+    it: in SQLite's busy handler (the product before) and in `Database`, which polls (today)."""
+    from outbox.db import Database
+
+    path = Path(workdir) / "lock-probe.sqlite3"
+    database = Database(str(path), synchronous="normal")
+    database.connection()
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    holder.execute("PRAGMA journal_mode=WAL")
-    holder.execute("CREATE TABLE IF NOT EXISTS t (x)")
-    waiter = sqlite3.connect(path, isolation_level=None, timeout=5)
+    handler = sqlite3.connect(path, isolation_level=None, timeout=5)
+
+    def in_busy_handler():
+        handler.execute("BEGIN IMMEDIATE")
+        got = time.perf_counter()
+        handler.execute("COMMIT")
+        return got
+
+    def polling():
+        with database.transaction(durable=False):
+            return time.perf_counter()
+
+    waiters = {"busy_handler": in_busy_handler, "polling": polling}
     result = {}
     for hold in holds_ms:
-        late = []
+        late = {name: [] for name in waiters}
         for _ in range(rounds):
-            holder.execute("BEGIN IMMEDIATE")
-            released = {}
-
-            def release():
-                time.sleep(hold / 1000)
-                holder.execute("COMMIT")
-                released["at"] = time.perf_counter()
-
-            thread = threading.Thread(target=release)
-            thread.start()
-            time.sleep(0.0001)
-            cpu = time.thread_time()
-            waiter.execute("BEGIN IMMEDIATE")
-            got = time.perf_counter()
-            cpu = time.thread_time() - cpu
-            waiter.execute("COMMIT")
-            thread.join()
-            late.append(((got - released["at"]) * 1000, cpu * 1000))
-        result[str(hold)] = {"late_ms_median": statistics.median(v for v, _ in late),
-                             "late_ms_max": max(v for v, _ in late),
-                             "waiter_cpu_ms_median": statistics.median(c for _, c in late)}
+            for name, waiter in waiters.items():
+                late[name].append(handoff(holder, waiter, hold / 1000))
+        result[str(hold)] = {name: {"late_ms_median": statistics.median(v for v, _ in values),
+                                    "late_ms_max": max(v for v, _ in values),
+                                    "waiter_cpu_ms_median": statistics.median(c for _, c in values)}
+                             for name, values in late.items()}
+    holder.close()
+    handler.close()
+    database.close()
     return result
+
+
+def handoff(holder, waiter, hold):
+    """`holder` takes the write lock and releases it after `hold` s while `waiter()` waits for it:
+    (ms from the release to the waiter having it, the waiter's CPU ms)."""
+    holder.execute("BEGIN IMMEDIATE")
+    released = {}
+
+    def release():
+        time.sleep(hold)
+        holder.execute("COMMIT")
+        released["at"] = time.perf_counter()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    time.sleep(0.0001)
+    cpu = time.thread_time()
+    got = waiter()
+    cpu = time.thread_time() - cpu
+    thread.join()
+    return (got - released["at"]) * 1000, cpu * 1000
 
 
 def micro(workdir, receiver_port):
@@ -248,44 +351,45 @@ def micro(workdir, receiver_port):
         "whole_request_cpu_ms": whole_request(workdir, receiver_port),
         "dispatch": dispatch_stages(workdir, receiver_port),
         "what_ifs": what_ifs(workdir),
-        "busy_handler": busy_handler_steps(workdir),
+        "commit_and_gil": commit_beside_busy_thread(workdir),
+        "lock_handoff": lock_handoff(workdir),
     }
 
 
 # Under load: py-spy's samples of the gunicorn workers, sorted into the steps above.
 
 CATEGORIES = (
-    ("write-lock wait (queue in the process, then BEGIN IMMEDIATE)", r"^Database\.transaction \(outbox/db\.py:({wait})\)"),
-    ("COMMIT (WAL append + fsync)", r"^Database\.transaction \(outbox/db\.py:({commit})\)"),
+    ("write-lock wait: the process's writer lock (the writes and transactions ahead)", r"^Database\._take_writer "),
+    ("write-lock wait: SQLite's lock (BEGIN IMMEDIATE, polled every 0.5 ms)", r"^Database\._polling "),
+    ("COMMIT (WAL append; fsync for requests)", r"^Database\.(transaction|_run_group) \(outbox/db\.py:({commit})\)"),
     ("logging", r"\(logging/"),
     ("metrics", r"\(diy/metrics\.py"),
     ("HMAC check", r"^verify \(diy/signature\.py"),
     ("JSON decode", r"^decode_body \(diy/dmp\.py"),
     ("validate into ReceivedMutation", r"^parse_mutations"),
-    ("enqueue SQL (INSERT rows)", r"^Outbox\.(enqueue|_audience_for_key) "),
-    ("claim SQL + decode rows", r"^(Outbox\.claim|decode_mutation) "),
-    ("settle SQL (UPDATE rows)", r"^Outbox\.(settle|_mark_delivered|_dead_letter|_holds) "),
-    ("event build + JSON encode + sign", r"^(members_event|encode_event|_message_id|members_message_id|_signature|"
-                                         r"coalesce|WebhookTarget\._post) "),
-    ("HTTP call to the platform", r"^HttpClient\."),
+    ("enqueue: group by audience + encode the batch JSON",
+     r"^(Outbox\.enqueue(\.<locals>\.<listcomp>)?|encode_batch|chunks) "),
+    ("enqueue SQL (audience lookup, UPDATE, INSERT the batch row)",
+     r"^(Outbox\.(enqueue\.<locals>\.store|_audience_for_key)|Write\.run) "),
+    ("claim SQL (the read for due work, the transaction) + decode the batches",
+     r"^(Outbox\.claim|take_batches|decode_batches|Database\.read)[ .]"),
+    ("settle SQL", r"^Outbox\.(settle|_release|_dead_letter|_supersede_dead|_finish_batches) "),
+    ("event build + JSON encode + sign",
+     r"^(coalesce|members_event|encode_event|_iso_utc|_message_id|members_message_id|_signature|"
+     r"WebhookTarget\._(post|deliver_members))[ .]"),
+    (HEADER_PARSING, r"^parse_headers \(http/client\.py|\(email/"),
+    ("HTTP call to the platform (send, wait for the answer, read it)", r"\(targets/http\.py:"),
     ("request id (os.urandom)", r"^request_id_of "),
-    ("dispatcher owner (gethostname)", r"^Dispatcher\.owner "),
     ("other diy-wsgi code", r"\((diy_wsgi\.py|diy/|outbox/|targets/)"),
     ("gunicorn (HTTP parsing, socket I/O, event loop)", r"\(gunicorn/"),
     ("other", r""),
 )
 
 
-def transaction_lines():
-    """Line numbers, in outbox/db.py's transaction(), of the waits for the write lock (a thread
-    lock's acquire, BEGIN IMMEDIATE) and of COMMIT, as the file reads now: "|"-joined."""
+def commit_lines():
+    """Line numbers of outbox/db.py's COMMITs, as the file reads now: "|"-joined."""
     text = (BENCH.parent / "outbox" / "db.py").read_text().splitlines()
-    start = next(i for i, line in enumerate(text) if "def transaction(" in line)
-    end = next((i for i in range(start + 1, len(text)) if text[i].startswith("    def ")), len(text))
-    body = list(enumerate(text[start:end], start + 1))
-    wait = [n for n, line in body if "BEGIN IMMEDIATE" in line and "execute" in line or ".acquire(" in line]
-    commit = [n for n, line in body if 'execute("COMMIT")' in line]
-    return "|".join(map(str, wait)) or "0", "|".join(map(str, commit)) or "0"
+    return "|".join(str(number) for number, line in enumerate(text, 1) if 'execute("COMMIT")' in line) or "0"
 
 
 ROLES = (
@@ -297,9 +401,9 @@ ROLES = (
 def categorise(raw_path):
     """Per thread role, {category: share of that role's samples} of a py-spy `--idle --format raw`
     file: the leaf-most frame that matches a category names the sample."""
-    wait, commit = transaction_lines()
-    rules = [(name, re.compile(pattern.format(wait=wait, commit=commit))) for name, pattern in CATEGORIES]
-    rules.insert(-1, ("idle: waiting for work", re.compile(r"^(Event|Condition)\.wait \(threading\.py")))
+    commit = commit_lines()
+    rules = [(name, re.compile(pattern.format(commit=commit))) for name, pattern in CATEGORIES]
+    rules.insert(-1, (IDLE, re.compile(r"^(Event|Condition)\.wait \(threading\.py")))
     counts = {role: collections.Counter() for role, _ in ROLES}
     for line in Path(raw_path).read_text().splitlines():
         stack, _, number = line.rpartition(" ")
@@ -320,40 +424,54 @@ def categorise(raw_path):
 
 
 def lock_timers(trace_dir, since=0.0, until=float("inf")):
-    """diy_traced.py's per-process timers between two wall-clock times, merged per caller:
-    BEGIN wait, COMMIT, and how long the write lock was held."""
-    merged = collections.defaultdict(lambda: collections.defaultdict(list))
-    claims = {"calls": 0, "empty": 0, "audiences": 0, "mutations": 0}
+    """What diy_traced.py's processes recorded between two wall-clock times, merged: per caller,
+    the waits for the write lock and how long it was held; the group commits' sizes; the claims;
+    the CPU time of requests, deliveries and the claim loop."""
+    timers = collections.defaultdict(lambda: collections.defaultdict(list))
+    groups, claims, cpu = [], [], collections.defaultdict(list)
     for path in Path(trace_dir).glob("*.jsonl"):
         for line in path.read_text().splitlines():
-            event = json.loads(line)
-            if event[0] == "timer":
-                _, caller, what, started, seconds = event
-                if since <= started <= until:
-                    merged[caller][what].append(seconds)
-            elif since <= event[1] <= until:
-                claims["calls"] += 1
-                claims["empty"] += not event[2]
-                claims["audiences"] += event[2]
-                claims["mutations"] += event[3]
-    summary = {}
-    for caller, timers in merged.items():
-        waits = sorted(timers.get("begin_wait", []))
-        sqlite_waits = sorted(timers.get("begin_sqlite", []))
-        if not waits:
-            continue
-        summary[caller] = {
-            "transactions": len(waits),
-            "begin_wait_ms": {"mean": statistics.fmean(waits) * 1000, "p99": waits[int(len(waits) * 0.99)] * 1000,
-                              "max": waits[-1] * 1000, "total_s": sum(waits)},
-            "begin_sqlite_ms": {"mean": statistics.fmean(sqlite_waits) * 1000 if sqlite_waits else 0,
-                                "p99": sqlite_waits[int(len(sqlite_waits) * 0.99)] * 1000 if sqlite_waits else 0},
-            "commit_ms_mean": statistics.fmean(timers["commit"]) * 1000 if timers.get("commit") else 0,
-            "held_ms_mean": statistics.fmean(timers["held"]) * 1000 if timers.get("held") else 0,
-            "held_total_s": sum(timers.get("held", [])),
-        }
-    window = until - since if until != float("inf") else None
-    return {"by_caller": summary, "claims": claims, "window_s": window}
+            kind, at, *rest = json.loads(line)
+            if not since <= at <= until:
+                continue
+            if kind == "timer":
+                caller, what, seconds = rest
+                timers[caller][what].append(seconds)
+            elif kind == "group":
+                groups.append(rest[0])
+            elif kind == "claim":
+                claims.append(rest)
+            else:
+                role, seconds, mutations = rest
+                cpu[role].append((seconds, mutations))
+    return {"by_caller": {caller: caller_summary(t) for caller, t in timers.items() if t.get("wait")},
+            "groups": {"count": len(groups), "writes": sum(groups), "max": max(groups, default=0)},
+            "claims": {"calls": len(claims), "empty": sum(1 for audiences, _ in claims if not audiences),
+                       "audiences": sum(a for a, _ in claims), "mutations": sum(m for _, m in claims)},
+            "cpu": {role: {"calls": len(values), "cpu_s": sum(s for s, _ in values),
+                           "mutations": sum(m for _, m in values)} for role, values in cpu.items()},
+            "window_s": until - since if until != float("inf") else None}
+
+
+def caller_summary(timers):
+    """Waits are per write (from asking to one's own work running); the rest per transaction."""
+    waits, sqlite_waits = sorted(timers["wait"]), sorted(timers.get("begin_sqlite", []))
+    held, commits = timers.get("held", []), timers.get("commit", [])
+    return {
+        "waits": len(waits),
+        "transactions": len(held),
+        "wait_ms": {"mean": statistics.fmean(waits) * 1000, "p99": percentile(waits, 0.99) * 1000,
+                    "max": waits[-1] * 1000, "total_s": sum(waits)},
+        "begin_sqlite_ms": {"mean": statistics.fmean(sqlite_waits) * 1000 if sqlite_waits else 0,
+                            "p99": percentile(sqlite_waits, 0.99) * 1000, "total_s": sum(sqlite_waits)},
+        "commit_ms_mean": statistics.fmean(commits) * 1000 if commits else 0,
+        "held_ms_mean": statistics.fmean(held) * 1000 if held else 0,
+        "held_total_s": sum(held),
+    }
+
+
+def percentile(ordered, fraction):
+    return ordered[int(len(ordered) * fraction)] if ordered else 0
 
 
 def main(argv=None):

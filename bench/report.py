@@ -273,17 +273,17 @@ def backlog_section(results):
         return ""
     rows = [[f"{r['pending']:,}", f"{r['file_mib']:,.0f}", f"{r['build_s']:.1f}", ms(r["claim_ms"]["p50"], 2),
              ms(r["claim_ms"]["p99"], 2), ms(r["settle_ms"]["p50"], 2), ms(r["settle_ms"]["p99"], 2),
-             f"{r['rows_per_claim']:.0f}"] for r in scale]
+             f"{r['mutations_per_claim']:.0f}"] for r in scale]
     return "\n".join([
         "## Backlog scale: claim and settle",
         "",
-        f"Real outbox files made by `outbox.db.Database`, filled by one `INSERT ... SELECT` (10 audiences, rows "
-        f"interleaved), then {scale[0]['rounds']} timed rounds each with the real `Database` (WAL, synchronous=FULL): "
-        "one `Outbox.claim(limit=4, batch 100)` and one `Outbox.settle` per claimed batch; the settled rows are put "
-        "back to pending between rounds, outside the timers. Warm OS cache.",
+        f"Real outbox files made by `outbox.db.Database`, filled by one `INSERT ... SELECT` with batch rows of 100 "
+        f"mutations (one request's; 10 audiences, interleaved), then {scale[0]['rounds']} timed rounds each with the "
+        "real `Database` (WAL, synchronous=FULL): one `Outbox.claim(limit=4, batch 100)` and one `Outbox.settle` per "
+        "claim; the settled batches are put back to pending between rounds, outside the timers. Warm OS cache.",
         "",
-        table(["pending rows", "file MiB", "build s", "claim p50 ms", "claim p99 ms", "settle p50 ms (per batch)",
-               "settle p99 ms", "rows per claim"], rows),
+        table(["pending mutations", "file MiB", "build s", "claim p50 ms", "claim p99 ms", "settle p50 ms (per claim)",
+               "settle p99 ms", "mutations per claim"], rows),
     ])
 
 
@@ -338,7 +338,8 @@ def durability_section(results):
         "",
         "- diy-wsgi: WAL, `synchronous = full`; a 200 is sent after COMMIT, so an acknowledged mutation survives a "
         "power cut; it stays in the outbox until the platform accepted it (a dispatcher killed mid-call loses "
-        "nothing: its lease expires and the batch is delivered again).",
+        "nothing: its lease expires and the batch is delivered again). The dispatcher's bookkeeping (leases, "
+        "delivered marks) commits with `synchronous = normal`: a power cut can only make a batch be delivered again.",
         f"- Flask + huey (SqliteHuey defaults: `journal_mode=wal`, `fsync=None` so no synchronous pragma): huey's "
         f"own connection runs with `PRAGMA synchronous` = {sync} ({names.get(sync, 'not measured in this run')}), "
         "this SQLite build's default, so an acknowledged enqueue is as durable as diy-wsgi's when that is 2. But the consumer deletes the task row when "

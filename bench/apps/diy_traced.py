@@ -1,31 +1,33 @@
-"""diy_wsgi:app with timers around its SQLite transactions, for the profiling phase only.
+"""diy_wsgi:app with timers around its use of SQLite's write lock, for the profiling phase only.
 
     DIY_CONFIG=... BENCH_TRACE_DIR=... gunicorn -c gunicorn.conf.py diy_traced:app
 
-Nothing in the project changes: this module wraps, in this process only, `Database.connection`
-(so `BEGIN IMMEDIATE` and `COMMIT` are timed) and every public `Outbox` method (so each
-transaction is charged to enqueue, claim, settle, ...). Each process appends what it timed since
-the last time to BENCH_TRACE_DIR/<pid>.jsonl every second, one JSON array a line:
-["timer", caller, "begin_wait" | "begin_sqlite" | "commit" | "held", wall-clock start, seconds] or
-["claim", wall-clock time, audiences claimed, mutations claimed].
-
-With BENCH_WRITE_LOCK=polling it tries a change instead of measuring one: the writers of a
-process queue on one thread lock, and the one holding it polls for SQLite's write lock every
-millisecond (busy_timeout 0) instead of sleeping in SQLite's busy handler.
+Nothing in the project changes: this module wraps, in this process only,
+- `Database.transaction` (the dispatcher's bookkeeping, the audience mapping) and the group
+  commits of `Database.write` (the requests' enqueues): how long each write waited for the lock
+  (from asking until its own work ran), how long each transaction held it, and within that the
+  wait for SQLite's lock (`Database._begin`, which polls) and COMMIT;
+- every public `Outbox` method, so each transaction is charged to enqueue, claim, settle, ...;
+- the WSGI call, `Dispatcher.deliver` and `Dispatcher._claim_and_submit`: the CPU time of
+  their thread.
+Each process appends what it timed since the last time to BENCH_TRACE_DIR/<pid>.jsonl every
+second, one JSON array a line, the wall-clock time second:
+["timer", start, caller, "wait" | "begin_sqlite" | "held" | "commit", seconds],
+["group", time, writes committed together], ["claim", time, audiences, mutations claimed],
+["cpu", time, "request" | "delivery" | "claim loop", thread CPU seconds, mutations].
 """
 import atexit
 import contextlib
 import functools
 import json
 import os
-import sqlite3
 import threading
 import time
 
 import diy_wsgi
 from outbox import db as outbox_db
+from outbox import dispatcher as outbox_dispatcher
 from outbox import store as outbox_store
-from outbox.errors import StoreUnavailable
 
 _local = threading.local()
 _lock = threading.Lock()
@@ -34,38 +36,93 @@ _stats = {}
 _unwritten = []
 
 
+def _caller():
+    return getattr(_local, "caller", None) or "other"
+
+
+def _note(*event):
+    with _lock:
+        _unwritten.append(event)
+
+
 def _record(caller, what, seconds):
     started = time.time() - seconds
     with _lock:
         _stats.setdefault(caller, {}).setdefault(what, []).append((started, seconds))
-        _unwritten.append(("timer", caller, what, started, seconds))
+        _unwritten.append(("timer", started, caller, what, seconds))
 
 
 class TimedConnection:
-    """Forwards everything to the sqlite3 connection; times BEGIN IMMEDIATE and COMMIT."""
+    """Forwards everything to the sqlite3 connection; times COMMIT."""
 
     def __init__(self, connection):
         self._connection = connection
 
     def execute(self, sql, *args):
-        if sql in ("BEGIN IMMEDIATE", "COMMIT"):
-            started = time.perf_counter()
-            try:
-                return self._connection.execute(sql, *args)
-            finally:
-                what = "begin_sqlite" if sql == "BEGIN IMMEDIATE" else "commit"
-                _record(getattr(_local, "caller", "other"), what, time.perf_counter() - started)
-        return self._connection.execute(sql, *args)
+        if sql != "COMMIT":
+            return self._connection.execute(sql, *args)
+        started = time.perf_counter()
+        try:
+            return self._connection.execute(sql, *args)
+        finally:
+            _record(_caller(), "commit", time.perf_counter() - started)
 
     def __getattr__(self, name):
         return getattr(self._connection, name)
 
 
-_original_connection = outbox_db.Database.connection
+class TimedWrite(outbox_db.Write):
+    """A write of a group commit that knows who asked for it and when: its wait ends when its work runs."""
+
+    __slots__ = ("asked", "caller")
+
+    def __init__(self, work):
+        super().__init__(work)
+        self.asked, self.caller = time.perf_counter(), _caller()
+
+    def run(self, connection):
+        _record(self.caller, "wait", time.perf_counter() - self.asked)
+        super().run(connection)
 
 
-def _connection(self):
-    return TimedConnection(_original_connection(self))
+def _timed_connection(connection):
+    return lambda self: TimedConnection(connection(self))
+
+
+def _timed_begin(begin):
+    """BEGIN IMMEDIATE, polled until SQLite's lock is free; marks when the lock was had."""
+
+    def timed(self, *args):
+        started = time.perf_counter()
+        begin(self, *args)
+        _local.began = time.perf_counter()
+        _record(_caller(), "begin_sqlite", _local.began - started)
+
+    return timed
+
+
+def _timed_transaction(transaction):
+    @contextlib.contextmanager
+    def timed(self, **options):
+        caller = _caller()
+        asked = time.perf_counter()
+        with transaction(self, **options) as connection:
+            _record(caller, "wait", time.perf_counter() - asked)
+            yield connection
+        _record(caller, "held", time.perf_counter() - _local.began)
+
+    return timed
+
+
+def _timed_group(run_group):
+    def timed(self, jobs, deadline):
+        _local.began = None
+        run_group(self, jobs, deadline)
+        if _local.began is not None:
+            _record(_caller(), "held", time.perf_counter() - _local.began)
+            _note("group", time.time(), len(jobs))
+
+    return timed
 
 
 def _charged(name, method):
@@ -78,71 +135,35 @@ def _charged(name, method):
         finally:
             _local.caller = outer
         if name == "claim":
-            with _lock:
-                _unwritten.append(("claim", time.time(), len(result), sum(len(c.mutations) for c in result)))
+            _note("claim", time.time(), len(result), sum(len(c.mutations) for c in result))
         return result
 
     return wrapper
 
 
-outbox_db.Database.connection = _connection
-
-_original_transaction = outbox_db.Database.transaction
-_write_lock = threading.RLock()
-
-
-@contextlib.contextmanager
-def _polling_transaction(self):
-    """One writer per process, and that writer asks SQLite for the lock every ~1 ms itself
-    (busy_timeout 0) instead of sleeping in the busy handler's 1..100 ms steps."""
-    with _write_lock:
-        timed = self.connection()
-        connection = timed._connection
-        connection.execute("PRAGMA busy_timeout = 0")
-        started = time.perf_counter()
-        deadline = time.monotonic() + self.write_timeout
-        while True:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) and "busy" not in str(error) or time.monotonic() > deadline:
-                    raise StoreUnavailable(outbox_db.describe(error)) from None
-                time.sleep(0.001)
-        _record(getattr(_local, "caller", "other"), "begin_sqlite", time.perf_counter() - started)
+def _cpu_timed(role, function, mutations=lambda *args: 0):
+    def timed(*args, **kwargs):
+        started = time.thread_time()
         try:
-            yield timed
-            timed.execute("COMMIT")
-        except BaseException as error:
-            with contextlib.suppress(sqlite3.Error):
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-            if outbox_db.is_storage_fault(error):
-                raise StoreUnavailable(outbox_db.describe(error)) from None
-            raise
+            return function(*args, **kwargs)
+        finally:
+            _note("cpu", time.time(), role, time.thread_time() - started, mutations(*args))
+
+    return timed
 
 
-def _timed(transaction):
-    """Times the whole wait for the write lock (in-process queue and BEGIN) and the hold."""
-
-    @contextlib.contextmanager
-    def timed_transaction(self):
-        caller = getattr(_local, "caller", "other")
-        entered = time.perf_counter()
-        with transaction(self) as connection:
-            began = time.perf_counter()
-            _record(caller, "begin_wait", began - entered)
-            yield connection
-        _record(caller, "held", time.perf_counter() - began)
-
-    return timed_transaction
-
-
-_inner = {"polling": _polling_transaction}.get(os.environ.get("BENCH_WRITE_LOCK"), _original_transaction)
-outbox_db.Database.transaction = _timed(_inner)
+Database, Dispatcher = outbox_db.Database, outbox_dispatcher.Dispatcher
+Database.connection = _timed_connection(Database.connection)
+Database._begin = _timed_begin(Database._begin)
+Database.transaction = _timed_transaction(Database.transaction)
+Database._run_group = _timed_group(Database._run_group)
+outbox_db.Write = TimedWrite
 for _name, _method in list(vars(outbox_store.Outbox).items()):
     if callable(_method) and not _name.startswith("_"):
         setattr(outbox_store.Outbox, _name, _charged(_name, _method))
+Dispatcher.deliver = _cpu_timed("delivery", Dispatcher.deliver, lambda self, claim: len(claim.mutations))
+Dispatcher._claim_and_submit = _cpu_timed("claim loop", Dispatcher._claim_and_submit)
+app = _cpu_timed("request", diy_wsgi.app)
 
 
 def _dump():
@@ -164,5 +185,3 @@ def _dump_every_second():
 
 threading.Thread(target=_dump_every_second, name="bench-trace", daemon=True).start()
 atexit.register(_dump)
-
-app = diy_wsgi.app
