@@ -50,6 +50,9 @@ class Service:
         self.database.close()
 
 
+LEASE_PER_TIMEOUT = 2
+
+
 def fair_share(config):
     """Calls in flight one account may hold by default: an equal share of the delivery threads,
     so a platform that hangs cannot take every thread from the others."""
@@ -73,6 +76,7 @@ def build_accounts(config, integration, http, clock, share):
             target = target_class(settings, http)
         except TargetConfigError as error:
             raise ConfigError(f"{config.source}: [{where}] {error}") from None
+        check_lease(config, where, target)
         guard = Guard(
             clock, calls_per_second=rate, concurrent_calls=concurrent,
             breaker_failures=integration.breaker_failures, breaker_cooldown=integration.breaker_cooldown,
@@ -85,6 +89,20 @@ def build_accounts(config, integration, http, clock, share):
         customer: account(f"{integration.name}/customer:{customer}", f"{section}:customer:{customer}", settings)
         for customer, settings in integration.accounts.items()
     })
+
+
+def check_lease(config, where, target):
+    """A lease that runs out while its delivery is still calling the platform lets another
+    dispatcher send the same batch at the same time; two platform timeouts leave room for one
+    call that hangs to the end and the settle after it."""
+    timeout = getattr(target, "timeout", None)
+    lease = config.dispatcher.lease
+    if timeout and lease < LEASE_PER_TIMEOUT * timeout:
+        raise ConfigError(
+            f"{config.source}: [dispatcher] lease ({lease:g}s) must be at least {LEASE_PER_TIMEOUT} times "
+            f"target.timeout of [{where}] ({timeout:g}s), or a batch whose platform call hangs is sent "
+            "again by another dispatcher while the first call still runs"
+        )
 
 
 def documented_rate(target_class):

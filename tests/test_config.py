@@ -501,3 +501,20 @@ def test_calls_per_second_takes_a_rate(written, per_second):
 @pytest.mark.parametrize("written", ["0", "fast", "10/week", "-1"])
 def test_a_bad_rate_is_refused(written):
     assert "calls_per_second" in parse_error(with_setting("integration:demo", f"calls_per_second = {written}"))
+
+
+@pytest.mark.parametrize("lease, timeout, refused", [("3s", "2", True), ("4s", "2", False), ("5m", "30", False)])
+def test_a_lease_shorter_than_two_platform_timeouts_is_refused(tmp_path, lease, timeout, refused):
+    """A lease that runs out while its delivery is still calling the platform lets another
+    dispatcher send the same batch at the same time (found by the reliability suites)."""
+    from diy.service import Service
+    from tests.support import make_config
+
+    config = make_config(tmp_path, "http://127.0.0.1:9/events", dispatcher={"lease": lease},
+                         integration={"target.timeout": timeout})
+    if refused:
+        with pytest.raises(ConfigError, match=r"\[dispatcher\] lease \(3s\) must be at least 2 times target.timeout"
+                                             r" of \[integration:demo\] \(2s\)"):
+            Service(config)
+    else:
+        Service(config).close()

@@ -52,7 +52,8 @@ def test_a_dispatcher_killed_mid_batch_loses_nothing(httpserver, tmp_path):
 
     httpserver.clear_all_handlers()
     httpserver.expect_request("/events").respond_with_handler(hang_on_the_first_batch)
-    config = write_config(tmp_path, receiver.url, dispatcher={"embedded": "no", "lease": "1s", "threads": "2"})
+    config = write_config(tmp_path, receiver.url, dispatcher={"embedded": "no", "lease": "1s", "threads": "2"},
+                          integration={"target.timeout": "0.5"})
     port = free_port()
     server = Process(tmp_path, "serve", "--config", config, "--port", port, name="serve")
     dispatchers = []
