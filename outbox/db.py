@@ -134,12 +134,15 @@ class Database:
             if not job.done.is_set():
                 with self._queue_lock:
                     jobs, self._queue = self._queue, []
-                self._run_group(jobs, deadline)
+                self._run_group(jobs, job, deadline)
         finally:
             self._writer.release()
         return job.outcome()
 
-    def _run_group(self, jobs, deadline):
+    def _run_group(self, jobs, leader, deadline):
+        """Run `jobs` in one transaction. If the transaction fails, nothing of any is kept: the
+        leader's job keeps the error as it came (an interrupt stays an interrupt), every other
+        job fails with StoreUnavailable (its request is answered 503, nothing stored)."""
         try:
             connection = self.connection()
             self._begin(connection, True, deadline)
@@ -151,9 +154,14 @@ class Database:
                 rollback(connection)
                 raise
         except BaseException as error:
-            failure = StoreUnavailable(describe(error)) if is_storage_fault(error) else error
+            if isinstance(error, StoreUnavailable):
+                unavailable = error
+            elif isinstance(error, sqlite3.Error):
+                unavailable = StoreUnavailable(describe(error))
+            else:
+                unavailable = StoreUnavailable(f"the commit shared with other requests failed ({type(error).__name__})")
             for job in jobs:
-                job.fail(failure)
+                job.fail(error if job is leader and not is_storage_fault(error) else unavailable)
         finally:
             for job in jobs:
                 job.done.set()

@@ -15,11 +15,17 @@ def wait_for(condition, timeout=5.0):
         time.sleep(0.001)
 
 
-def insert(value, fail=False):
+class Interrupt(BaseException):
+    """Like KeyboardInterrupt: not an error of the work, and never caught as one."""
+
+
+def insert(value, fail=False, interrupt=False):
     def work(connection):
         connection.execute("INSERT INTO dispatchers (owner, started_at, seen_at) VALUES (?, 0, 0)", (value,))
         if fail:
             raise ValueError(f"{value} refuses")
+        if interrupt:
+            raise Interrupt()
         return threading.get_ident(), connection.execute("PRAGMA synchronous").fetchone()[0]
     return work
 
@@ -32,7 +38,7 @@ def writers(database, works):
     def run(index):
         try:
             outcomes[index] = database.write(works[index])
-        except Exception as error:
+        except BaseException as error:
             outcomes[index] = error
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(works))]
@@ -62,6 +68,14 @@ def test_a_write_that_fails_undoes_only_its_own_part(database):
 
     assert isinstance(outcomes[1], ValueError)
     assert owners(database) == {"a", "c"}
+
+
+def test_an_interrupted_shared_commit_keeps_nothing_and_the_others_are_unavailable(database):
+    outcomes = writers(database, [insert("a"), insert("b", interrupt=True), insert("c")])
+
+    assert sum(isinstance(outcome, Interrupt) for outcome in outcomes) == 1, "the leader's thread keeps the interrupt"
+    assert sum(isinstance(outcome, StoreUnavailable) for outcome in outcomes) == 2
+    assert owners(database) == set()
 
 
 def test_a_write_waiting_past_the_timeout_is_withdrawn_and_never_runs(database):
