@@ -112,7 +112,10 @@ class DiyApp:
                 ("X-Request-Id", request_id),
             ],
         )
-        return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else reply.body]
+        body = b"" if environ.get("REQUEST_METHOD") == "HEAD" else reply.body
+        if status == 200 and request_type in dmp.OPERATIONS:
+            return SentThen(body, self.service.dispatcher.wake)
+        return [body]
 
     def record(self, environ, path, request_type, status, elapsed):
         """Count the request with bounded labels (unknown paths and types are not labels)."""
@@ -162,7 +165,6 @@ class DiyApp:
             now=self.clock(),
             batch_limit=self.service.accounts[integration.name].max_batch,
         )
-        self.service.dispatcher.wake()
         return {"accepted": count}
 
     def create_audience(self, integration, new):
@@ -273,6 +275,24 @@ def metric_kind(request_type, method):
 def request_type_of(environ):
     values = parse_qs(environ.get("QUERY_STRING", "")).get("type")
     return values[0].strip().upper() if values else None
+
+
+class SentThen:
+    """A response body that calls `after` once the server has sent it (WSGI's close()).
+
+    Stored mutations wake the dispatcher only then: woken earlier, its claim and platform call
+    compete for the interpreter with the answer still being written, and the DMP waits for it.
+    """
+
+    def __init__(self, body, after):
+        self.body = body
+        self.after = after
+
+    def __iter__(self):
+        yield self.body
+
+    def close(self):
+        self.after()
 
 
 def request_id_of(environ):

@@ -401,3 +401,19 @@ def test_an_escaped_surrogate_pair_is_ordinary_text(app):
     response = call(app, query=f"type={ADD}", body=body)
 
     assert (response.status, stored(app)) == (200, 1)
+
+
+def test_stored_mutations_wake_the_dispatcher_once_the_answer_is_sent(app):
+    raw = json.dumps(mutations_body(ADD, mutation("4711", "u1"))).encode()
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/dmp", "QUERY_STRING": f"type={ADD}",
+               "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw), "HTTP_X_HMAC": sign(DMP_SECRET, raw)}
+    wake = app.service.dispatcher._wake
+    wake.clear()
+
+    result = app(environ, lambda status, headers, exc_info=None: None)
+    body = b"".join(result)
+
+    assert json.loads(body) == {"accepted": 1} and stored(app) == 1
+    assert not wake.is_set(), "the dispatcher must not compete with the answer still being sent"
+    result.close()
+    assert wake.is_set()
