@@ -115,9 +115,9 @@ def _timed_transaction(transaction):
 
 
 def _timed_group(run_group):
-    def timed(self, jobs, deadline):
+    def timed(self, jobs, *args):
         _local.began = None
-        run_group(self, jobs, deadline)
+        run_group(self, jobs, *args)
         if _local.began is not None:
             _record(_caller(), "held", time.perf_counter() - _local.began)
             _note("group", time.time(), len(jobs))
