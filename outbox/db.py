@@ -76,7 +76,7 @@ class Database:
                 migrate(connection, self.path)
                 self._migrated_in = os.getpid()
             connection.execute("PRAGMA busy_timeout=0")
-            self._opened.append((os.getpid(), connection))
+            self._opened.append((os.getpid(), threading.current_thread(), connection))
         return connection
 
     @contextlib.contextmanager
@@ -224,13 +224,17 @@ class Database:
             raise
 
     def close(self):
-        """Close every connection this process opened (call when no thread uses them)."""
+        """Close the connections this process opened, but those of threads still running: a
+        delivery abandoned at stop may yet settle, and closing a connection under a thread
+        that uses it crashes the interpreter (Python 3.9). Those stay open until the thread
+        ends; a thread that goes on after this opens a new one."""
         with self._lock:
-            mine = [c for pid, c in self._opened if pid == os.getpid()]
+            ours = [(thread, c) for pid, thread, c in self._opened if pid == os.getpid()]
             self._opened = []
             self._local = threading.local()
-        for connection in mine:
-            connection.close()
+        for thread, connection in ours:
+            if thread is threading.current_thread() or not thread.is_alive():
+                connection.close()
 
 
 class Write:
