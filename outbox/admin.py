@@ -9,8 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from outbox.errors import StoreError
-from outbox.schema import MUTATION_ID_BITS
-from outbox.store import encode_batch
+from outbox.store import batch_of, encode_batch, index_of
 
 
 @dataclass(frozen=True)
@@ -326,7 +325,7 @@ def later_mutation_exists(connection, audience_id, user, mutation_id):
         (audience_id, user, mutation_id),
     ).fetchone():
         return True
-    batch, index = mutation_id >> MUTATION_ID_BITS, mutation_id & ((1 << MUTATION_ID_BITS) - 1)
+    batch, index = batch_of(mutation_id), index_of(mutation_id)
     return connection.execute(
         "SELECT 1 FROM batches b, json_each(b.mutations) j WHERE b.audience_id = ? AND b.id >= ?"
         " AND (b.id > ? OR j.key > ?) AND json_extract(j.value, '$[0]') = ? LIMIT 1",

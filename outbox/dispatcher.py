@@ -312,7 +312,7 @@ class Dispatcher:
         self._count_mutations(claim, "dead", len(dead))
         now = self.clock()
         labels = (("integration", claim.audience.integration),)
-        for received_at, count in claim.received:
+        for received_at, count in claim.received.values():
             self.metrics.observe(
                 "diy_delivery_latency_seconds", labels, max(0.0, now - received_at), DELIVERY_BUCKETS, count=count
             )

@@ -1,7 +1,7 @@
 """The outbox's rows: what the receiver commits and what the dispatcher claims and settles.
 
 Storage only moves rows; when to retry and what to give up on is the dispatcher's call. Every
-method is one transaction, and every settling method checks the lease token first: a dispatcher
+method is one transaction, and every settling method checks the lease token: a dispatcher
 whose lease ran out (it was too slow, or presumed dead) changes nothing.
 
 Only what a 200 or an audience id promised waits for the disk: `enqueue` (grouped with the
@@ -18,7 +18,7 @@ A mutation's id is `batch id << MUTATION_ID_BITS | index` (outbox/schema.py).
 import collections
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from outbox.schema import MUTATION_ID_BITS
@@ -73,8 +73,9 @@ class Claim:
     audience: AudienceRecord
     token: str
     mutations: Sequence[Mutation]
-    received: Sequence[Tuple[float, int]] = ()
-    """(commit time, mutation count) of each claimed batch (for the delivery latency)."""
+    received: Mapping[int, Tuple[float, int]] = field(default_factory=dict)
+    """Batch id -> (commit time, mutation count) of each claimed batch (for the delivery latency
+    and the dead letters' received_at)."""
 
 
 class Outbox:
@@ -232,7 +233,7 @@ class Outbox:
                 )
                 leased.append((audience, token, batches))
         return [
-            Claim(audience, token, decode_batches(batches), [(row[4], row[2]) for row in batches])
+            Claim(audience, token, decode_batches(batches), {row[0]: (row[4], row[2]) for row in batches})
             for audience, token, batches in leased
         ]
 
@@ -309,14 +310,13 @@ class Outbox:
         if not reasons:
             return
         attempts = claim.audience.attempts + 1
-        received = dict(zip(batch_ids(claim), (at for at, _ in claim.received)))
         connection.executemany(
             "INSERT INTO dead_letters (id, audience_id, op, external_user_id, uuid, customer, platform, extra,"
             " state, attempts, received_at, finished_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'dead', ?, ?, ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
             [
                 (m.id, claim.audience.id, m.op, m.external_user_id, m.uuid, m.customer, m.platform,
-                 encode_extra(m.extra), attempts, received.get(batch_of(m.id), now), now, reasons[m.id])
+                 encode_extra(m.extra), attempts, claim.received.get(batch_of(m.id), (now,))[0], now, reasons[m.id])
                 for m in claim.mutations
                 if m.id in reasons
             ],
@@ -447,8 +447,10 @@ def batch_of(mutation_id):
     return mutation_id >> MUTATION_ID_BITS
 
 
-def batch_ids(claim):
-    return sorted({batch_of(m.id) for m in claim.mutations})
+def index_of(mutation_id):
+    """The mutation's place in its batch."""
+    return mutation_id & (MAX_BATCH - 1)
+
 
 
 def encode_extra(extra):
