@@ -1,4 +1,4 @@
-"""Starting and stopping what the bench measures: the four contenders, the receiver, the stub.
+"""Starting and stopping what the bench measures: the contenders, the receiver, the stub.
 
 Every process listens on 127.0.0.1 only, is pinned with taskset (server side on one set of
 CPUs, load generator and platform side on the other), logs to the work folder, and is stopped
@@ -172,19 +172,29 @@ def diy_config(workdir, receiver_port, embedded=True, name="diy"):
 
 
 def start_diy(procs, python, workdir, receiver_port, workers, threads, app="diy_wsgi:app", extra_env=None,
-              name="diy"):
-    config = diy_config(workdir, receiver_port, name=name)
-    contender = Contender("diy", "diy-wsgi", "diy_wsgi:app, the project's gunicorn.conf.py, dispatcher embedded "
-                          "in each worker, outbox WAL + synchronous=FULL")
+              name="diy", embedded=True):
+    """diy-wsgi as deployed (`embedded`: a dispatcher in each worker), or its request path alone:
+    the same app with `embedded = no` and no dispatcher anywhere, so nothing is delivered."""
+    config = diy_config(workdir, receiver_port, embedded=embedded, name=name)
+    if embedded:
+        contender = Contender("diy", "diy-wsgi", "diy_wsgi:app, the project's gunicorn.conf.py, dispatcher "
+                              "embedded in each worker, outbox WAL + synchronous=FULL")
+    else:
+        contender = Contender("diy_ingest", "diy-wsgi, request path alone", "the same, with `embedded = no` and no "
+                              "dispatcher running: requests are stored, nothing is delivered")
     contender.port = free_port()
-    contender.outbox = config.parent / "outbox.sqlite3"
+    if embedded:
+        contender.outbox = config.parent / "outbox.sqlite3"
     env = {**gunicorn_env(contender.port, workers, threads), "DIY_CONFIG": str(config), "PYTHONPATH": str(ROOT),
            **(extra_env or {})}
     contender.master = procs.start(f"{name}-gunicorn", [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", app],
                                    side="server", env=env, cwd=ROOT)
     contender.processes = [contender.master]
     log = contender.master.log_path
-    wait_for(lambda: log.read_text(errors="replace").count("dispatcher started") >= workers, 30, "diy-wsgi workers")
+    if embedded:
+        wait_for(lambda: log.read_text(errors="replace").count("dispatcher started") >= workers, 30, "diy-wsgi workers")
+    else:
+        wait_for(lambda: port_open(contender.port) and len(contender.worker_pids()) >= workers, 30, "diy-wsgi workers")
     return contender
 
 

@@ -15,7 +15,9 @@ import payloads
 import profiling
 from env import BENCH, ROOT
 
-CONTENDERS = ("hello", "diy", "flask_huey", "vendor")
+CONTENDERS = ("hello", "diy", "diy_ingest", "flask_huey", "vendor")
+SATURATION_ONLY = ("diy_ingest",)
+"""Contenders measured at saturation only: what they show is a ceiling, not a latency."""
 MODULES = {"hello": "hello_app", "flask_huey": "flask_huey_app", "vendor": "vendor_app"}
 DELIVERING = ("diy", "flask_huey")
 PHASES = {"warmup": "a", "saturation": "b", "open": "cde", "retry": "fgh", "profile": "i", "drain": "w"}
@@ -40,6 +42,9 @@ class Bench:
         if key == "diy":
             return contenders.start_diy(self.procs, self.python, self.workdir, self.receiver.port, self.workers,
                                         self.threads, **diy_options)
+        if key == "diy_ingest":
+            return contenders.start_diy(self.procs, self.python, self.workdir, self.receiver.port, self.workers,
+                                        self.threads, name="diy-ingest", embedded=False)
         platform = self.stub.port if key == "vendor" else self.receiver.port
         return contenders.start_peer(self.procs, self.python, self.workdir, key, MODULES[key], self.workers,
                                      self.threads, platform, consumer=key == "flask_huey")
@@ -47,7 +52,7 @@ class Bench:
     # Ingest: saturation, then open loop at fixed fractions of it.
 
     def ingest(self):
-        """All four contenders run side by side (idle ones cost nothing); saturation is measured in
+        """All the contenders run side by side (idle ones cost nothing); saturation is measured in
         rounds that take turns, so a slow minute on this shared machine hits every contender alike;
         then each gets its open-loop runs at 25/50/75% of its median saturation rate."""
         self.results["ingest"] = ingest = {}
@@ -71,8 +76,9 @@ class Bench:
                 entry = ingest[key]
                 entry["saturation"] = median_run(entry["rounds"])
                 rate = entry["saturation"]["requests_per_s"]
-                entry["open_loop"] = [self.open_loop(contender, queue_of(contender), load, rate, index)
-                                      for index, load in enumerate(self.results["settings"]["loads"])]
+                entry["open_loop"] = [] if key in SATURATION_ONLY else [
+                    self.open_loop(contender, queue_of(contender), load, rate, index)
+                    for index, load in enumerate(self.results["settings"]["loads"])]
             for key, contender in running.items():
                 ingest[key]["rss_mib"] = contender.peak_rss()
         finally:

@@ -123,7 +123,7 @@ def method_section(results):
         "request of a run adds users no other request adds, so nothing coalesces and each delivery names its "
         "request.",
         f"- Saturation: `{wrk}` (closed loop, keep-alive) after a {s['warmup']} s warm-up; requests/s counts 2xx "
-        f"only. All four contenders run side by side (an idle one costs nothing) and take turns, {s['rounds']} "
+        f"only. All the contenders run side by side (an idle one costs nothing) and take turns, {s['rounds']} "
         "round(s), each after the previous one's backlog drained; a contender's figure is its median round. A CPU "
         "probe (best of 5 runs of a fixed piece of Python on the server's core) before each round shows how fast the "
         "core was.",
@@ -133,6 +133,9 @@ def method_section(results):
         "- diy-wsgi: `DIY_CONFIG=<temp>/diy.ini gunicorn -c gunicorn.conf.py diy_wsgi:app`, the configuration's "
         "defaults but `synchronous = full` written out, the outbox in the work folder (real disk) and the "
         "`webhook` target pointed at `bench/receiver.py` (stdlib, threaded, HTTP/1.1 keep-alive, answers 200 at once).",
+        "- diy-wsgi, request path alone: the same app and configuration with `[dispatcher] embedded = no` and no "
+        "`diy-wsgi dispatch` running, so requests are verified, validated and committed and nothing is delivered. "
+        "It is measured at saturation only: it shows what taking requests in costs, apart from delivering them.",
         "- Flask + huey: `bench/apps/flask_huey_app.py` checks the HMAC and the JSON as diy-wsgi does, enqueues one "
         "SqliteHuey task per request (huey's defaults) and answers 200; `huey_consumer -w 4 -k thread` delivers "
         "each task to the same receiver, on the server's CPU, as diy-wsgi's embedded dispatcher does.",
