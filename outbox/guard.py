@@ -7,6 +7,11 @@ delivery thread that another platform could use.
 """
 import threading
 
+TRIAL_RECHECK = 1.0
+"""Seconds the account's other calls wait while a half-open breaker's trial is in flight: they
+ask again this soon, so a trial that succeeds lets the work flow within a second, not a
+cooldown later."""
+
 
 class TokenBucket:
     """`rate` calls a second on average, bursts of up to `burst`."""
@@ -31,8 +36,9 @@ class TokenBucket:
 
 class CircuitBreaker:
     """Opens after `failures` consecutive transient failures that span at least two audiences;
-    after `cooldown` lets one trial call through (half-open); the trial's success closes it,
-    its failure reopens it for twice as long, up to `max_cooldown`.
+    after `cooldown` lets one trial call through (half-open) while the others ask again every
+    TRIAL_RECHECK; the trial's success closes it, its failure reopens it for twice as long, up
+    to `max_cooldown`.
 
     One audience failing again and again is that audience's problem, held back by its own
     backoff: it must not open the breaker and stall the account's healthy audiences.
@@ -63,7 +69,7 @@ class CircuitBreaker:
         if now < self.open_until:
             return self.open_until - now
         if self.trial_in_flight:
-            return self.cooldown
+            return min(self.cooldown, TRIAL_RECHECK)
         self.trial_in_flight = True
         return 0.0
 

@@ -1,7 +1,7 @@
 """Admission per account: token bucket, circuit breaker, calls in flight (pure, clock by hand)."""
 import pytest
 
-from outbox.guard import CircuitBreaker, Guard, TokenBucket
+from outbox.guard import TRIAL_RECHECK, CircuitBreaker, Guard, TokenBucket
 
 
 def test_a_token_bucket_allows_a_burst_then_paces_calls(clock):
@@ -56,6 +56,22 @@ def test_after_the_cooldown_one_trial_call_goes_through(clock):
     assert breaker.wait() == 0, "the trial"
     assert breaker.wait() > 0, "only one trial at a time"
     breaker.succeeded()
+    assert breaker.wait() == 0
+    assert breaker.state == "closed"
+
+
+def test_while_the_trial_is_in_flight_the_others_ask_again_within_a_second(clock):
+    """Held back for a whole cooldown instead, the account's other audiences would lag a
+    recovered platform by up to that cooldown (30 s by default, doubling up to 10 min)."""
+    breaker = open_breaker(clock, cooldown=600)
+    clock.advance(600)
+    assert breaker.wait() == 0, "the trial"
+
+    assert breaker.wait() == TRIAL_RECHECK
+    clock.advance(0.4)
+    breaker.succeeded()
+    clock.advance(TRIAL_RECHECK - 0.4)
+
     assert breaker.wait() == 0
     assert breaker.state == "closed"
 
