@@ -17,6 +17,11 @@ MINIMUM_SQLITE = (3, 35, 0)
 SYNCHRONOUS_MODES = ("full", "normal")
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 BUSY_POLL = 0.0005
+AUTOCHECKPOINT_PAGES = 10000
+"""SQLite checkpoints the WAL inside the commit that takes it past this many pages (its default is
+1000). That commit answers late, and so does every request waiting for the write lock behind it,
+so the dispatcher checkpoints in the background instead (Database.checkpoint); this high mark is
+only the backstop for when no dispatcher runs."""
 
 
 def require_sqlite(version_info=sqlite3.sqlite_version_info):
@@ -67,6 +72,7 @@ class Database:
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute(f"PRAGMA synchronous={self.synchronous}")
                 connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+                connection.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
                 connection.execute("PRAGMA foreign_keys=ON")
             except sqlite3.OperationalError as error:
                 raise StoreUnavailable(f"cannot open the database {self.path}: {describe(error)}") from None
@@ -211,6 +217,24 @@ class Database:
         finally:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("PRAGMA busy_timeout=0")
+
+    def checkpoint(self, *, truncate=False):
+        """Copy the WAL's committed pages into the database file, holding no lock of ours.
+
+        By default a PASSIVE checkpoint: writers go on appending to the WAL meanwhile, and it
+        never waits (what readers still need is left for the next one). `truncate` also empties
+        the WAL file, waiting for readers and blocking writers while it runs (rarely: it bounds
+        the file on disk). Returns SQLite's (busy, pages in the WAL, pages checkpointed).
+        """
+        if truncate:
+            with self.patient() as connection:
+                return connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        try:
+            return self.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as error:
+            if is_storage_fault(error):
+                raise StoreUnavailable(describe(error)) from None
+            raise
 
     def read(self, sql, parameters=()):
         connection = self.connection()

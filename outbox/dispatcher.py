@@ -48,6 +48,7 @@ class Dispatcher:
         stop_timeout=10.0,
         maintenance_interval=60.0,
         heartbeat_interval=5.0,
+        checkpoint_interval=1.0,
         metrics=None,
         clock=time.time,
         rand=random.random,
@@ -66,6 +67,7 @@ class Dispatcher:
         self.stop_timeout = stop_timeout
         self.maintenance_interval = maintenance_interval
         self.heartbeat_interval = heartbeat_interval
+        self.checkpoint_interval = checkpoint_interval
         self.metrics = metrics or NoMetrics()
         self.clock = clock
         self.rand = rand
@@ -80,6 +82,7 @@ class Dispatcher:
         self._pool = None
         self._next_maintenance = 0.0
         self._next_heartbeat = 0.0
+        self._next_checkpoint = 0.0
 
     @property
     def owner(self):
@@ -132,7 +135,7 @@ class Dispatcher:
         while not self._stopping.is_set():
             try:
                 claimed = self._claim_and_submit()
-                self._maintain()
+                self.maintain()
             except Exception:
                 log.exception("dispatcher loop failed; retrying in %.1fs", self.poll_interval)
                 claimed = 0
@@ -158,11 +161,16 @@ class Dispatcher:
             self._in_flight.discard(future)
         self._wake.set()
 
-    def _maintain(self):
+    def maintain(self):
+        """Heartbeat, background checkpoints (so no request's commit pays for one), and now and
+        then the retention purge and a checkpoint that truncates the WAL."""
         now = self.clock()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_interval
             self.outbox.heartbeat(self.owner, now=now)
+        if now >= self._next_checkpoint:
+            self._next_checkpoint = now + self.checkpoint_interval
+            self.outbox.checkpoint(truncate=False)
         if now < self._next_maintenance:
             return
         self._next_maintenance = now + self.maintenance_interval

@@ -384,10 +384,10 @@ class Outbox:
         with self.database.transaction(durable=False) as connection:
             connection.execute("DELETE FROM dispatchers WHERE owner = ?", (owner,))
 
-    def checkpoint(self):
-        """Copy the WAL back into the database and truncate it, so it cannot grow without bound."""
-        with self.database.patient() as connection:
-            return connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    def checkpoint(self, *, truncate=True):
+        """Copy the WAL back into the database; `truncate` also empties the file, so it cannot
+        grow without bound (Database.checkpoint)."""
+        return self.database.checkpoint(truncate=truncate)
 
     def counts(self, integration=None):
         """Mutations by state (pending, done, dead), for status and tests."""

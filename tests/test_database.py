@@ -111,3 +111,36 @@ def test_bookkeeping_commits_without_waiting_for_the_disk_and_requests_with(data
         assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1
     with database.transaction() as connection:
         assert connection.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def fill_wal(database, pages):
+    """Commit about `pages` pages of WAL, a request-sized (16 KB) write at a time."""
+    database.write(lambda connection: connection.execute("CREATE TABLE IF NOT EXISTS scratch (data BLOB)"))
+    for _ in range(pages // 4):
+        database.write(lambda connection: connection.execute("INSERT INTO scratch VALUES (randomblob(16000))"))
+
+
+def wal_pages(path):
+    """Frames in the WAL, from a connection of its own (a PASSIVE checkpoint only reports them)."""
+    probe = sqlite3.connect(path, isolation_level=None)
+    try:
+        return probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    finally:
+        probe.close()
+
+
+def test_request_commits_leave_checkpoints_to_the_background(database):
+    """SQLite would checkpoint inside the commit that takes the WAL past 1000 pages, making
+    that request (and every one queued behind its lock) wait for the copy and an fsync."""
+    fill_wal(database, 1500)
+    assert wal_pages(database.path) > 1000, "no request commit checkpointed"
+
+
+def test_a_background_checkpoint_lets_the_next_commit_start_the_wal_afresh(database):
+    fill_wal(database, 1500)
+
+    busy, in_wal, copied = database.checkpoint()
+    fill_wal(database, 8)
+
+    assert (busy, copied) == (0, in_wal)
+    assert wal_pages(database.path) < 100

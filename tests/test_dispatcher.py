@@ -1,4 +1,5 @@
 """The dispatcher against a real webhook receiver (pytest-httpserver), clock moved by hand."""
+import sqlite3
 import threading
 import time
 
@@ -355,3 +356,32 @@ def test_an_outcome_is_recorded_even_when_the_database_is_busy_at_that_moment(ht
 
     assert receiver.calls == 1
     assert service.outbox.counts() == {"pending": 0, "done": 1, "dead": 0}
+
+
+def test_the_dispatcher_checkpoints_the_wal_every_second_in_the_background(httpserver, service_for, clock):
+    """Request commits never checkpoint (outbox/db.py); the dispatcher's loop does, so the WAL
+    stays small while requests keep coming. (The probe's own checkpoint, at the end of each
+    round, lets the next round start with an empty WAL.)"""
+    service = service_for(WebhookReceiver(httpserver))
+    database = service.database
+    users = [f"user-{n:04d}-" + "x" * 200 for n in range(1000)]
+
+    def wal_after_a_second_of_requests():
+        for start in range(0, len(users), 100):
+            enqueue(service, "add", "4711", *users[start:start + 100], clock=clock)
+        clock.advance(1.0)
+        service.dispatcher.maintain()
+        enqueue(service, "add", "4711", "one-more", clock=clock)
+        probe = sqlite3.connect(database.path)
+        try:
+            return probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        finally:
+            probe.close()
+
+    service.dispatcher.checkpoint_interval = 3600
+    service.dispatcher.maintain()
+    assert wal_after_a_second_of_requests() > 60, "without it, the requests' pages stay in the WAL"
+    service.dispatcher.checkpoint_interval = 1.0
+    clock.advance(3600)
+    service.dispatcher.maintain()
+    assert wal_after_a_second_of_requests() < 20, "the WAL started afresh after the dispatcher's checkpoint"
