@@ -255,8 +255,9 @@ def lock_finding(micro, under, results):
                  f"switch interval ({default[0]} ms by default; at {shorter[0]} ms the COMMIT took "
                  f"{shorter[1]:.2f} ms). Each worker runs its request threads and its dispatcher's beside the writer, "
                  "so the lock is held while the GIL is elsewhere. A shorter `sys.setswitchinterval` helps a "
-                 "COMMIT alone; under saturated load the threads share one core anyway, so only an A/B run of "
-                 "this bench can tell whether it helps there (diy-wsgi keeps Python's default). ")
+                 "COMMIT alone, but not the service: in an A/B of open-loop runs at 110 requests/s (six "
+                 "interleaved runs of each, 2026-11-27), 0.5 ms made p99 worse in four of six (64-144 ms against "
+                 "8-20 ms), so diy-wsgi keeps Python's default. ")
     text += (f"Waiting for the lock took {request_wait:.0%} of the request threads' wall-clock time and "
              f"{dispatcher_wait:.0%} of the dispatcher threads'; a request's write waited "
              f"{enqueue['wait_ms']['mean']:.1f} ms on average for its turn, p99 {enqueue['wait_ms']['p99']:.0f} ms, "
