@@ -136,6 +136,10 @@ class Dispatcher:
             try:
                 claimed = self._claim_and_submit()
                 self.maintain()
+            except StoreUnavailable as error:
+                log.warning("dispatcher waiting for the database reason=%r; retrying in %.1fs", str(error),
+                            self.poll_interval)
+                claimed = 0
             except Exception:
                 log.exception("dispatcher loop failed; retrying in %.1fs", self.poll_interval)
                 claimed = 0

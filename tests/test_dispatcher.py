@@ -385,3 +385,26 @@ def test_the_dispatcher_checkpoints_the_wal_every_second_in_the_background(https
     clock.advance(3600)
     service.dispatcher.maintain()
     assert wal_after_a_second_of_requests() < 20, "the WAL started afresh after the dispatcher's checkpoint"
+
+
+def test_a_database_that_cannot_be_written_pauses_the_loop_with_one_line_not_a_traceback(
+        httpserver, service_for, clock, caplog):
+    """A full disk or a lock held elsewhere is a state the operator should see, greppable, once
+    per poll; a traceback every second would bury it (and real crashes) in the log."""
+    service = service_for(WebhookReceiver(httpserver), diy={"write_timeout": "0.1s"},
+                          dispatcher={"poll_interval": "0.05s"})
+    enqueue(service, "add", "4711", "u1", clock=clock)
+    blocker = sqlite3.connect(service.database.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        service.dispatcher.start()
+        deadline = time.monotonic() + 5
+        while not any("dispatcher waiting for the database" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the loop never reported the locked database"
+            time.sleep(0.01)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    waiting = [r for r in caplog.records if "dispatcher waiting for the database" in r.getMessage()]
+    assert "locked by another writer" in waiting[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records if r.name == "diy.dispatcher")
