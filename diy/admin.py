@@ -1,4 +1,4 @@
-"""The operator's commands: `diy-wsgi status | dead | audiences | verify | purge | vacuum | backup`.
+"""The operator's commands: `diy-wsgi status | dead | audiences | verify | check | purge | vacuum | backup`.
 
 Each reads the configuration for the database path and secrets, works on the live database
 (safe while the service runs), prints a table or, with `--json`, one JSON document.
@@ -69,6 +69,13 @@ def add_commands(commands, add_config):
     verifier.add_argument("--signature", required=True, help="the X-HMAC value the DMP sent")
     verifier.add_argument("file", nargs="?", help="the body, byte for byte (default: standard input)")
 
+    check = command("check", run_check, "look for corruption in the database file (or a backup); exit 1 if any",
+                    "Run SQLite's quick_check on the database (safe while the service runs: it only reads); "
+                    "exit status 0 if the file is sound, 1 with what SQLite found if not. Run it after a "
+                    "crash of the machine, and on each backup before you rely on it.")
+    check.add_argument("--file", help="check this file instead, e.g. a backup (default: [diy] database)")
+    check.add_argument("--full", action="store_true",
+                       help="PRAGMA integrity_check: also every index against its table (slower on large files)")
     command("purge", run_purge, "delete delivered mutations older than [diy] retention now (it also runs by itself)")
     command("vacuum", run_vacuum, "checkpoint and truncate the WAL, then VACUUM the database (blocks writers while it runs)")
     backup = command("backup", run_backup, "copy the live database to a new file (online, consistent)",
@@ -240,6 +247,19 @@ def run_verify(args):
         if body.endswith(b"\n"):
             print("hint: the body ends with a newline; the DMP signs the exact bytes it sends")
     return 0 if matches else 1
+
+
+def run_check(args):
+    _, admin = open_admin(args)
+    path = args.file or admin.database.path
+    problems = admin.check(args.file, full=args.full)
+    if args.json:
+        emit({"file": path, "sound": not problems, "problems": problems})
+    elif problems:
+        print(f"{path}: {len(problems)} problem(s) found", *problems, sep="\n")
+    else:
+        print(f"{path}: sound ({'integrity_check' if args.full else 'quick_check'} found nothing)")
+    return 1 if problems else 0
 
 
 def run_purge(args):

@@ -307,6 +307,27 @@ class Admin:
             target.close()
         return size_of(destination)
 
+    def check(self, path=None, *, full=False):
+        """What SQLite finds wrong with the database file (or a backup at `path`): [] when it is
+        sound. A connection of its own that only reads, so it is safe beside the running service
+        (writers go on meanwhile) and leaves no -wal or -shm beside a backup; `full` also checks
+        that every index matches its table."""
+        import sqlite3
+
+        path = path or self.database.path
+        if not os.path.isfile(path):
+            raise StoreError(f"{path} does not exist")
+        pragma = "integrity_check" if full else "quick_check"
+        try:
+            connection = sqlite3.connect(path)
+            try:
+                found = [row[0] for row in connection.execute(f"PRAGMA {pragma}")]
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError as error:
+            return [str(error)]
+        return [] if found == ["ok"] else found
+
     def vacuum(self):
         """Checkpoint and truncate the WAL, then rebuild the file to return free pages to the disk."""
         before = self.file_sizes()

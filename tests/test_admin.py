@@ -207,3 +207,23 @@ def test_backup_copies_the_live_database(populated, config_path, tmp_path, capsy
     copy = sqlite3.connect(destination)
     assert copy.execute("SELECT COUNT(*) FROM mutations WHERE state = 'pending'").fetchone() == (2,)
     assert run(capsys, "backup", str(destination), "--config", str(config_path))[0] == 2, "never overwrites"
+
+
+def test_check_finds_a_sound_database_sound_while_it_is_in_use(populated, config_path, capsys):
+    result = run_json(capsys, config_path, "check", "--full")
+
+    assert (result["sound"], result["problems"]) == (True, [])
+
+
+def test_check_reports_a_corrupt_backup_and_exits_1(populated, config_path, tmp_path, capsys):
+    backup = tmp_path / "backup.sqlite3"
+    run_json(capsys, config_path, "backup", str(backup))
+    page_size = sqlite3.connect(backup).execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(backup.read_bytes())
+    data[2 * page_size:3 * page_size] = b"\xff" * page_size
+    backup.write_bytes(bytes(data))
+
+    code, out, _ = run(capsys, "check", "--file", str(backup), "--config", str(config_path))
+
+    assert code == 1
+    assert "problem(s) found" in out and len(out.splitlines()) >= 2
