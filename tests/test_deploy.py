@@ -148,6 +148,40 @@ def test_every_unit_runs_as_the_service_user_in_the_database_folder(unit):
     assert Path(example_settings().database).parent == Path("/var/lib/diy-wsgi")
 
 
+def test_the_backup_unit_copies_the_database_and_reads_the_copy_back(tmp_path):
+    """The unit's ExecStart as systemd runs it (its %d, %% and $$ expanded), with the program and
+    the backup folder moved into tmp_path: a timestamped copy, then `diy-wsgi check` on it."""
+    from outbox.db import Database
+    from outbox.store import Outbox, ReceivedMutation
+    from tests.processes import write_config
+
+    credentials, backups = tmp_path / "credentials", tmp_path / "backups"
+    credentials.mkdir()
+    backups.mkdir()
+    config = write_config(tmp_path, "http://127.0.0.1:9/events")
+    (credentials / "diy.ini").write_text(config.read_text())
+    database = Database(parse_config(config.read_text(), base_dir=tmp_path, environ={}).database)
+    Outbox(database).enqueue("demo", "add", [ReceivedMutation("aud", "u1")], pass_through=True, now=time.time())
+    database.close()
+    program = tmp_path / "diy-wsgi"
+    program.write_text(f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -c "
+                       "'import sys; from diy.cli import main; sys.exit(main(sys.argv[1:]))' \"$@\"\n")
+    program.chmod(0o755)
+    (command,) = unit_values("diy-wsgi-backup.service", "ExecStart")
+    command = re.sub(r"%([%d])", lambda m: "%" if m.group(1) == "%" else str(credentials), command)
+    command = (command.replace("$$", "$").replace("/opt/diy-wsgi/bin/diy-wsgi", str(program))
+               .replace("/var/backups/diy-wsgi", str(backups)))
+    shell, flag, script = command.split(" ", 2)
+
+    result = subprocess.run([shell, flag, script.strip("'")], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    (copy,) = backups.iterdir()
+    assert re.fullmatch(r"diy-\d{8}T\d{6}Z\.sqlite3", copy.name)
+    assert f"{copy}: sound" in result.stdout
+
+
 def test_nginx_refuses_exactly_the_bodies_the_app_refuses():
     config = example_settings()
     assert [nginx_size(value) for value in site_directive("client_max_body_size")] == [config.max_body]
