@@ -331,10 +331,10 @@ class Admin:
     def vacuum(self):
         """Checkpoint and truncate the WAL, then rebuild the file to return free pages to the disk."""
         before = self.file_sizes()
-        self.outbox.checkpoint()
+        self.outbox.checkpoint(truncate=True)
         with self.database.patient() as connection:
             connection.execute("VACUUM")
-        self.outbox.checkpoint()
+        self.outbox.checkpoint(truncate=True)
         return before, self.file_sizes()
 
 

@@ -218,23 +218,17 @@ class Database:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("PRAGMA busy_timeout=0")
 
-    def checkpoint(self, *, truncate=False):
+    def checkpoint(self, *, truncate):
         """Copy the WAL's committed pages into the database file, holding no lock of ours.
 
-        By default a PASSIVE checkpoint: writers go on appending to the WAL meanwhile, and it
-        never waits (what readers still need is left for the next one). `truncate` also empties
-        the WAL file, waiting for readers and blocking writers while it runs (rarely: it bounds
-        the file on disk). Returns SQLite's (busy, pages in the WAL, pages checkpointed).
+        PASSIVE unless `truncate`: writers go on appending to the WAL meanwhile, and it never
+        waits (what readers still need is left for the next one). `truncate` also empties the
+        WAL file, waiting for readers and blocking writers while it runs (rarely: it bounds the
+        file on disk). Returns SQLite's (busy, pages in the WAL, pages checkpointed).
         """
-        if truncate:
-            with self.patient() as connection:
-                return connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        try:
-            return self.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error as error:
-            if is_storage_fault(error):
-                raise StoreUnavailable(describe(error)) from None
-            raise
+        mode = "TRUNCATE" if truncate else "PASSIVE"
+        with self.patient() as connection:
+            return connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
 
     def read(self, sql, parameters=()):
         connection = self.connection()

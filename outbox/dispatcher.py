@@ -181,7 +181,7 @@ class Dispatcher:
         purged = self.outbox.purge(now=now)
         if purged:
             log.info("purged delivered mutations count=%d", purged)
-        self.outbox.checkpoint()
+        self.outbox.checkpoint(truncate=True)
 
     # One round in the calling thread, for tests and tools.
 

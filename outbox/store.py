@@ -384,7 +384,7 @@ class Outbox:
         with self.database.transaction(durable=False) as connection:
             connection.execute("DELETE FROM dispatchers WHERE owner = ?", (owner,))
 
-    def checkpoint(self, *, truncate=True):
+    def checkpoint(self, *, truncate):
         """Copy the WAL back into the database; `truncate` also empties the file, so it cannot
         grow without bound (Database.checkpoint)."""
         return self.database.checkpoint(truncate=truncate)
