@@ -160,6 +160,35 @@ class Sampler(threading.Thread):
         return self.samples
 
 
+class FsyncProbe(threading.Thread):
+    """The disk on its own, while a run goes on: write 16 KiB (about what one request's COMMIT
+    appends to the WAL) to a file of its own in `folder` and fsync it, every `interval`."""
+
+    def __init__(self, folder, interval=0.05, size=16384):
+        super().__init__(daemon=True)
+        self.path, self.interval, self.block = Path(folder) / "fsync-probe", interval, b"x" * size
+        self.times = []
+        self.stopping = threading.Event()
+
+    def run(self):
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            while not self.stopping.is_set():
+                os.write(fd, self.block)
+                started = time.perf_counter()
+                os.fsync(fd)
+                self.times.append((time.perf_counter() - started) * 1000)
+                self.stopping.wait(self.interval)
+        finally:
+            os.close(fd)
+            self.path.unlink()
+
+    def stop(self):
+        self.stopping.set()
+        self.join()
+        return latency_summary(self.times)
+
+
 def slope(points):
     """Least-squares slope of [(t, y)], per second."""
     if len(points) < 2:

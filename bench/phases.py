@@ -20,6 +20,8 @@ SATURATION_ONLY = ("diy_ingest",)
 """Contenders measured at saturation only: what they show is a ceiling, not a latency."""
 MODULES = {"hello": "hello_app", "flask_huey": "flask_huey_app", "vendor": "vendor_app"}
 DELIVERING = ("diy", "flask_huey")
+PROFILED_LOAD = 0.5
+"""The traced open-loop run's load, as a share of the traced saturation: the p99 target's."""
 PHASES = {"warmup": "a", "saturation": "b", "open": "cde", "retry": "fgh", "profile": "i", "drain": "w"}
 
 
@@ -209,7 +211,7 @@ class Bench:
 
     def profile_under_load(self):
         """diy-wsgi with bench/apps/diy_traced.py's timers: a saturation run with py-spy attached,
-        then an open-loop run at 75% of the rate it reached."""
+        then an open-loop run at PROFILED_LOAD of the rate it reached."""
         trace_dir = self.workdir / "lock-timers"
         trace_dir.mkdir(exist_ok=True)
         contender = self.start("diy", app="diy_traced:app", name="diy-traced",
@@ -217,7 +219,8 @@ class Bench:
         try:
             entry = self.traced_saturation(contender, trace_dir)
             self.log(f"profile: {entry['wrk']['requests_per_s']:.0f} requests/s")
-            entry["open_loop"] = self.traced_open_loop(contender, 0.75 * entry["wrk"]["requests_per_s"])
+            entry["open_loop"] = self.traced_open_loop(contender, PROFILED_LOAD * entry["wrk"]["requests_per_s"],
+                                                       trace_dir)
         finally:
             contenders.stop(self.procs, contender)
         entry["log_events"] = contenders.log_events(contender.master.log_path)
@@ -257,12 +260,21 @@ class Bench:
             entry["py_spy_error"] = (spy.stderr or spy.stdout)[-500:]
         return entry
 
-    def traced_open_loop(self, contender, rate):
+    def traced_open_loop(self, contender, rate, trace_dir):
+        """The open-loop run, with the lock timers of its window and the disk probed on its own."""
         queue = queue_of(contender)
         queue.wait_empty(self.settings["drain_wait"])
         self.receiver.trace()  # forget what earlier runs delivered
+        probe = measure.FsyncProbe(self.workdir)
+        probe.start()
+        since = time.time()
         run = self.driver.open_loop(contender.port, rate, self.settings["profile_open"], PHASES["profile"])
+        until = time.time()
+        run["disk_fsync_ms"] = probe.stop()
         queue.wait_empty(self.settings["drain_wait"])
+        time.sleep(1.5)  # the workers write their timers every second
+        run["lock_timers"] = profiling.lock_timers(trace_dir, since, until)
+        run["load"] = PROFILED_LOAD
         run["delivery_ms"] = measure.delivery_latency(run.pop("answers"), PHASES["profile"], self.receiver.trace())
         latency = run["latency_ms"]
         self.log(f"profile: at {rate:.0f}/s p99 {latency['p99']:.1f} ms, p99.9 {latency['p999']:.1f} ms")

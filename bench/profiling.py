@@ -426,9 +426,9 @@ def categorise(raw_path):
 def lock_timers(trace_dir, since=0.0, until=float("inf")):
     """What diy_traced.py's processes recorded between two wall-clock times, merged: per caller,
     the waits for the write lock and how long it was held; the group commits' sizes; the claims;
-    the CPU time of requests, deliveries and the claim loop."""
+    the CPU time of requests, deliveries and the claim loop; where the slowest requests' time went."""
     timers = collections.defaultdict(lambda: collections.defaultdict(list))
-    groups, claims, cpu = [], [], collections.defaultdict(list)
+    groups, claims, cpu, requests = [], [], collections.defaultdict(list), []
     for path in Path(trace_dir).glob("*.jsonl"):
         for line in path.read_text().splitlines():
             kind, at, *rest = json.loads(line)
@@ -441,6 +441,8 @@ def lock_timers(trace_dir, since=0.0, until=float("inf")):
                 groups.append(rest[0])
             elif kind == "claim":
                 claims.append(rest)
+            elif kind == "request":
+                requests.append(rest)
             else:
                 role, seconds, mutations = rest
                 cpu[role].append((seconds, mutations))
@@ -450,13 +452,33 @@ def lock_timers(trace_dir, since=0.0, until=float("inf")):
                        "audiences": sum(a for a, _ in claims), "mutations": sum(m for _, m in claims)},
             "cpu": {role: {"calls": len(values), "cpu_s": sum(s for s, _ in values),
                            "mutations": sum(m for _, m in values)} for role, values in cpu.items()},
+            "requests": request_summary(requests),
             "window_s": until - since if until != float("inf") else None}
+
+
+def request_summary(requests):
+    """The WSGI calls by wall-clock time, those around the median (p45 to p55) and the slowest 1%:
+    their means split into waiting for the write lock, the rest of the write (its work and
+    COMMIT) and everything else, and the thread's own CPU time in all."""
+    ordered = sorted(requests)
+
+    def split(part):
+        if not part:
+            return None
+        wall, cpu, write, wait = (statistics.fmean(r[i] for r in part) * 1000 for i in range(4))
+        return {"count": len(part), "wall_ms": wall, "cpu_ms": cpu, "lock_wait_ms": wait,
+                "write_rest_ms": write - wait, "other_ms": wall - write}
+
+    slowest = ordered[int(len(ordered) * 0.99):]
+    middle = ordered[int(len(ordered) * 0.45):int(len(ordered) * 0.55) + 1]
+    return {"count": len(ordered), "middle": split(middle), "slowest_1pct": split(slowest)}
 
 
 def caller_summary(timers):
     """Waits are per write (from asking to one's own work running); the rest per transaction."""
     waits, sqlite_waits = sorted(timers["wait"]), sorted(timers.get("begin_sqlite", []))
     held, commits = timers.get("held", []), timers.get("commit", [])
+    ordered_commits, commit_cpu = sorted(commits), sorted(timers.get("commit_cpu", []))
     return {
         "waits": len(waits),
         "transactions": len(held),
@@ -465,6 +487,9 @@ def caller_summary(timers):
         "begin_sqlite_ms": {"mean": statistics.fmean(sqlite_waits) * 1000 if sqlite_waits else 0,
                             "p99": percentile(sqlite_waits, 0.99) * 1000, "total_s": sum(sqlite_waits)},
         "commit_ms_mean": statistics.fmean(commits) * 1000 if commits else 0,
+        "commit_ms": {"p50": percentile(ordered_commits, 0.5) * 1000, "p99": percentile(ordered_commits, 0.99) * 1000,
+                      "max": ordered_commits[-1] * 1000 if commits else 0},
+        "commit_cpu_ms": {"p50": percentile(commit_cpu, 0.5) * 1000, "p99": percentile(commit_cpu, 0.99) * 1000},
         "held_ms_mean": statistics.fmean(held) * 1000 if held else 0,
         "held_total_s": sum(held),
     }

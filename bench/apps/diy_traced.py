@@ -9,12 +9,16 @@ Nothing in the project changes: this module wraps, in this process only,
   wait for SQLite's lock (`Database._begin`, which polls) and COMMIT;
 - every public `Outbox` method, so each transaction is charged to enqueue, claim, settle, ...;
 - the WSGI call, `Dispatcher.deliver` and `Dispatcher._claim_and_submit`: the CPU time of
-  their thread.
+  their thread; for the WSGI call also its wall-clock time and its write's (from asking for the
+  lock to the write's end, and the part spent waiting for its turn);
+- COMMIT: the committing thread's CPU time beside the wall-clock time (the rest is waiting for
+  the disk's flush, and for the GIL after it).
 Each process appends what it timed since the last time to BENCH_TRACE_DIR/<pid>.jsonl every
 second, one JSON array a line, the wall-clock time second:
-["timer", start, caller, "wait" | "begin_sqlite" | "held" | "commit", seconds],
+["timer", start, caller, "wait" | "begin_sqlite" | "held" | "commit" | "commit_cpu", seconds],
 ["group", time, writes committed together], ["claim", time, audiences, mutations claimed],
-["cpu", time, "request" | "delivery" | "claim loop", thread CPU seconds, mutations].
+["cpu", time, "request" | "delivery" | "claim loop", thread CPU seconds, mutations],
+["request", time, wall seconds, thread CPU seconds, write seconds, of it waiting for its turn].
 """
 import atexit
 import contextlib
@@ -61,11 +65,12 @@ class TimedConnection:
     def execute(self, sql, *args):
         if sql != "COMMIT":
             return self._connection.execute(sql, *args)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             return self._connection.execute(sql, *args)
         finally:
             _record(_caller(), "commit", time.perf_counter() - started)
+            _record(_caller(), "commit_cpu", time.thread_time() - cpu)
 
     def __getattr__(self, name):
         return getattr(self._connection, name)
@@ -74,15 +79,51 @@ class TimedConnection:
 class TimedWrite(outbox_db.Write):
     """A write of a group commit that knows who asked for it and when: its wait ends when its work runs."""
 
-    __slots__ = ("asked", "caller")
+    __slots__ = ("asked", "caller", "ran", "ended")
 
     def __init__(self, work):
         super().__init__(work)
         self.asked, self.caller = time.perf_counter(), _caller()
+        self.ran = self.ended = None
+        _local.write = self
 
     def run(self, connection):
-        _record(self.caller, "wait", time.perf_counter() - self.asked)
+        self.ran = time.perf_counter()
+        _record(self.caller, "wait", self.ran - self.asked)
         super().run(connection)
+
+
+def _timed_write(write):
+    """Database.write, noting when the asking thread's write ended (committed or failed)."""
+
+    def timed(self, work):
+        try:
+            return write(self, work)
+        finally:
+            _local.write.ended = time.perf_counter()
+
+    return timed
+
+
+def _timed_request(app):
+    """The WSGI call: its wall-clock and CPU time, and its write's, one event per request."""
+
+    def timed(environ, start_response):
+        _local.write = None
+        started, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return app(environ, start_response)
+        finally:
+            wall, cpu = time.perf_counter() - started, time.thread_time() - cpu
+            job = _local.write
+            write = wait = 0.0
+            if job is not None and job.ended is not None:
+                write = job.ended - job.asked
+                wait = (job.ran or job.ended) - job.asked
+            _note("request", time.time(), wall, cpu, write, wait)
+            _note("cpu", time.time(), "request", cpu, 0)
+
+    return timed
 
 
 def _timed_connection(connection):
@@ -157,13 +198,14 @@ Database.connection = _timed_connection(Database.connection)
 Database._begin = _timed_begin(Database._begin)
 Database.transaction = _timed_transaction(Database.transaction)
 Database._run_group = _timed_group(Database._run_group)
+Database.write = _timed_write(Database.write)
 outbox_db.Write = TimedWrite
 for _name, _method in list(vars(outbox_store.Outbox).items()):
     if callable(_method) and not _name.startswith("_"):
         setattr(outbox_store.Outbox, _name, _charged(_name, _method))
 Dispatcher.deliver = _cpu_timed("delivery", Dispatcher.deliver, lambda self, claim: len(claim.mutations))
 Dispatcher._claim_and_submit = _cpu_timed("claim loop", Dispatcher._claim_and_submit)
-app = _cpu_timed("request", diy_wsgi.app)
+app = _timed_request(diy_wsgi.app)
 
 
 def _dump():
