@@ -1,5 +1,5 @@
 """The bench's phases, in the order run.py calls them: ingest (every contender), dispatch drain,
-profile, backlog scale. Each adds its numbers to the shared results dict."""
+profile, backlog scale, dead-letter replay. Each adds its numbers to the shared results dict."""
 import json
 import os
 import subprocess
@@ -13,6 +13,7 @@ import contenders
 import measure
 import payloads
 import profiling
+import replay
 from env import BENCH, ROOT
 
 CONTENDERS = ("hello", "diy", "diy_ingest", "flask_huey", "vendor")
@@ -287,6 +288,15 @@ class Bench:
         folder.mkdir(exist_ok=True)
         self.results["backlog"] = backlog.measure(folder, self.settings["backlog_sizes"],
                                                   self.settings["backlog_rounds"])
+
+    # Dead-letter replay, an operator's command beside the live service.
+
+    def replay(self):
+        dead, later = self.settings["replay_requests"]
+        self.log(f"replay: {dead * payloads.MUTATIONS:,} dead letters, then {later * payloads.MUTATIONS:,} mutations "
+                 "delivered after them")
+        self.results["replay"] = replay.run(self.workdir / "replay", dead, later)
+        self.log(f"replay: {self.results['replay']['replay_s']:.1f} s")
 
 
 def median_run(runs):

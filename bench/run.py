@@ -28,10 +28,10 @@ import env  # noqa: E402
 SETTINGS = {
     "full": {"warmup": 3, "saturation": 10, "rounds": 3, "open": 20, "drain_mutations": 300_000,
              "backlog_sizes": [1_000, 1_000_000, 10_000_000], "backlog_rounds": 100, "profile": 10,
-             "profile_open": 30, "retries": 1, "quiet_wait": 5, "drain_wait": 60},
+             "profile_open": 30, "retries": 1, "quiet_wait": 5, "drain_wait": 60, "replay_requests": (200, 20_000)},
     "quick": {"warmup": 1, "saturation": 3, "rounds": 1, "open": 3, "drain_mutations": 20_000,
               "backlog_sizes": [1_000, 100_000], "backlog_rounds": 50, "profile": 3,
-              "profile_open": 3, "retries": 0, "quiet_wait": 0, "drain_wait": 15},
+              "profile_open": 3, "retries": 0, "quiet_wait": 0, "drain_wait": 15, "replay_requests": (10, 500)},
 }
 LOADS = (0.25, 0.50, 0.75)
 NOISY = 0.25
@@ -50,7 +50,7 @@ def parse_args(argv=None):
     parser.add_argument("--server-cpus", default="0", help="taskset CPUs of the servers (default 0)")
     parser.add_argument("--client-cpus", default="1", help="taskset CPUs of the load side (default 1)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin anything with taskset")
-    parser.add_argument("--only", help="comma-separated phases: ingest,dispatch,profile,backlog (default all)")
+    parser.add_argument("--only", help="comma-separated phases: ingest,dispatch,profile,backlog,replay (default all)")
     parser.add_argument("--keep-data", action="store_true", help="keep the databases in the work folder (the logs, "
                                                                   "raw results and report are always kept)")
     return parser.parse_args(argv)
@@ -89,7 +89,7 @@ def main():
         "machine": env.machine(workdir),
         "code": env.code_version(),
     }
-    phases = set((args.only or "ingest,dispatch,profile,backlog").split(","))
+    phases = set((args.only or "ingest,dispatch,profile,backlog,replay").split(","))
     procs = contenders.Processes(workdir, pinning)
     bench = Bench(results, procs, measure.Driver(workdir, sys.executable, wrk, pinning, args.connections),
                   workdir, SETTINGS[mode], args.workers, args.threads, NOISY)
@@ -104,6 +104,8 @@ def main():
             bench.profile()
         if "backlog" in phases:
             bench.backlog()
+        if "replay" in phases:
+            bench.replay()
         results["receiver_stats"] = bench.receiver.stats()
     finally:
         procs.stop_all()

@@ -1,15 +1,18 @@
 """What operators ask of the outbox: status, dead letters, the audience mapping, backups.
 
 Every query here uses the partial indexes or the per-audience counters, so it stays fast with
-millions of delivered rows; none of it runs on the request path.
+millions of delivered rows, but one: a replay reads the batches stored after its first dead letter,
+once (LaterMutations). None of it runs on the request path.
 """
+import contextlib
 import json
 import os
+import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from outbox.errors import StoreError
-from outbox.store import batch_of, encode_batch, index_of
+from outbox.store import batch_of, encode_batch
 
 
 @dataclass(frozen=True)
@@ -152,40 +155,45 @@ class Admin:
         it is marked superseded instead. Audiences whose creation failed are created again.
         Returns (replayed, superseded).
         """
+        clause, parameters = where.where(now)
         replayed = superseded = 0
-        while True:
-            with self.database.transaction() as connection:
-                clause, parameters = where.where(now)
-                rows = connection.execute(
-                    f"SELECT m.id, m.audience_id, m.external_user_id, m.op, m.uuid, m.customer, m.platform, m.extra"
-                    f" FROM dead_letters m JOIN audiences a ON a.id = m.audience_id WHERE {clause} ORDER BY m.id LIMIT ?",
-                    (*parameters, chunk),
-                ).fetchall()
-                for mutation_id, audience_id, user, op, uuid, customer, platform, extra in rows:
-                    if later_mutation_exists(connection, audience_id, user, mutation_id):
+        with LaterMutations(self.database, clause, parameters) as later:
+            while True:
+                with self.database.transaction() as connection:
+                    later.catch_up(connection)
+                    rows = connection.execute(
+                        f"SELECT m.id, m.audience_id, m.external_user_id, m.op, m.uuid, m.customer, m.platform, m.extra"
+                        f" FROM dead_letters m JOIN audiences a ON a.id = m.audience_id WHERE {clause} ORDER BY m.id"
+                        " LIMIT ?",
+                        (*parameters, chunk),
+                    ).fetchall()
+                    for mutation_id, audience_id, user, op, uuid, customer, platform, extra in rows:
+                        if later.exists(connection, audience_id, user, after=mutation_id):
+                            connection.execute(
+                                "UPDATE dead_letters SET state = 'superseded', finished_at = ? WHERE id = ?",
+                                (now, mutation_id),
+                            )
+                            superseded += 1
+                            continue
                         connection.execute(
-                            "UPDATE dead_letters SET state = 'superseded', finished_at = ? WHERE id = ?", (now, mutation_id)
+                            "INSERT INTO batches (audience_id, op, size, mutations, received_at) VALUES (?, ?, 1, ?, ?)",
+                            (audience_id, op, encode_batch([[user, uuid, customer, platform, json.loads(extra or "null")]]),
+                             now),
                         )
-                        superseded += 1
-                        continue
-                    connection.execute(
-                        "INSERT INTO batches (audience_id, op, size, mutations, received_at) VALUES (?, ?, 1, ?, ?)",
-                        (audience_id, op, encode_batch([[user, uuid, customer, platform, json.loads(extra or "null")]]), now),
-                    )
-                    connection.execute(
-                        "UPDATE dead_letters SET state = 'replayed', finished_at = ? WHERE id = ?", (now, mutation_id)
-                    )
-                    connection.execute(
-                        "UPDATE audiences SET pending = pending + 1, next_attempt_at = MIN(next_attempt_at, ?),"
-                        " attempts = 0, state = CASE state WHEN 'failed' THEN 'creating' ELSE state END"
-                        " WHERE id = ?",
-                        (now, audience_id),
-                    )
-                    replayed += 1
-            if progress:
-                progress(replayed, superseded)
-            if len(rows) < chunk:
-                return replayed, superseded
+                        connection.execute(
+                            "UPDATE dead_letters SET state = 'replayed', finished_at = ? WHERE id = ?", (now, mutation_id)
+                        )
+                        connection.execute(
+                            "UPDATE audiences SET pending = pending + 1, next_attempt_at = MIN(next_attempt_at, ?),"
+                            " attempts = 0, state = CASE state WHEN 'failed' THEN 'creating' ELSE state END"
+                            " WHERE id = ?",
+                            (now, audience_id),
+                        )
+                        replayed += 1
+                if progress:
+                    progress(replayed, superseded)
+                if len(rows) < chunk:
+                    return replayed, superseded
 
     def purge_dead(self, where, *, now, chunk=5000, progress=None):
         """Delete the matching dead letters for good; returns how many."""
@@ -338,20 +346,73 @@ class Admin:
         return before, self.file_sizes()
 
 
-def later_mutation_exists(connection, audience_id, user, mutation_id):
-    """Whether a mutation of `user` after `mutation_id` is pending, delivered (and not yet
-    purged) or dead in the audience."""
-    if connection.execute(
-        "SELECT 1 FROM dead_letters WHERE audience_id = ? AND external_user_id = ? AND id > ? AND state = 'dead' LIMIT 1",
-        (audience_id, user, mutation_id),
-    ).fetchone():
-        return True
-    batch, index = batch_of(mutation_id), index_of(mutation_id)
-    return connection.execute(
-        "SELECT 1 FROM batches b, json_each(b.mutations) j WHERE b.audience_id = ? AND b.id >= ?"
-        " AND (b.id > ? OR j.key > ?) AND json_extract(j.value, '$[0]') = ? LIMIT 1",
-        (audience_id, batch, batch, index, user),
-    ).fetchone() is not None
+class LaterMutations:
+    """Which users of the audiences a replay touches have a mutation after a given one.
+
+    The batches hold their users inside JSON, which no index reaches. So the batches stored from
+    the first matching dead letter's on are read once, before the replay writes anything (a read
+    holds no lock, and requests go on being stored meanwhile), into a TEMP table of each user's
+    latest mutation id; each chunk's transaction then adds only the batches stored since. Asking
+    the batches once per dead letter would read them as many times, holding the write lock.
+    """
+
+    def __init__(self, database, clause, parameters):
+        self.database = database
+        self.audiences = (
+            f"SELECT DISTINCT m.audience_id FROM dead_letters m JOIN audiences a ON a.id = m.audience_id WHERE {clause}"
+        )
+        self.parameters = parameters
+        with database.patient() as connection:
+            connection.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS replay_latest (audience_id INTEGER NOT NULL, user TEXT NOT NULL,"
+                " id INTEGER NOT NULL, PRIMARY KEY (audience_id, user)) WITHOUT ROWID"
+            )
+            connection.execute("DELETE FROM temp.replay_latest")
+            (first,) = connection.execute(
+                f"SELECT MIN(m.id) FROM dead_letters m JOIN audiences a ON a.id = m.audience_id WHERE {clause}",
+                parameters,
+            ).fetchone()
+            self.read_through = None if first is None else batch_of(first) - 1
+            self.catch_up(connection)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        with contextlib.suppress(sqlite3.Error):
+            self.database.connection().execute("DROP TABLE IF EXISTS temp.replay_latest")
+
+    def catch_up(self, connection):
+        """Take in the batches stored since the last read (all of them, the first time)."""
+        if self.read_through is None:
+            return
+        (last,) = connection.execute("SELECT MAX(id) FROM batches").fetchone()
+        if last is None or last <= self.read_through:
+            return
+        connection.execute(
+            "INSERT INTO temp.replay_latest (audience_id, user, id)"
+            " SELECT b.audience_id, json_extract(j.value, '$[0]'), (b.id << 16) + j.key"
+            " FROM batches b, json_each(b.mutations) j"
+            f" WHERE b.id > ? AND b.id <= ? AND b.audience_id IN ({self.audiences})"
+            " ON CONFLICT (audience_id, user) DO UPDATE SET id = MAX(id, excluded.id)",
+            (self.read_through, last, *self.parameters),
+        )
+        self.read_through = last
+
+    @staticmethod
+    def exists(connection, audience_id, user, *, after):
+        """Whether a mutation of `user` after the mutation `after` is pending, delivered (and
+        not yet purged) or dead in the audience."""
+        latest = connection.execute(
+            "SELECT id FROM temp.replay_latest WHERE audience_id = ? AND user = ?", (audience_id, user)
+        ).fetchone()
+        if latest and latest[0] > after:
+            return True
+        return connection.execute(
+            "SELECT 1 FROM dead_letters WHERE audience_id = ? AND external_user_id = ? AND id > ? AND state = 'dead'"
+            " LIMIT 1",
+            (audience_id, user, after),
+        ).fetchone() is not None
 
 
 def audience_dict(row):

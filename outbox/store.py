@@ -447,12 +447,6 @@ def batch_of(mutation_id):
     return mutation_id >> MUTATION_ID_BITS
 
 
-def index_of(mutation_id):
-    """The mutation's place in its batch."""
-    return mutation_id & (MAX_BATCH - 1)
-
-
-
 def encode_extra(extra):
     return json.dumps(extra, separators=(",", ":"), ensure_ascii=False) if extra else None
 

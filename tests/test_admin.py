@@ -8,6 +8,7 @@ import pytest
 from diy.cli import main
 from diy.config import load_config
 from diy.signature import sign
+from outbox.admin import Admin, DeadFilter
 from outbox.db import Database
 from outbox.store import Outbox, ReceivedMutation
 from tests.processes import write_config
@@ -129,6 +130,49 @@ def test_a_dead_add_superseded_by_a_later_pending_remove_is_not_replayed(outbox,
     result = run_json(capsys, config_path, "dead", "replay")
 
     assert result == {"replayed": 0, "superseded": 1}
+
+
+def dead_letters_of(outbox, audience, users):
+    add(outbox, "add", audience, *users)
+    settle_next_for(outbox, audience, dead_reason="refused")
+
+
+def test_replay_reads_the_later_batches_once_not_per_dead_letter(outbox):
+    dead_letters_of(outbox, "aud", [f"u{i}" for i in range(50)])
+    add(outbox, "remove", "aud", "u0")
+    add(outbox, "add", "aud", "v1", "v2")
+    statements = []
+    outbox.database.connection().set_trace_callback(statements.append)
+
+    assert Admin(outbox).replay(DeadFilter(), now=time.time(), chunk=20) == (49, 1)
+    outbox.database.connection().set_trace_callback(None)
+    reads_of_batch_contents = [s for s in statements if "json_each" in s]
+    assert len(reads_of_batch_contents) <= 1 + 3, "one read, then one per chunk for what was stored since"
+
+
+def test_replay_sees_mutations_stored_while_it_runs(outbox):
+    """A remove stored between two chunks supersedes a dead add of a later chunk."""
+    dead_letters_of(outbox, "aud", ["u1", "u2", "u3"])
+
+    def between_chunks(replayed, superseded):
+        if replayed == 1:
+            add(outbox, "remove", "aud", "u3")
+
+    result = Admin(outbox).replay(DeadFilter(), now=time.time(), chunk=1, progress=between_chunks)
+
+    assert result == (2, 1)
+    claims = outbox.claim("test", now=time.time(), lease=60, limit=10, batch_sizes=SIZES)
+    queued = [(m.op, m.external_user_id) for c in claims for m in c.mutations]
+    assert queued == [("add", "u1"), ("remove", "u3"), ("add", "u2")]
+
+
+def test_a_later_dead_letter_supersedes_and_a_second_replay_finds_nothing(outbox):
+    dead_letters_of(outbox, "aud", ["u1"])
+    dead_letters_of(outbox, "aud", ["u1"])
+    admin = Admin(outbox)
+
+    assert admin.replay(DeadFilter(), now=time.time()) == (1, 1)
+    assert admin.replay(DeadFilter(), now=time.time()) == (0, 0)
 
 
 def test_dead_purge_needs_a_filter_or_all(populated, config_path, capsys):
