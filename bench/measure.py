@@ -14,6 +14,7 @@ from pathlib import Path
 
 import payloads
 from env import BENCH
+from outbox import disk
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
@@ -161,27 +162,17 @@ class Sampler(threading.Thread):
 
 
 class FsyncProbe(threading.Thread):
-    """The disk on its own, while a run goes on: write 16 KiB (about what one request's COMMIT
-    appends to the WAL) to a file of its own in `folder` and fsync it, every `interval`."""
+    """The disk on its own while a run goes on: `outbox.disk.flush_times` (what `diy-wsgi disk`
+    measures: 16 KiB appended and fsynced, about one request's WAL append) every `interval`."""
 
-    def __init__(self, folder, interval=0.05, size=16384):
+    def __init__(self, folder, interval=0.05):
         super().__init__(daemon=True)
-        self.path, self.interval, self.block = Path(folder) / "fsync-probe", interval, b"x" * size
+        self.folder, self.interval = folder, interval
         self.times = []
         self.stopping = threading.Event()
 
     def run(self):
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            while not self.stopping.is_set():
-                os.write(fd, self.block)
-                started = time.perf_counter()
-                os.fsync(fd)
-                self.times.append((time.perf_counter() - started) * 1000)
-                self.stopping.wait(self.interval)
-        finally:
-            os.close(fd)
-            self.path.unlink()
+        self.times = disk.flush_times(self.folder, seconds=math.inf, interval=self.interval, stop=self.stopping)
 
     def stop(self):
         self.stopping.set()

@@ -156,7 +156,8 @@ def slowest_lines(run):
             f"Requests' COMMITs in that run took p50 {commit['p50']:.2f} ms, p99 {commit['p99']:.2f} ms, max "
             f"{commit['max']:.1f} ms; the committing thread's CPU in them p50 {cpu['p50']:.2f} ms, p99 "
             f"{cpu['p99']:.2f} ms. The rest of a COMMIT is waiting: for the disk's flush, then for the GIL. The disk "
-            f"on its own meanwhile (write 16 KiB + fsync every 50 ms from the load side, `measure.FsyncProbe`; "
+            "on its own meanwhile (16 KiB appended and fsynced every 50 ms from the load side, as "
+            f"`diy-wsgi disk` does; "
             f"{disk['count']:,} flushes): p50 {disk['p50']:.2f} ms, p99 {disk['p99']:.2f} ms, max "
             f"{disk['max']:.1f} ms.", ""]
 

@@ -1,15 +1,17 @@
-"""The operator's commands: `diy-wsgi status | dead | audiences | verify | check | purge | vacuum | backup`.
+"""The operator's commands: `diy-wsgi status | dead | audiences | verify | check | disk | purge | vacuum | backup`.
 
 Each reads the configuration for the database path and secrets, works on the live database
 (safe while the service runs), prints a table or, with `--json`, one JSON document.
 """
 import argparse
 import json
+import os
 import sys
 import time
 
 from diy.config import ConfigError, load_config, parse_duration
 from diy.signature import verify
+from outbox import disk
 from outbox.admin import Admin, DeadFilter
 from outbox.db import Database
 from outbox.errors import StoreError
@@ -76,6 +78,12 @@ def add_commands(commands, add_config):
     check.add_argument("--file", help="check this file instead, e.g. a backup (default: [diy] database)")
     check.add_argument("--full", action="store_true",
                        help="PRAGMA integrity_check: also every index against its table (slower on large files)")
+    disk = command("disk", run_disk, "time the flushes of the disk under the database (what every 200 waits for)",
+                   "Append 16 KiB to a file of its own in the database's folder and fsync it, every 20 ms "
+                   "for --seconds, then print how long the flushes took. Every acknowledged request waits "
+                   "for one (synchronous = full), and the requests behind a slow one wait with it, so p99 "
+                   "and max here are the floor under the service's p99. Safe beside the running service.")
+    disk.add_argument("--seconds", type=float, default=5.0, help="how long to measure (default 5)")
     command("purge", run_purge, "delete delivered mutations older than [diy] retention now (it also runs by itself)")
     command("vacuum", run_vacuum, "checkpoint and truncate the WAL, then VACUUM the database (blocks writers while it runs)")
     backup = command("backup", run_backup, "copy the live database to a new file (online, consistent)",
@@ -260,6 +268,22 @@ def run_check(args):
     else:
         print(f"{path}: sound ({'integrity_check' if args.full else 'quick_check'} found nothing)")
     return 1 if problems else 0
+
+
+def run_disk(args):
+    folder = os.path.dirname(os.path.abspath(load_config(args.config).database))
+    try:
+        measured = disk.summary(disk.flush_times(folder, seconds=args.seconds))
+    except OSError as error:
+        raise StoreError(f"cannot write a test file in {folder}: {error.strerror or error}") from None
+    if args.json:
+        return emit({"folder": folder, "block_bytes": disk.BLOCK, **{k: round(v, 3) for k, v in measured.items()}}) or 0
+    if not measured["flushes"]:
+        print(f"{folder}: no flush measured in {args.seconds:g} s")
+        return 0
+    print(f"{folder}: {measured['flushes']} flushes of {disk.BLOCK // 1024} KiB in {args.seconds:g} s: "
+          f"p50 {measured['p50_ms']:.2f} ms, p99 {measured['p99_ms']:.2f} ms, max {measured['max_ms']:.1f} ms")
+    return 0
 
 
 def run_purge(args):

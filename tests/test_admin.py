@@ -11,7 +11,7 @@ from diy.signature import sign
 from outbox.admin import Admin, DeadFilter
 from outbox.db import Database
 from outbox.store import Outbox, ReceivedMutation
-from tests.processes import write_config
+from tests.processes import config_text, write_config
 from tests.support import DMP_SECRET
 
 SIZES = {"demo": 100}
@@ -173,6 +173,23 @@ def test_a_later_dead_letter_supersedes_and_a_second_replay_finds_nothing(outbox
 
     assert admin.replay(DeadFilter(), now=time.time()) == (1, 1)
     assert admin.replay(DeadFilter(), now=time.time()) == (0, 0)
+
+
+def test_disk_times_flushes_in_the_database_folder_and_leaves_nothing_behind(config_path, capsys):
+    measured = run_json(capsys, config_path, "disk", "--seconds", "0.2")
+
+    assert measured["folder"] == str(config_path.parent) and measured["block_bytes"] == 16384
+    assert measured["flushes"] >= 1 and 0 < measured["p50_ms"] <= measured["p99_ms"] <= measured["max_ms"]
+    assert not [p for p in config_path.parent.iterdir() if "flush-probe" in p.name]
+
+
+def test_disk_names_a_folder_it_cannot_write_in(tmp_path, capsys):
+    config_path = tmp_path / "diy.ini"
+    config_path.write_text(config_text(tmp_path / "gone" / "outbox.sqlite3", "http://127.0.0.1:9/events"))
+
+    code, _, err = run(capsys, "disk", "--seconds", "0.1", "--config", str(config_path))
+
+    assert code == 2 and "cannot write a test file in" in err and "gone" in err
 
 
 def test_dead_purge_needs_a_filter_or_all(populated, config_path, capsys):
