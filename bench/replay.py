@@ -77,7 +77,9 @@ def run(folder, dead_requests, later_requests):
     built = time.perf_counter() - started
     per_letter = baseline_ms(database)
     marks = [time.perf_counter()]
-    replayed, superseded = Admin(outbox).replay(DeadFilter(), now=now, progress=lambda *_: marks.append(time.perf_counter()))
+    replayed, superseded = Admin(outbox).replay(
+        DeadFilter(), now=now, progress=lambda *_: marks.append(time.perf_counter())
+    )
     database.close()
     chunks = [b - a for a, b in zip(marks[1:], marks[2:])]
     dead = dead_requests * MUTATIONS

@@ -167,29 +167,11 @@ class Admin:
                         " LIMIT ?",
                         (*parameters, chunk),
                     ).fetchall()
-                    for mutation_id, audience_id, user, op, uuid, customer, platform, extra in rows:
-                        if later.exists(connection, audience_id, user, after=mutation_id):
-                            connection.execute(
-                                "UPDATE dead_letters SET state = 'superseded', finished_at = ? WHERE id = ?",
-                                (now, mutation_id),
-                            )
+                    for row in rows:
+                        if requeue(connection, later, row, now):
+                            replayed += 1
+                        else:
                             superseded += 1
-                            continue
-                        connection.execute(
-                            "INSERT INTO batches (audience_id, op, size, mutations, received_at) VALUES (?, ?, 1, ?, ?)",
-                            (audience_id, op, encode_batch([[user, uuid, customer, platform, json.loads(extra or "null")]]),
-                             now),
-                        )
-                        connection.execute(
-                            "UPDATE dead_letters SET state = 'replayed', finished_at = ? WHERE id = ?", (now, mutation_id)
-                        )
-                        connection.execute(
-                            "UPDATE audiences SET pending = pending + 1, next_attempt_at = MIN(next_attempt_at, ?),"
-                            " attempts = 0, state = CASE state WHEN 'failed' THEN 'creating' ELSE state END"
-                            " WHERE id = ?",
-                            (now, audience_id),
-                        )
-                        replayed += 1
                 if progress:
                     progress(replayed, superseded)
                 if len(rows) < chunk:
@@ -344,6 +326,28 @@ class Admin:
             connection.execute("VACUUM")
         self.outbox.checkpoint(truncate=True)
         return before, self.file_sizes()
+
+
+def requeue(connection, later, row, now):
+    """Queue one dead letter again, or mark it superseded if `later` holds a later mutation of its
+    user; whether it was queued."""
+    mutation_id, audience_id, user, op, uuid, customer, platform, extra = row
+    if later.exists(connection, audience_id, user, after=mutation_id):
+        connection.execute(
+            "UPDATE dead_letters SET state = 'superseded', finished_at = ? WHERE id = ?", (now, mutation_id)
+        )
+        return False
+    connection.execute(
+        "INSERT INTO batches (audience_id, op, size, mutations, received_at) VALUES (?, ?, 1, ?, ?)",
+        (audience_id, op, encode_batch([[user, uuid, customer, platform, json.loads(extra or "null")]]), now),
+    )
+    connection.execute("UPDATE dead_letters SET state = 'replayed', finished_at = ? WHERE id = ?", (now, mutation_id))
+    connection.execute(
+        "UPDATE audiences SET pending = pending + 1, next_attempt_at = MIN(next_attempt_at, ?),"
+        " attempts = 0, state = CASE state WHEN 'failed' THEN 'creating' ELSE state END WHERE id = ?",
+        (now, audience_id),
+    )
+    return True
 
 
 class LaterMutations:
