@@ -29,11 +29,13 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Optional
 from urllib.parse import parse_qsl
 
 from werkzeug import Response
+
+from tests.fakes.faults import ScriptedFaults
 
 TOKEN_PATH = "/oauth2/token"
 API_PATH = re.compile(r"^/[^/]+/marketing-solutions/.*$")
@@ -59,14 +61,6 @@ class Recorded:
     query: Dict[str, str]
     headers: Dict[str, str]
     body: Any
-
-
-@dataclass
-class _Fault:
-    status: int
-    times: int
-    headers: Dict[str, str] = field(default_factory=dict)
-    body: Any = None
 
 
 class _Refused(Exception):
@@ -97,8 +91,8 @@ class FakeCriteo:
         self.violations = []
         self._tokens: Dict[str, float] = {}
         self._invalid = set()
-        self._faults = []
-        self._token_faults = []
+        self._faults = ScriptedFaults(_scripted_error_body, text_type="text/plain")
+        self._token_faults = ScriptedFaults(lambda status: {"error": "server_error"}, text_type="text/plain")
         self._next_id = 5678
         self._token_gate: Optional[threading.Event] = None
         self._limit_exhausting_at: Optional[float] = None
@@ -128,9 +122,8 @@ class FakeCriteo:
         """
         if status == 200 and body is None:
             raise ValueError("a scripted 200 needs a body")
-        fault = _Fault(status, times, dict(headers or {}), body)
         with self._lock:
-            (self._token_faults if token else self._faults).append(fault)
+            (self._token_faults if token else self._faults).add(status, times, headers, body)
 
     def revoke_token(self):
         """Every token issued so far stops working: the next API call gets a 401."""
@@ -177,10 +170,8 @@ class FakeCriteo:
         if gate is not None:
             gate.wait(10)
         with self._lock:
-            fault = _take(self._token_faults)
-            if fault is not None:
-                body = fault.body if fault.body is not None else {"error": "server_error"}
-                return _respond(fault.status, body, fault.headers)
+            if self._token_faults:
+                return self._token_faults.take()
             if request.method != "POST":
                 return self._oauth_refusal(405, "invalid_request", f"{request.method} is not allowed")
             if request.mimetype != "application/x-www-form-urlencoded":
@@ -207,11 +198,8 @@ class FakeCriteo:
         body = _json_or_none(request)
         with self._lock:
             self.requests.append(_recorded(request, body))
-            fault = _take(self._faults)
-            if fault is not None:
-                answer = fault.body if fault.body is not None else _error_body(
-                    DEFAULT_CODES.get(fault.status, "scripted"), "Scripted failure", "fail_next")
-                return _respond(fault.status, answer, fault.headers)
+            if self._faults:
+                return self._faults.take()
             try:
                 self._authorize(request)
                 limit_headers = self._rate_limit()
@@ -367,16 +355,6 @@ def _recorded(request, body):
     return Recorded(request.method, request.path, dict(request.args), dict(request.headers), body)
 
 
-def _take(faults):
-    if not faults:
-        return None
-    fault = faults[0]
-    fault.times -= 1
-    if fault.times <= 0:
-        faults.pop(0)
-    return fault
-
-
 def _json_or_none(request):
     try:
         return json.loads(request.get_data())
@@ -407,6 +385,10 @@ def _resource(segment_id, advertiser_id, name):
         "attributes": {"advertiserId": advertiser_id, "name": name, "type": "ContactList",
                        "contactList": {"isReadOnly": False}},
     }
+
+
+def _scripted_error_body(status):
+    return _error_body(DEFAULT_CODES.get(status, "scripted"), "Scripted failure", "fail_next")
 
 
 def _error_body(code, title, detail):

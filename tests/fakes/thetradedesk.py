@@ -29,6 +29,8 @@ import threading
 
 from werkzeug import Response
 
+from tests.fakes.faults import ScriptedFaults
+
 PATH = "/data/advertiser"
 MAX_TTL_MINUTES = 259_200
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -67,7 +69,7 @@ class FakeTheTradeDesk:
         self.members = {}
         self.requests = []
         self.rejections = []
-        self._faults = []
+        self._faults = ScriptedFaults(lambda status: f"scripted HTTP {status}")
         self._refused = {}
         self._lock = threading.Lock()
         httpserver.expect_request(PATH, method="POST").respond_with_handler(self._handle)
@@ -91,14 +93,8 @@ class FakeTheTradeDesk:
         """
         if times < 1:
             raise ValueError("times must be at least 1")
-        if body is None:
-            body = f"scripted HTTP {status}"
-        if isinstance(body, (dict, list)):
-            body, content_type = json.dumps(body), "application/json"
-        else:
-            content_type = "text/plain; charset=utf-8"
         with self._lock:
-            self._faults.append([status, times, dict(headers or {}), body, content_type])
+            self._faults.add(status, times, headers, body)
 
     def refuse(self, tdids, code="MissingUserId"):
         """From now on answer each of `tdids` (one string or several) in FailedLines with `code`."""
@@ -111,7 +107,7 @@ class FakeTheTradeDesk:
         with self._lock:
             self.requests.append(_json_or_none(raw))
             if self._faults:
-                return self._scripted_fault()
+                return self._faults.take()
             try:
                 document = self._check_request(request.headers, raw)
             except _Refused as refusal:
@@ -122,14 +118,6 @@ class FakeTheTradeDesk:
             return _json_response(200, {})
         status = 400 if len(failed_lines) == len(document["Items"]) else 200
         return _json_response(status, {"FailedLines": failed_lines})
-
-    def _scripted_fault(self):
-        fault = self._faults[0]
-        status, _, headers, body, content_type = fault
-        fault[1] -= 1
-        if fault[1] == 0:
-            self._faults.pop(0)
-        return Response(body, status=status, headers=headers, content_type=content_type)
 
     def _check_request(self, headers, raw):
         """The parsed body of a request the platform would process; _Refused otherwise."""

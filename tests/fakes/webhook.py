@@ -24,6 +24,7 @@ import time
 from werkzeug import Response
 
 from targets.webhook import SignatureError, verify
+from tests.fakes.faults import ScriptedFaults
 from tests.support import WEBHOOK_SECRET
 
 PATH = "/events"
@@ -53,7 +54,7 @@ class FakeWebhook:
         self.violations = []
         self._answers = {}
         self._created = {}
-        self._faults = []
+        self._faults = ScriptedFaults(lambda status: {"error": f"scripted HTTP {status}"})
         self._lock = threading.Lock()
         httpserver.expect_request(path, method="POST").respond_with_handler(self._handle)
 
@@ -68,21 +69,15 @@ class FakeWebhook:
         """
         if times < 1:
             raise ValueError("times must be at least 1")
-        if body is None:
-            body = {"error": f"scripted HTTP {status}"}
-        if isinstance(body, (dict, list)):
-            body, content_type = json.dumps(body), "application/json"
-        else:
-            content_type = "text/plain; charset=utf-8"
         with self._lock:
-            self._faults.append([status, times, dict(headers or {}), body, content_type])
+            self._faults.add(status, times, headers, body)
 
     def _handle(self, request):
         raw = request.get_data()
         with self._lock:
             self.requests.append(_json_or_none(raw))
             if self._faults:
-                return self._scripted_fault()
+                return self._faults.take()
             try:
                 event = self._check(request, raw)
             except _Refused as refusal:
@@ -93,14 +88,6 @@ class FakeWebhook:
             if message_id not in self._answers:
                 self._answers[message_id] = self._apply(event)
             return _json_response(200, self._answers[message_id])
-
-    def _scripted_fault(self):
-        fault = self._faults[0]
-        status, _, headers, body, content_type = fault
-        fault[1] -= 1
-        if fault[1] == 0:
-            self._faults.pop(0)
-        return Response(body, status=status, headers=headers, content_type=content_type)
 
     def _check(self, request, raw):
         """The parsed event of a request a receiver would apply; _Refused otherwise."""
