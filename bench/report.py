@@ -15,6 +15,12 @@ def at_load(entry, load):
     return next((run for run in entry.get("open_loop", []) if abs(run["load"] - load) < 1e-9), None)
 
 
+def target_run(entry):
+    """The run the p99 target is judged on: the median of the runs at 50% load, by p99."""
+    runs = [run for run in [at_load(entry, 0.5)] + entry.get("target_repeats", []) if run]
+    return sorted(runs, key=lambda run: run["latency_ms"]["p99"])[(len(runs) - 1) // 2] if runs else None
+
+
 def targets(results):
     ingest = results.get("ingest", {})
     rows = []
@@ -28,12 +34,15 @@ def targets(results):
         rows.append(["Ingest throughput >= 35% of the hello-world ceiling", f"{share:.1%} ({rate:,.0f} vs "
                      f"{hello['saturation']['requests_per_s']:,.0f} requests/s)", verdict(share >= 0.35)])
     if diy:
-        half, most = at_load(diy, 0.5), at_load(diy, 0.75)
+        half, most = target_run(diy), at_load(diy, 0.75)
         if half:
             p99 = half["latency_ms"]["p99"]
+            runs = [at_load(diy, 0.5)] + diy.get("target_repeats", [])
+            each = ", ".join(f"{ms(run['latency_ms']['p99'])}" for run in runs)
             busy = half.get("cpu", {}).get("server_cores")
             rows.append(["p99 at 50% of our saturation <= 10 ms", f"{ms(p99)} ms at {half['rate']:.0f} requests/s"
-                         + (f" (the server's core {busy:.0%} busy meanwhile)" if busy is not None else ""),
+                         + (f", the median of {len(runs)} runs (p99 {each} ms)" if len(runs) > 1 else "")
+                         + (f"; the server's core {busy:.0%} busy in it" if busy is not None else ""),
                          verdict(p99 <= 10)])
         if most:
             over = most["over_1s"]
@@ -131,7 +140,10 @@ def method_section(results):
         "core was.",
         f"- Latency: `bench/loadgen.py`, open loop, {s['open']} s at each of 25%, 50% and 75% of that contender's "
         "own saturation rate. Request i is due at start + i/rate and its latency runs from that intended time to "
-        "the last byte of the answer (coordinated omission corrected); connections are opened as needed, up to 256.",
+        "the last byte of the answer (coordinated omission corrected); connections are opened as needed, up to 256."
+        + (f" diy-wsgi runs at 50% {s['target_runs']} times (the others follow the first), and the p99 target is "
+           "judged on the median of them: one run on this shared machine can catch a slow minute."
+           if s.get("target_runs", 1) > 1 else ""),
         "- diy-wsgi: `DIY_CONFIG=<temp>/diy.ini gunicorn -c gunicorn.conf.py diy_wsgi:app`, the configuration's "
         "defaults but `synchronous = full` written out, the outbox in the work folder (real disk) and the "
         "`webhook` target pointed at `bench/receiver.py` (stdlib, threaded, HTTP/1.1 keep-alive, answers 200 at once).",
@@ -182,10 +194,12 @@ def saturation_table(results):
 def open_loop_table(results):
     rows = []
     for entry in results["ingest"].values():
-        for run in entry["open_loop"]:
+        repeats = [dict(run, again=True) for run in entry.get("target_repeats", [])]
+        for run in sorted(entry["open_loop"] + repeats, key=lambda r: r["load"]):
             latency = run["latency_ms"]
             bad = sum(n for s, n in run["statuses"].items() if s != "200") + run["unfinished"]
-            rows.append([entry["label"], f"{run['load']:.0%}", num(run["rate"]), ms(latency["p50"]), ms(latency["p99"]),
+            load = f"{run['load']:.0%}" + (" again" if run.get("again") else "")
+            rows.append([entry["label"], load, num(run["rate"]), ms(latency["p50"]), ms(latency["p99"]),
                          ms(latency["p999"]), ms(latency["max"]), run["over_1s"], bad,
                          ms(run["send_lag_ms"]["p99"]), run["peak_connections"], f"{run['cpu']['foreign_cores']:.2f}"])
     return table(["contender", "load", "offered/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "> 1 s",

@@ -28,10 +28,12 @@ import env  # noqa: E402
 SETTINGS = {
     "full": {"warmup": 3, "saturation": 10, "rounds": 3, "open": 20, "drain_mutations": 300_000,
              "backlog_sizes": [1_000, 1_000_000, 10_000_000], "backlog_rounds": 100, "profile": 10,
-             "profile_open": 30, "retries": 1, "quiet_wait": 5, "drain_wait": 60, "replay_requests": (200, 20_000)},
+             "profile_open": 30, "retries": 1, "quiet_wait": 5, "drain_wait": 60, "replay_requests": (200, 20_000),
+             "target_runs": 3},
     "quick": {"warmup": 1, "saturation": 3, "rounds": 1, "open": 3, "drain_mutations": 20_000,
               "backlog_sizes": [1_000, 100_000], "backlog_rounds": 50, "profile": 3,
-              "profile_open": 3, "retries": 0, "quiet_wait": 0, "drain_wait": 15, "replay_requests": (10, 500)},
+              "profile_open": 3, "retries": 0, "quiet_wait": 0, "drain_wait": 15, "replay_requests": (10, 500),
+              "target_runs": 1},
 }
 LOADS = (0.25, 0.50, 0.75)
 NOISY = 0.25
