@@ -357,21 +357,24 @@ class LaterMutations:
     the first matching dead letter's on are read once, before the replay writes anything (a read
     holds no lock, and requests go on being stored meanwhile), into a TEMP table of each user's
     latest mutation id; each chunk's transaction then adds only the batches stored since. Asking
-    the batches once per dead letter would read them as many times, holding the write lock.
+    the batches once per dead letter would read them as many times, holding the write lock. The
+    audiences to read are those of the matching dead letters when the replay starts.
     """
 
     def __init__(self, database, clause, parameters):
         self.database = database
-        self.audiences = (
-            f"SELECT DISTINCT m.audience_id FROM dead_letters m JOIN audiences a ON a.id = m.audience_id WHERE {clause}"
-        )
-        self.parameters = parameters
         with database.patient() as connection:
+            for table in ("replay_latest", "replay_audiences"):
+                connection.execute(f"DROP TABLE IF EXISTS temp.{table}")
             connection.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS replay_latest (audience_id INTEGER NOT NULL, user TEXT NOT NULL,"
+                "CREATE TEMP TABLE replay_latest (audience_id INTEGER NOT NULL, user TEXT NOT NULL,"
                 " id INTEGER NOT NULL, PRIMARY KEY (audience_id, user)) WITHOUT ROWID"
             )
-            connection.execute("DELETE FROM temp.replay_latest")
+            connection.execute(
+                "CREATE TEMP TABLE replay_audiences AS SELECT DISTINCT m.audience_id AS id"
+                f" FROM dead_letters m JOIN audiences a ON a.id = m.audience_id WHERE {clause}",
+                parameters,
+            )
             (first,) = connection.execute(
                 f"SELECT MIN(m.id) FROM dead_letters m JOIN audiences a ON a.id = m.audience_id WHERE {clause}",
                 parameters,
@@ -384,7 +387,8 @@ class LaterMutations:
 
     def __exit__(self, *exc):
         with contextlib.suppress(sqlite3.Error):
-            self.database.connection().execute("DROP TABLE IF EXISTS temp.replay_latest")
+            for table in ("replay_latest", "replay_audiences"):
+                self.database.connection().execute(f"DROP TABLE IF EXISTS temp.{table}")
 
     def catch_up(self, connection):
         """Take in the batches stored since the last read (all of them, the first time)."""
@@ -397,9 +401,9 @@ class LaterMutations:
             "INSERT INTO temp.replay_latest (audience_id, user, id)"
             " SELECT b.audience_id, json_extract(j.value, '$[0]'), (b.id << 16) + j.key"
             " FROM batches b, json_each(b.mutations) j"
-            f" WHERE b.id > ? AND b.id <= ? AND b.audience_id IN ({self.audiences})"
+            " WHERE b.id > ? AND b.id <= ? AND b.audience_id IN (SELECT id FROM temp.replay_audiences)"
             " ON CONFLICT (audience_id, user) DO UPDATE SET id = MAX(id, excluded.id)",
-            (self.read_through, last, *self.parameters),
+            (self.read_through, last),
         )
         self.read_through = last
 
