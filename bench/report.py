@@ -15,9 +15,14 @@ def at_load(entry, load):
     return next((run for run in entry.get("open_loop", []) if abs(run["load"] - load) < 1e-9), None)
 
 
+def target_runs(entry):
+    """diy-wsgi's runs at 50% load: the first and its repeats."""
+    return [run for run in [at_load(entry, 0.5)] + entry.get("target_repeats", []) if run]
+
+
 def target_run(entry):
     """The run the p99 target is judged on: the median of the runs at 50% load, by p99."""
-    runs = [run for run in [at_load(entry, 0.5)] + entry.get("target_repeats", []) if run]
+    runs = target_runs(entry)
     return sorted(runs, key=lambda run: run["latency_ms"]["p99"])[(len(runs) - 1) // 2] if runs else None
 
 
@@ -37,7 +42,7 @@ def targets(results):
         half, most = target_run(diy), at_load(diy, 0.75)
         if half:
             p99 = half["latency_ms"]["p99"]
-            runs = [at_load(diy, 0.5)] + diy.get("target_repeats", [])
+            runs = target_runs(diy)
             each = ", ".join(f"{ms(run['latency_ms']['p99'])}" for run in runs)
             busy = half.get("cpu", {}).get("server_cores")
             rows.append(["p99 at 50% of our saturation <= 10 ms", f"{ms(p99)} ms at {half['rate']:.0f} requests/s"

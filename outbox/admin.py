@@ -302,8 +302,6 @@ class Admin:
         sound. A connection of its own that only reads, so it is safe beside the running service
         (writers go on meanwhile) and leaves no -wal or -shm beside a backup; `full` also checks
         that every index matches its table."""
-        import sqlite3
-
         path = path or self.database.path
         if not os.path.isfile(path):
             raise StoreError(f"{path} does not exist")
