@@ -205,6 +205,8 @@ def start_peer(procs, python, workdir, key, module, workers, threads, platform_p
                        "delivering to the same receiver"),
         "vendor": ("forward in request", "Flask view forwarding to a platform stub that answers in 50 ms "
                    "(keep-alive per thread), answering with its verdict"),
+        "floor": ("durable minimum", "a WSGI function with Flask + huey's checks, one INSERT of the raw body and its "
+                  "COMMIT (WAL, synchronous=FULL); nothing validated further, nothing delivered"),
     }
     label, description = labels[key]
     contender = Contender(key, label, description)
@@ -216,6 +218,9 @@ def start_peer(procs, python, workdir, key, module, workers, threads, platform_p
         contender.huey_db = Path(workdir) / "huey" / "huey.sqlite3"
         contender.huey_db.parent.mkdir(exist_ok=True)
         env["BENCH_HUEY_DB"] = str(contender.huey_db)
+    if key == "floor":
+        (Path(workdir) / "floor").mkdir(exist_ok=True)
+        env["BENCH_FLOOR_DB"] = str(Path(workdir) / "floor" / "floor.sqlite3")
     contender.master = procs.start(f"{key}-gunicorn", [python, "-m", "gunicorn", "-c", APPS / "gunicorn_peer.conf.py",
                                                        f"{module}:app"], side="server", env=env, cwd=APPS)
     contender.processes = [contender.master]

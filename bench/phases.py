@@ -16,15 +16,18 @@ import profiling
 import replay
 from env import BENCH, ROOT
 
-CONTENDERS = ("hello", "diy", "diy_ingest", "flask_huey", "vendor")
+CONTENDERS = ("hello", "diy", "floor", "diy_ingest", "flask_huey", "vendor")
 SATURATION_ONLY = ("diy_ingest",)
 """Contenders measured at saturation only: what they show is a ceiling, not a latency."""
-MODULES = {"hello": "hello_app", "flask_huey": "flask_huey_app", "vendor": "vendor_app"}
+CONTROL = "floor"
+"""The contender whose open-loop runs are at diy-wsgi's p99-target rate, taking turns with
+diy-wsgi's runs there: what the disk allows any durable write at that rate."""
+MODULES = {"hello": "hello_app", "flask_huey": "flask_huey_app", "vendor": "vendor_app", "floor": "floor_app"}
 DELIVERING = ("diy", "flask_huey")
 PROFILED_LOAD = 0.5
 """The traced open-loop run's load, as a share of the traced saturation: the p99 target's."""
 PHASES = {"warmup": "a", "saturation": "b", "open": "cde", "retry": "fgh", "profile": "i", "drain": "w",
-          "repeat": "jk", "repeat_retry": "lm"}
+          "repeat": "jk", "repeat_retry": "lm", "control": "nop", "control_retry": "qrs"}
 TARGET_LOAD = 0.5
 """The load of the p99 target: diy-wsgi's run there is repeated (settings "target_runs") and the
 target judged on the median run, since one run on this shared machine can catch a slow minute."""
@@ -79,19 +82,19 @@ class Bench:
                     ingest[key]["rounds"].append(run)
                     self.log(f"{running[key].label}: round {number + 1}: {run['requests_per_s']:.0f} requests/s "
                              f"(other programs: {run['cpu']['foreign_cores']:.2f} cores)")
-            for key, contender in running.items():
-                entry = ingest[key]
+            for entry in ingest.values():
                 entry["saturation"] = median_run(entry["rounds"])
-                rate = entry["saturation"]["requests_per_s"]
-                entry["open_loop"] = [] if key in SATURATION_ONLY else [
+                entry["open_loop"] = []
+            for key, contender in running.items():
+                if key in SATURATION_ONLY or key == CONTROL:
+                    continue
+                rate = ingest[key]["saturation"]["requests_per_s"]
+                ingest[key]["open_loop"] = [
                     self.open_loop(contender, queue_of(contender), load, rate, (PHASES["open"][index],
                                                                                PHASES["retry"][index]))
                     for index, load in enumerate(self.results["settings"]["loads"])]
                 if key == "diy":
-                    entry["target_repeats"] = [
-                        self.open_loop(contender, queue_of(contender), TARGET_LOAD, rate,
-                                       (PHASES["repeat"][index], PHASES["repeat_retry"][index]))
-                        for index in range(self.settings["target_runs"] - 1)]
+                    self.target_load_runs(running, ingest)
             for key, contender in running.items():
                 ingest[key]["rss_mib"] = contender.peak_rss()
         finally:
@@ -101,6 +104,22 @@ class Bench:
             ingest[key]["log_events"] = {p.name: contenders.log_events(p.log_path) for p in contender.processes}
         if "flask_huey" in ingest:
             self.results["huey_synchronous"] = huey_synchronous(self.workdir)
+
+    def target_load_runs(self, running, ingest):
+        """diy-wsgi's repeats at TARGET_LOAD (its first run there was among its loads), taking
+        turns with the durable minimum's runs at the same offered rate, so that both meet the
+        same minutes of this shared disk."""
+        diy, control = running["diy"], running.get(CONTROL)
+        rate = ingest["diy"]["saturation"]["requests_per_s"]
+        repeats = ingest["diy"]["target_repeats"] = []
+        for index in range(self.settings["target_runs"]):
+            if control:
+                run = self.open_loop(control, None, TARGET_LOAD, rate,
+                                     (PHASES["control"][index], PHASES["control_retry"][index]))
+                ingest[CONTROL]["open_loop"].append(dict(run, rate_of="diy-wsgi"))
+            if index < self.settings["target_runs"] - 1:
+                repeats.append(self.open_loop(diy, queue_of(diy), TARGET_LOAD, rate,
+                                              (PHASES["repeat"][index], PHASES["repeat_retry"][index])))
 
     def drain(self, contender):
         queue = queue_of(contender)
@@ -133,7 +152,7 @@ class Bench:
         seconds = self.settings["open"]
         rate = load * saturation_rate
         attempts = []
-        retries = self.settings["retries"] if contender.key == "diy" else 0
+        retries = self.settings["retries"] if contender.key in ("diy", CONTROL) else 0
         for phase in phases[:1 + retries]:
             speed = measure.cpu_speed(self.procs.pinning["server"] if self.procs.pinning else None)
             quiet = measure.wait_quiet(self.settings["quiet_wait"])
