@@ -264,7 +264,8 @@ def control_note(results):
             f"({runs[0]['rate']:.0f} requests/s) and taking turns with its runs there, had p99 {median:.1f} ms"
             + (f" (median of {', '.join(f'{p:.1f}' for p in p99s)} ms)" if len(runs) > 1 else "") + ". ")
     if median > 10:
-        text += "No durable write met the 10 ms goal at that rate on this disk, however little work came with it. "
+        text += ("So the median run missed the 10 ms goal at that rate on this disk even with next to no work "
+                 "besides the durable write. ")
     return text
 
 
