@@ -219,10 +219,10 @@ def floor_lead(floor, hello, huey, cost):
     if not beyond:
         return f"**Both throughput targets are within the durable minimum's reach: it took {text}.** "
     return (f"**{' and '.join(beyond)} {'is' if len(beyond) == 1 else 'are'} beyond even the durable minimum here: "
-            f"it took {text}.** It checks the request as Flask + huey does and stores the raw body with one INSERT and its own "
-            "COMMIT; it groups nothing by audience and delivers nothing, where diy-wsgi validates every field, stores "
-            "a batch per audience and delivers on the same core (its COMMITs are shared under load, which the "
-            "minimum's are not). ")
+            f"it took {text}.** It checks the request as Flask + huey does and stores the raw body with one INSERT "
+            "and its own COMMIT; it groups nothing by audience and delivers nothing, where diy-wsgi validates every "
+            "field, stores a batch per audience and delivers on the same core (its COMMITs are shared under load, "
+            "which the minimum's are not). ")
 
 
 def tail_finding(results, under):
