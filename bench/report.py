@@ -1,6 +1,6 @@
 """RESULTS.md from the results dict: the targets first, then every number behind them."""
 import payloads
-from report_format import ms, num, table
+from report_format import median_by_p99, ms, num, p99_list, table
 from report_profile import findings, log_events_rows, profile_section
 
 TARGETS_NOTE = ("Ratios come from this one run: the contenders ran side by side on the same machine and took turns "
@@ -23,14 +23,6 @@ def target_runs(entry):
 def target_run(entry):
     """The run the p99 target is judged on: the median of the runs at 50% load, by p99."""
     return median_by_p99(target_runs(entry))
-
-
-def median_by_p99(runs):
-    return sorted(runs, key=lambda run: run["latency_ms"]["p99"])[(len(runs) - 1) // 2] if runs else None
-
-
-def p99_list(runs):
-    return ", ".join(ms(run["latency_ms"]["p99"]) for run in runs)
 
 
 def targets(results):

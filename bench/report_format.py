@@ -1,4 +1,4 @@
-"""Formatting numbers and tables for RESULTS.md."""
+"""Formatting numbers and tables for RESULTS.md, and picking the run a figure is quoted from."""
 import math
 
 
@@ -12,6 +12,14 @@ def ms(value, digits=1):
 
 def num(value, digits=0):
     return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def median_by_p99(runs):
+    return sorted(runs, key=lambda run: run["latency_ms"]["p99"])[(len(runs) - 1) // 2] if runs else None
+
+
+def p99_list(runs):
+    return ", ".join(ms(run["latency_ms"]["p99"]) for run in runs)
 
 
 def table(header, rows):

@@ -1,7 +1,7 @@
 """RESULTS.md's profiling part: where the time goes, and the changes the numbers point at."""
 import payloads
 from profiling import CLAIM_SIZES, GROUPED, HEADER_PARSING, OLD_DESIGN, TODAY
-from report_format import ms, num, table
+from report_format import median_by_p99, ms, num, p99_list, table
 
 SMALL, LARGE = (str(size) for size in CLAIM_SIZES)
 WAITS = "write-lock wait"
@@ -258,11 +258,10 @@ def control_note(results):
     runs = results.get("ingest", {}).get("floor", {}).get("open_loop", [])
     if not runs:
         return ""
-    p99s = sorted(run["latency_ms"]["p99"] for run in runs)
-    median = p99s[(len(p99s) - 1) // 2]
+    median = median_by_p99(runs)["latency_ms"]["p99"]
     text = (f"The durable minimum (one INSERT and COMMIT per request, nothing else), at diy-wsgi's 50% rate "
             f"({runs[0]['rate']:.0f} requests/s) and taking turns with its runs there, had p99 {median:.1f} ms"
-            + (f" (median of {', '.join(f'{p:.1f}' for p in p99s)} ms)" if len(runs) > 1 else "") + ". ")
+            + (f" (median of {p99_list(runs)} ms)" if len(runs) > 1 else "") + ". ")
     if median > 10:
         text += ("So the median run missed the 10 ms goal at that rate on this disk even with next to no work "
                  "besides the durable write. ")
