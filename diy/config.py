@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Optional
 
 RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Paths the service answers itself; no integration may take them."""
+MIN_TAKEOVER_AFTER = 1.0
 
 
 class ConfigError(Exception):
@@ -64,6 +65,8 @@ class DispatcherSettings:
     threads: int = 4
     poll_interval: float = 1.0
     lease: float = 300.0
+    takeover_after: float = 5.0
+    """A dispatcher not heard from this long is presumed dead: its leases are taken over."""
     max_attempts: int = 50
     backoff_base: float = 2.0
     backoff_cap: float = 600.0
@@ -198,6 +201,7 @@ def _dispatcher_settings(source, items):
         "threads": _whole_number(1, 256),
         "poll_interval": _duration(),
         "lease": _duration(),
+        "takeover_after": _duration(),
         "max_attempts": _whole_number(1),
         "backoff_base": _duration(),
         "backoff_cap": _duration(),
@@ -205,6 +209,10 @@ def _dispatcher_settings(source, items):
     }))
     if settings.backoff_cap < settings.backoff_base:
         raise _error(source, "dispatcher", "backoff_cap", "must be at least backoff_base")
+    if settings.takeover_after < MIN_TAKEOVER_AFTER:
+        raise _error(source, "dispatcher", "takeover_after",
+                     f"must be at least {MIN_TAKEOVER_AFTER:g}s: a dispatcher beats its heart "
+                     "5 times in that time, and one that waits a moment for the database must not look dead")
     return settings
 
 

@@ -34,6 +34,7 @@ class Service:
             threads=settings.threads,
             poll_interval=settings.poll_interval,
             lease=settings.lease,
+            takeover_after=settings.takeover_after,
             policy=RetryPolicy(settings.backoff_base, settings.backoff_cap, settings.max_attempts),
             stop_timeout=settings.stop_timeout,
             metrics=self.metrics,

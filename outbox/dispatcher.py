@@ -4,6 +4,11 @@ One loop thread claims audiences with due work (as many as there are free delive
 and hands each claim to a pool thread, which calls the target and settles the claim. A commit in
 this process wakes the loop at once (`wake`); work committed by other processes is found by
 polling. Retry policy lives here; the outbox only moves rows.
+
+A third thread beats the dispatcher's heart every `takeover_after / BEATS_PER_TAKEOVER`
+seconds. A dispatcher whose heartbeat is older than `takeover_after` is presumed dead and its
+leases are taken over by the next claim, so a killed process holds its audiences for seconds,
+not a whole `lease`; the lease still bounds a live dispatcher's call that hangs.
 """
 import concurrent.futures
 import logging
@@ -22,6 +27,10 @@ from targets.errors import AudienceGone, PartialFailure, PayloadTooLarge, Target
 
 log = logging.getLogger("diy.dispatcher")
 SETTLE_ATTEMPTS = 8
+BEATS_PER_TAKEOVER = 5
+"""Heartbeats a dispatcher may miss in a row (a slow disk, a busy database) before others take
+its leases over."""
+FORGET_DISPATCHERS_AFTER = 3600.0
 DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
@@ -44,10 +53,10 @@ class Dispatcher:
         threads=4,
         poll_interval=1.0,
         lease=300.0,
+        takeover_after=5.0,
         policy=RetryPolicy(),
         stop_timeout=10.0,
         maintenance_interval=60.0,
-        heartbeat_interval=5.0,
         checkpoint_interval=1.0,
         metrics=None,
         clock=time.time,
@@ -55,6 +64,8 @@ class Dispatcher:
     ):
         if threads < 1:
             raise ValueError("threads must be at least 1")
+        if takeover_after <= 0:
+            raise ValueError("takeover_after must be positive")
         self.outbox = outbox
         self.accounts = {
             name: value if isinstance(value, Accounts) else Accounts.single(name, value, clock)
@@ -63,34 +74,38 @@ class Dispatcher:
         self.threads = threads
         self.poll_interval = poll_interval
         self.lease = lease
+        self.takeover_after = takeover_after
+        self.heartbeat_interval = takeover_after / BEATS_PER_TAKEOVER
         self.policy = policy
         self.stop_timeout = stop_timeout
         self.maintenance_interval = maintenance_interval
-        self.heartbeat_interval = heartbeat_interval
         self.checkpoint_interval = checkpoint_interval
         self.metrics = metrics or NoMetrics()
         self.clock = clock
         self.rand = rand
         self._owner_suffix = secrets.token_hex(3)
-        self._owner_pid = self._owner = None
+        self._named = None
         self.batch_sizes = {name: accounts.max_batch for name, accounts in self.accounts.items()}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._in_flight = set()
         self._in_flight_lock = threading.Lock()
         self._loop = None
+        self._heart = None
         self._pool = None
         self._next_maintenance = 0.0
-        self._next_heartbeat = 0.0
         self._next_checkpoint = 0.0
+        self._beating = True
 
     @property
     def owner(self):
-        """Unique per process (a forked worker gets its own)."""
-        if self._owner_pid != os.getpid():
-            self._owner_pid = os.getpid()
-            self._owner = f"{socket.gethostname()}:{self._owner_pid}:{self._owner_suffix}"
-        return self._owner
+        """Unique per process (a forked worker gets its own). Threads may ask at once, so the
+        name and its pid change together, as one tuple."""
+        pid = os.getpid()
+        named = self._named
+        if named is None or named[0] != pid:
+            named = self._named = (pid, f"{socket.gethostname()}:{pid}:{self._owner_suffix}")
+        return named[1]
 
     # Running in the background.
 
@@ -100,8 +115,11 @@ class Dispatcher:
         self._stopping.clear()
         self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="diy-deliver")
         self._loop = threading.Thread(target=self._run, name="diy-dispatcher", daemon=True)
+        self._heart = threading.Thread(target=self._beat, name="diy-heartbeat", daemon=True)
+        self._heart.start()
         self._loop.start()
-        log.info("dispatcher started owner=%s threads=%d integrations=%s", self.owner, self.threads, ",".join(self.accounts))
+        log.info("dispatcher started owner=%s threads=%d integrations=%s takeover_after=%gs", self.owner,
+                 self.threads, ",".join(self.accounts), self.takeover_after)
 
     def wake(self):
         self._wake.set()
@@ -118,6 +136,7 @@ class Dispatcher:
         self._stopping.set()
         self._wake.set()
         self._loop.join(timeout)
+        self._heart.join(timeout)
         with self._in_flight_lock:
             in_flight = set(self._in_flight)
         _, unfinished = concurrent.futures.wait(in_flight, timeout)
@@ -129,7 +148,23 @@ class Dispatcher:
         except Exception:
             log.exception("could not give back leases owner=%s; they expire by themselves", self.owner)
         log.info("dispatcher stopped owner=%s unfinished=%d released=%d", self.owner, len(unfinished), released)
-        self._loop = None
+        self._loop = self._heart = None
+
+    def _beat(self):
+        """Beat the heart until stopped; one line when it cannot, and one when it can again."""
+        while not self._stopping.is_set():
+            try:
+                self.outbox.heartbeat(self.owner, now=self.clock())
+                if not self._beating:
+                    log.info("heartbeat recorded again owner=%s", self.owner)
+                self._beating = True
+            except Exception as error:
+                if self._beating:
+                    log.warning("heartbeat not recorded owner=%s reason=%r; after %gs without one, other "
+                                "dispatchers take this one's audiences over", self.owner, str(error),
+                                self.takeover_after)
+                self._beating = False
+            self._stopping.wait(self.heartbeat_interval)
 
     def _run(self):
         while not self._stopping.is_set():
@@ -150,9 +185,7 @@ class Dispatcher:
     def _claim_and_submit(self):
         with self._in_flight_lock:
             free = self.threads - len(self._in_flight)
-        claims = self.outbox.claim(
-            self.owner, now=self.clock(), lease=self.lease, limit=free, batch_sizes=self.batch_sizes
-        )
+        claims = self._claim(free)
         for claim in claims:
             future = self._pool.submit(self.deliver, claim)
             with self._in_flight_lock:
@@ -165,13 +198,17 @@ class Dispatcher:
             self._in_flight.discard(future)
         self._wake.set()
 
-    def maintain(self):
-        """Heartbeat, background checkpoints (so no request's commit pays for one), and now and
-        then the retention purge and a checkpoint that truncates the WAL."""
+    def _claim(self, limit):
         now = self.clock()
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.heartbeat_interval
-            self.outbox.heartbeat(self.owner, now=now)
+        return self.outbox.claim(
+            self.owner, now=now, lease=self.lease, limit=limit, batch_sizes=self.batch_sizes,
+            alive_since=now - self.takeover_after,
+        )
+
+    def maintain(self):
+        """Background checkpoints (so no request's commit pays for one), and now and then the
+        retention purge, forgetting long-dead dispatchers and a checkpoint that truncates the WAL."""
+        now = self.clock()
         if now >= self._next_checkpoint:
             self._next_checkpoint = now + self.checkpoint_interval
             self.outbox.checkpoint(truncate=False)
@@ -181,15 +218,14 @@ class Dispatcher:
         purged = self.outbox.purge(now=now)
         if purged:
             log.info("purged delivered mutations count=%d", purged)
+        self.outbox.forget_dispatchers(seen_before=now - FORGET_DISPATCHERS_AFTER)
         self.outbox.checkpoint(truncate=True)
 
     # One round in the calling thread, for tests and tools.
 
     def run_once(self):
         """Claim what is due now and deliver it in this thread; returns how many claims ran."""
-        claims = self.outbox.claim(
-            self.owner, now=self.clock(), lease=self.lease, limit=self.threads, batch_sizes=self.batch_sizes
-        )
+        claims = self._claim(self.threads)
         for claim in claims:
             self.deliver(claim)
         return len(claims)

@@ -11,7 +11,9 @@ it, which means a batch is delivered again (delivery is at least once anyway), n
 mutation is lost.
 
 Delivery order: a claim takes the first pending batches of one audience by id, and no other
-dispatcher may claim that audience until the lease is settled or expires. New batches only ever
+dispatcher may claim that audience while the lease is held: until it is settled, runs out, or
+its holder stops beating its heart (`dispatchers.seen_at`), which frees a dead process's
+audiences within seconds instead of a whole lease. New batches only ever
 get higher ids (AUTOINCREMENT), so "pending and id <= claimed_through" is exactly the claim.
 A mutation's id is `batch id << MUTATION_ID_BITS | index` (outbox/schema.py).
 """
@@ -188,24 +190,33 @@ class Outbox:
 
     # The dispatcher's side.
 
-    def claim(self, owner, *, now, lease, limit, batch_sizes):
+    def claim(self, owner, *, now, lease, limit, batch_sizes, alive_since=None):
         """Lease up to `limit` audiences with due work, oldest due first.
 
         `batch_sizes` maps each integration this dispatcher serves to its target's max batch;
-        audiences of other integrations are left alone.
+        audiences of other integrations are left alone. A lease whose holder has not beaten its
+        heart since `alive_since` is taken over as if it had run out (None: only when it runs
+        out). Claiming beats `owner`'s heart in the same transaction, so a fresh lease never
+        looks abandoned.
         """
         if limit <= 0 or not batch_sizes:
             return []
         integrations = list(batch_sizes)
+        free = "lease_expires_at IS NULL OR lease_expires_at <= ?"
+        parameters = [now, now]
+        if alive_since is not None:
+            free += (" OR NOT EXISTS (SELECT 1 FROM dispatchers d WHERE d.owner = audiences.lease_owner"
+                     " AND d.seen_at >= ?)")
+            parameters.append(alive_since)
         due = (
-            "(pending > 0 OR state = 'creating') AND next_attempt_at <= ?"
-            " AND (lease_expires_at IS NULL OR lease_expires_at <= ?)"
+            f"(pending > 0 OR state = 'creating') AND next_attempt_at <= ? AND ({free})"
             f" AND integration IN ({', '.join('?' * len(integrations))})"
         )
-        parameters = (now, now, *integrations)
+        parameters = (*parameters, *integrations)
         if not self.database.read(f"SELECT 1 FROM audiences WHERE {due} LIMIT 1", parameters):
             return []
         with self.database.transaction(durable=False) as connection:
+            beat(connection, owner, now)
             audiences = [
                 AudienceRecord(*row)
                 for row in connection.execute(
@@ -372,17 +383,20 @@ class Outbox:
             ).rowcount
 
     def heartbeat(self, owner, *, now):
-        """Record that dispatcher `owner` is alive (for readiness and status)."""
+        """Record that dispatcher `owner` is alive: its leases stay its own (claim's
+        `alive_since`), and readiness and status count it."""
         with self.database.transaction(durable=False) as connection:
-            connection.execute(
-                "INSERT INTO dispatchers (owner, started_at, seen_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at",
-                (owner, now, now),
-            )
+            beat(connection, owner, now)
 
     def retire(self, owner):
         with self.database.transaction(durable=False) as connection:
             connection.execute("DELETE FROM dispatchers WHERE owner = ?", (owner,))
+
+    def forget_dispatchers(self, *, seen_before):
+        """Delete the heartbeats of dispatchers gone since `seen_before` (killed, so never
+        retired); their leases were free long ago. Returns how many."""
+        with self.database.transaction(durable=False) as connection:
+            return connection.execute("DELETE FROM dispatchers WHERE seen_at < ?", (seen_before,)).rowcount
 
     def checkpoint(self, *, truncate):
         """Copy the WAL back into the database; `truncate` also empties the file, so it cannot
@@ -411,6 +425,14 @@ class Outbox:
             f" JOIN audiences a ON a.id = m.audience_id WHERE m.state = 'dead'{where} ORDER BY m.id LIMIT ?",
             (*parameters, limit),
         )
+
+
+def beat(connection, owner, now):
+    connection.execute(
+        "INSERT INTO dispatchers (owner, started_at, seen_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at",
+        (owner, now, now),
+    )
 
 
 def chunks(items, size):

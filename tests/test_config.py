@@ -168,6 +168,7 @@ BAD_VALUES = [
     ("dispatcher", "lease = soon", "[dispatcher] lease: expected a duration"),
     ("dispatcher", "backoff_cap = 1s", "[dispatcher] backoff_cap: must be at least backoff_base"),
     ("dispatcher", "stop_timeout = -1", "[dispatcher] stop_timeout: expected a duration"),
+    ("dispatcher", "takeover_after = 500ms", "[dispatcher] takeover_after: must be at least 1s"),
     ("integration:demo", "return_target_id = maybe",
      "[integration:demo] return_target_id: expected yes or no"),
     ("integration:demo", "basic_auth = nocolon",

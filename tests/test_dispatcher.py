@@ -226,6 +226,28 @@ def test_the_background_dispatcher_delivers_what_is_committed_in_process(httpser
     assert receiver.members == {"4711": {"u1"}}, "woken at once, not after the 30 s poll"
 
 
+def test_a_running_dispatcher_beats_its_heart_and_retires_at_stop(httpserver, tmp_path):
+    receiver = WebhookReceiver(httpserver)
+    service = Service(make_config(tmp_path, receiver.url, dispatcher={"takeover_after": "1s"}))
+    owner = service.dispatcher.owner
+
+    def seen():
+        return [at for who, at in service.database.read("SELECT owner, seen_at FROM dispatchers") if who == owner]
+
+    service.dispatcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not seen() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first = seen()
+        time.sleep(0.5)
+        assert first and seen()[0] > first[0], "a heartbeat every takeover_after / 5"
+    finally:
+        service.close()
+
+    assert seen() == [], "a graceful stop retires the dispatcher"
+
+
 def test_a_graceful_stop_gives_back_the_lease_of_a_call_in_flight(httpserver, tmp_path):
     entered, release = threading.Event(), threading.Event()
 

@@ -39,7 +39,8 @@ def settled(database):
     return database.execute("SELECT state, COUNT(*) FROM mutations GROUP BY state").fetchall()
 
 
-def test_a_dispatcher_killed_mid_batch_loses_nothing(httpserver, tmp_path):
+def test_a_dispatcher_killed_mid_batch_loses_nothing_and_is_taken_over_before_its_lease_ends(httpserver, tmp_path):
+    """The lease is the default 5 minutes: only the heartbeat takeover can deliver within 30 s."""
     first_call, release = threading.Event(), threading.Event()
     receiver = WebhookReceiver(httpserver, path="/events")
 
@@ -52,7 +53,7 @@ def test_a_dispatcher_killed_mid_batch_loses_nothing(httpserver, tmp_path):
 
     httpserver.clear_all_handlers()
     httpserver.expect_request("/events").respond_with_handler(hang_on_the_first_batch)
-    config = write_config(tmp_path, receiver.url, dispatcher={"embedded": "no", "lease": "1s", "threads": "2"},
+    config = write_config(tmp_path, receiver.url, dispatcher={"embedded": "no", "takeover_after": "2s", "threads": "2"},
                           integration={"target.timeout": "0.5"})
     port = free_port()
     server = Process(tmp_path, "serve", "--config", config, "--port", port, name="serve")

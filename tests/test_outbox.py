@@ -62,6 +62,41 @@ def test_a_claimed_audience_is_not_claimed_again_until_its_lease_runs_out(outbox
     assert outbox.counts()["done"] == 1
 
 
+def test_a_lease_whose_holder_stopped_beating_its_heart_is_taken_over_before_it_runs_out(outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1"), pass_through=True, now=clock())
+    first = outbox.claim("d1", now=clock(), lease=300, limit=1, batch_sizes=SIZES, alive_since=clock() - 5)[0]
+
+    clock.advance(4)
+    assert outbox.claim("d2", now=clock(), lease=300, limit=1, batch_sizes=SIZES, alive_since=clock() - 5) == []
+    clock.advance(2)
+    (second,) = outbox.claim("d2", now=clock(), lease=300, limit=1, batch_sizes=SIZES, alive_since=clock() - 5)
+
+    assert second.mutations == first.mutations
+    assert outbox.settle(first, now=clock()) is False, "the presumed-dead holder must not settle"
+    assert outbox.settle(second, now=clock()) is True
+
+
+def test_a_holder_that_keeps_beating_its_heart_keeps_its_lease(outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1"), pass_through=True, now=clock())
+    (first,) = outbox.claim("d1", now=clock(), lease=300, limit=1, batch_sizes=SIZES, alive_since=clock() - 5)
+
+    for _ in range(50):
+        clock.advance(4)
+        outbox.heartbeat("d1", now=clock())
+        assert outbox.claim("d2", now=clock(), lease=300, limit=1, batch_sizes=SIZES, alive_since=clock() - 5) == []
+
+    assert outbox.settle(first, now=clock()) is True
+
+
+def test_dispatchers_gone_for_long_are_forgotten(outbox, clock):
+    outbox.heartbeat("gone", now=clock())
+    clock.advance(10)
+    outbox.heartbeat("alive", now=clock())
+
+    assert outbox.forget_dispatchers(seen_before=clock() - 5) == 1
+    assert [row[0] for row in outbox.database.read("SELECT owner FROM dispatchers")] == ["alive"]
+
+
 def test_batches_follow_the_order_the_dmp_sent_and_the_batch_size(outbox, clock):
     users = [f"u{i}" for i in range(250)]
     outbox.enqueue("demo", "add", received("4711", *users), pass_through=True, now=clock(), batch_limit=100)
