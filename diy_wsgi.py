@@ -52,10 +52,11 @@ CREATION_THREADS = 8
 class DiyApp:
     """The WSGI callable for one configuration; `start()`/`stop()` run its dispatcher."""
 
-    def __init__(self, config, *, service=None, clock=time.time):
+    def __init__(self, config, *, service=None, clock=None):
+        """`clock` (default: the database's, outbox/clock.py) dates what is stored."""
         self.config = config
-        self.clock = clock
         self.service = service or Service(config, clock=clock)
+        self.clock = self.service.clock
         self.outbox = self.service.outbox
         self.metrics = self.service.metrics
         self.probes = Probes(self)
@@ -250,7 +251,7 @@ class DiyApp:
             return self._creations
 
 
-def make_app(config, *, clock=time.time):
+def make_app(config, *, clock=None):
     """A WSGI callable for `config` (a `diy.config.Config`).
 
     Call `.start()` after any fork to run the embedded dispatcher in this process, and `.stop()`

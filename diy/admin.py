@@ -7,14 +7,15 @@ import argparse
 import json
 import os
 import sys
-import time
 
 from diy.config import ConfigError, load_config, parse_duration
 from diy.signature import verify
 from outbox import disk
 from outbox.admin import Admin, DeadFilter
-from outbox.db import Database
+from outbox.backends import open_database
+from outbox.clock import clock_of
 from outbox.errors import StoreError
+from outbox.postgres import is_postgres_url
 from outbox.store import Outbox
 
 
@@ -92,6 +93,7 @@ def add_commands(commands, add_config):
     backup.add_argument("destination", help="a new file")
 
 
+
 def command_in(subparsers, name, run, help, add_config):
     parser = subparsers.add_parser(name, help=help, description=help)
     add_config(parser)
@@ -115,10 +117,14 @@ def duration(text):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+FILE_LABELS = {"database_bytes": "size", "wal_bytes": "WAL"}
+
+
 def open_admin(args):
     config = load_config(args.config)
-    database = Database(config.database, synchronous=config.synchronous, write_timeout=config.write_timeout)
-    return config, Admin(Outbox(database, retention=config.retention))
+    database = open_database(config.database, synchronous=config.synchronous, write_timeout=config.write_timeout,
+                             password=config.database_password)
+    return config, Admin(Outbox(database, retention=config.retention), clock=clock_of(database))
 
 
 def filters(args):
@@ -143,7 +149,7 @@ def progress(label):
 
 def run_status(args):
     _, admin = open_admin(args)
-    status = admin.status(now=time.time())
+    status = admin.status(now=admin.clock())
     if args.json:
         return emit(status)
     rows = [
@@ -155,13 +161,13 @@ def run_status(args):
     print()
     table(("dispatcher", "last seen"), [(d["owner"], age(d["seen_age"]) + " ago") for d in status["dispatchers"]])
     files = status["files"]
-    print(f"\ndatabase {files['database_bytes']:,} bytes, WAL {files['wal_bytes']:,} bytes")
+    print("\ndatabase " + ", ".join(f"{FILE_LABELS[key]} {size:,} bytes" for key, size in files.items()))
     return 0
 
 
 def run_dead_list(args):
     _, admin = open_admin(args)
-    now = time.time()
+    now = admin.clock()
     letters = admin.dead(filters(args), now=now, limit=args.limit)
     if args.json:
         return emit([letter.as_dict() for letter in letters])
@@ -184,7 +190,7 @@ def run_dead_show(args):
 
 def run_dead_replay(args):
     _, admin = open_admin(args)
-    replayed, superseded = admin.replay(filters(args), now=time.time(), progress=progress("replayed, superseded"))
+    replayed, superseded = admin.replay(filters(args), now=admin.clock(), progress=progress("replayed, superseded"))
     print(file=sys.stderr)
     result = {"replayed": replayed, "superseded": superseded}
     return emit(result) if args.json else print(f"replayed {replayed}; {superseded} stale ones marked superseded") or 0
@@ -195,7 +201,7 @@ def run_dead_purge(args):
     if where == DeadFilter() and not args.all:
         raise ConfigError("dead purge: give a filter (--integration, --audience, --customer, --older-than, --newer-than) or --all")
     _, admin = open_admin(args)
-    deleted = admin.purge_dead(where, now=time.time(), progress=progress("purged"))
+    deleted = admin.purge_dead(where, now=admin.clock(), progress=progress("purged"))
     print(file=sys.stderr)
     return emit({"purged": deleted}) if args.json else print(f"purged {deleted} dead letters") or 0
 
@@ -226,7 +232,7 @@ def run_audience_show(args):
 def run_audience_set(args):
     config, admin = open_admin(args)
     integration = pick_integration(config, args.integration)
-    admin.set_audience(integration, args.audience, args.target_id, now=time.time())
+    admin.set_audience(integration, args.audience, args.target_id, now=admin.clock())
     return emit(admin.audience(integration, args.audience)) if args.json else print(
         f"{args.audience} -> {args.target_id} (ready)") or 0
 
@@ -259,7 +265,9 @@ def run_verify(args):
 
 def run_check(args):
     _, admin = open_admin(args)
-    path = args.file or admin.database.path
+    if args.file is None:
+        admin.require_sqlite("check")
+    path = args.file or admin.database.location
     problems = admin.check(args.file, full=args.full)
     if args.json:
         emit({"file": path, "sound": not problems, "problems": problems})
@@ -271,7 +279,11 @@ def run_check(args):
 
 
 def run_disk(args):
-    folder = os.path.dirname(os.path.abspath(load_config(args.config).database))
+    config = load_config(args.config)
+    if is_postgres_url(config.database):
+        raise StoreError("disk times the flushes of the SQLite file's disk; on PostgreSQL run it (or "
+                         "pg_test_fsync) on the database server")
+    folder = os.path.dirname(os.path.abspath(config.database))
     try:
         measured = disk.summary(disk.flush_times(folder, seconds=args.seconds))
     except OSError as error:
@@ -288,7 +300,7 @@ def run_disk(args):
 
 def run_purge(args):
     _, admin = open_admin(args)
-    purged = admin.purge_delivered(now=time.time(), progress=progress("purged"))
+    purged = admin.purge_delivered(now=admin.clock(), progress=progress("purged"))
     print(file=sys.stderr)
     return emit({"purged": purged}) if args.json else print(f"purged {purged} finished mutations") or 0
 

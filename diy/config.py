@@ -7,13 +7,19 @@ repeat a value, so a secret written on the wrong line does not end up in a log.
 The file is plain INI with these choices: keys are case-sensitive; a line starting with `;` or
 `#` is a comment, and so is ` ;` (after whitespace) at the end of a value; `%` is an ordinary
 character (no interpolation); there is no `[DEFAULT]` section. Secrets (each item of
-`hmac_secrets`, `basic_auth` and every `target.*` key) may be written `env:NAME` or `file:PATH`.
+`hmac_secrets`, `basic_auth`, `database_password` and every `target.*` key) may be written
+`env:NAME` or `file:PATH`.
 """
 import configparser
+import hashlib
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from outbox.postgres import is_postgres_url, without_password
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional
 
@@ -78,7 +84,11 @@ class Config:
     """The whole configuration; durations are float seconds, sizes int bytes."""
 
     database: str
-    """Absolute path of the SQLite file."""
+    """Absolute path of the SQLite file, or a PostgreSQL URL (`postgresql://...`)."""
+    metrics_dir: str = ""
+    """Where each process writes its metrics for /metrics to merge (one folder per machine)."""
+    database_password: Optional[str] = field(default=None, repr=False)
+    """PostgreSQL's password, when it is not in the URL, PGPASSWORD or ~/.pgpass."""
     synchronous: str = "full"
     write_timeout: float = 3.0
     max_body: int = 1048576
@@ -181,6 +191,8 @@ def _read_ini(text, source):
 def _diy_settings(source, items, base_dir, resolve):
     settings = _parse_section(source, "diy", items, {
         "database": lambda raw: _database(raw, base_dir),
+        "database_password": resolve,
+        "metrics_dir": lambda raw: _folder(raw, base_dir),
         "synchronous": _choice("full", "normal"),
         "write_timeout": _duration(),
         "max_body": _size,
@@ -191,7 +203,12 @@ def _diy_settings(source, items, base_dir, resolve):
         "metrics_token": resolve,
     })
     if "database" not in settings:
-        raise _error(source, "diy", "database", "required: the path of the SQLite file")
+        raise _error(source, "diy", "database", "required: the path of the SQLite file or a postgresql:// URL")
+    postgres = is_postgres_url(settings["database"])
+    if "database_password" in settings and not postgres:
+        raise _error(source, "diy", "database_password", "only for a PostgreSQL database (postgresql://...)")
+    if "metrics_dir" not in settings:
+        settings["metrics_dir"] = default_metrics_dir(settings["database"])
     return settings
 
 
@@ -382,8 +399,41 @@ def _size(raw):
 
 def _database(raw, base_dir):
     if not raw:
-        raise _Invalid("required: the path of the SQLite file")
+        raise _Invalid("required: the path of the SQLite file or a postgresql:// URL")
+    if is_postgres_url(raw):
+        return _postgres_url(raw)
+    if "://" in raw:
+        raise _Invalid("expected the path of the SQLite file or a postgresql:// URL")
     return os.path.abspath(os.path.join(base_dir, raw))
+
+
+def _postgres_url(raw):
+    """A libpq connection URL; its host, port and database name are checked here, the rest by
+    libpq when it connects. Messages never repeat the URL (it may hold a password)."""
+    try:
+        parts = urlsplit(raw)
+        parts.port
+    except ValueError:
+        raise _Invalid("not a valid postgresql:// URL (check the port and any special characters, "
+                       "which must be percent-encoded)") from None
+    if not parts.path.strip("/") and "dbname=" not in parts.query:
+        raise _Invalid("the postgresql:// URL must name a database: postgresql://USER@HOST:PORT/DBNAME")
+    return raw
+
+
+def _folder(raw, base_dir):
+    if not raw:
+        raise _Invalid("expected the path of a folder")
+    return os.path.abspath(os.path.join(base_dir, raw))
+
+
+def default_metrics_dir(database):
+    """Beside the SQLite file; for PostgreSQL, a folder of this machine's temporary directory
+    named after the database (set `metrics_dir` where processes do not share /tmp)."""
+    if not is_postgres_url(database):
+        return database + ".metrics"
+    digest = hashlib.sha256(without_password(database).encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"diy-wsgi-metrics-{digest}")
 
 
 def _normal_path(path):

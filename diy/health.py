@@ -2,7 +2,6 @@
 import hmac
 import ipaddress
 import json
-import time
 from dataclasses import dataclass
 
 from diy.http_errors import Forbidden, MethodNotAllowed, ServiceUnavailable, Unauthorized
@@ -25,7 +24,7 @@ class Probes:
         self.app = app
         self.config = app.config
         self.service = app.service
-        self.admin = Admin(app.outbox)
+        self.admin = Admin(app.outbox, clock=app.service.clock)
 
     def answer(self, path, environ):
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
@@ -38,21 +37,17 @@ class Probes:
         return Reply(self.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     def ready(self):
-        """Ready when the database takes the write lock and a dispatcher is alive."""
+        """Ready when the database takes a write and a dispatcher is alive."""
         problems = []
         try:
-            with self.service.database.transaction() as connection:
-                connection.execute("SELECT 1")
+            self.service.outbox.probe()
         except StoreError as error:
             problems.append(f"database: {error}")
         if self.config.dispatcher.embedded:
             if not self.service.dispatcher.alive:
                 problems.append("dispatcher: the embedded dispatcher is not running in this process")
         elif not problems:
-            recent = self.service.database.read(
-                "SELECT COUNT(*) FROM dispatchers WHERE seen_at > ?", (time.time() - HEARTBEAT_STALE,)
-            )[0][0]
-            if not recent:
+            if not self.service.outbox.live_dispatchers(seen_since=self.service.clock() - HEARTBEAT_STALE):
                 problems.append(f"dispatcher: no dispatcher seen in the last {HEARTBEAT_STALE:.0f}s (run diy-wsgi dispatch)")
         if problems:
             raise ServiceUnavailable("; ".join(problems))
@@ -70,8 +65,7 @@ class Probes:
             raise Forbidden("/metrics answers loopback only unless [diy] metrics_token is set")
 
     def metrics_text(self):
-        now = time.time()
-        status = self.admin.status(now=now)
+        status = self.admin.status(now=self.service.clock())
         targets = {i.name: i.target for i in self.config.integrations}
         integrations = status["integrations"]
 
@@ -96,8 +90,8 @@ class Probes:
             ("diy_audiences", "Audiences by creation state.", audiences),
             ("diy_dispatchers_alive", "Dispatchers with a heartbeat in the last 30 s.",
              [([], sum(1 for d in status["dispatchers"] if d["seen_age"] < HEARTBEAT_STALE))]),
-            ("diy_database_bytes", "Size of the outbox files.",
-             [([["file", "database"]], status["files"]["database_bytes"]), ([["file", "wal"]], status["files"]["wal_bytes"])]),
+            ("diy_database_bytes", "Size of the outbox: the SQLite file and its WAL, or the PostgreSQL database.",
+             [([["file", key.split("_")[0]]], size) for key, size in status["files"].items()]),
         ]
         return render(self.service.metrics.collect(), gauges)
 

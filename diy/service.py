@@ -7,7 +7,8 @@ import time
 from diy.config import ConfigError
 from diy.metrics import Metrics
 from outbox.accounts import Account, Accounts
-from outbox.db import Database
+from outbox.backends import open_database
+from outbox.clock import clock_of
 from outbox.guard import Guard
 from outbox.dispatcher import Dispatcher
 from outbox.retry import RetryPolicy
@@ -18,12 +19,14 @@ from targets.http import HttpClient
 
 
 class Service:
-    def __init__(self, config, *, clock=time.time):
+    def __init__(self, config, *, clock=None):
+        """`clock` (default: the database's, see outbox/clock.py) dates everything stored."""
         self.config = config
-        self.clock = clock
-        self.database = Database(config.database, synchronous=config.synchronous, write_timeout=config.write_timeout)
+        self.database = open_database(config.database, synchronous=config.synchronous,
+                                      write_timeout=config.write_timeout, password=config.database_password)
+        self.clock = clock = clock or clock_of(self.database)
         self.outbox = Outbox(self.database, retention=config.retention)
-        self.metrics = Metrics(config.database + ".metrics")
+        self.metrics = Metrics(config.metrics_dir)
         self.http = HttpClient()
         share = fair_share(config)
         self.accounts = {i.name: build_accounts(config, i, self.http, clock, share) for i in config.integrations}

@@ -2,17 +2,22 @@
 
 Every query here uses the partial indexes or the per-audience counters, so it stays fast with
 millions of delivered rows, but one: a replay reads the batches stored after its first dead letter,
-once (LaterMutations). None of it runs on the request path.
+once (LaterMutations). None of it runs on the request path. Both backends run these statements
+(see outbox/store.py); the file commands (backup, check, vacuum) are SQLite's alone.
 """
 import contextlib
 import json
 import os
 import sqlite3
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from outbox.errors import StoreError
 from outbox.store import batch_of, encode_batch
+
+SQLITE_ONLY = ("{command} works on the SQLite file; on PostgreSQL use the server's own tools "
+               "(pg_dump, pg_basebackup or the managed service's backups; VACUUM and amcheck)")
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,7 @@ class DeadFilter:
     """Seconds since the mutation died."""
     newer_than: Optional[float] = None
 
-    def where(self, now):
+    def where(self, now, database):
         clauses, parameters = ["m.state = 'dead'"], []
         if self.integration is not None:
             clauses.append("a.integration = ?")
@@ -36,7 +41,7 @@ class DeadFilter:
             clauses.append("(a.dmp_id = ? OR a.key = ?)")
             parameters += [self.audience, self.audience]
         if self.customer is not None:
-            clauses.append("CAST(COALESCE(m.customer, a.customer) AS TEXT) = ?")
+            clauses.append(f"{database.text_of('COALESCE(m.customer, a.customer)')} = ?")
             parameters.append(str(self.customer))
         if self.older_than is not None:
             clauses.append("m.finished_at <= ?")
@@ -75,20 +80,22 @@ DEAD_COLUMNS = (
 
 
 class Admin:
-    def __init__(self, outbox):
+    def __init__(self, outbox, *, clock=time.time):
         self.outbox = outbox
         self.database = outbox.database
+        self.clock = clock
+        """The database's clock (outbox/clock.py), for the commands' `now`."""
 
     # Status.
 
     def status(self, *, now):
         """Per integration: mutations pending, leased, dead; the oldest pending; audiences by state."""
         rows = self.database.read(
-            "SELECT integration, SUM(pending), COUNT(*),"
-            " SUM(state = 'creating'), SUM(state = 'failed'),"
-            " SUM(CASE WHEN lease_expires_at > ? THEN"
+            "SELECT integration, CAST(SUM(pending) AS BIGINT), COUNT(*),"
+            " SUM(CASE WHEN state = 'creating' THEN 1 ELSE 0 END), SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END),"
+            " CAST(SUM(CASE WHEN lease_expires_at > ? THEN"
             "   (SELECT SUM(size) FROM batches b WHERE b.audience_id = audiences.id AND b.state = 'pending'"
-            "    AND b.id <= audiences.claimed_through) ELSE 0 END),"
+            "    AND b.id <= audiences.claimed_through) ELSE 0 END) AS BIGINT),"
             " MIN(CASE WHEN pending > 0 THEN (SELECT received_at FROM batches b"
             "   WHERE b.audience_id = audiences.id AND b.state = 'pending' ORDER BY b.id LIMIT 1) END)"
             " FROM audiences GROUP BY integration ORDER BY integration",
@@ -100,9 +107,10 @@ class Admin:
         ))
         errors = {
             name: error
-            for name, error, _ in self.database.read(
-                "SELECT integration, last_error, MAX(updated_at) FROM audiences WHERE last_error IS NOT NULL"
-                " GROUP BY integration"
+            for name, error in self.database.read(
+                "SELECT a.integration, a.last_error FROM audiences a WHERE a.last_error IS NOT NULL"
+                " AND a.updated_at = (SELECT MAX(updated_at) FROM audiences b WHERE b.integration = a.integration"
+                " AND b.last_error IS NOT NULL) ORDER BY a.id"
             )
         }
         integrations = {}
@@ -124,13 +132,12 @@ class Admin:
         return {"integrations": integrations, "dispatchers": dispatchers, "files": self.file_sizes()}
 
     def file_sizes(self):
-        path = self.database.path
-        return {"database_bytes": size_of(path), "wal_bytes": size_of(path + "-wal")}
+        return self.database.sizes()
 
     # Dead letters.
 
     def dead(self, where, *, now, limit=100):
-        clause, parameters = where.where(now)
+        clause, parameters = where.where(now, self.database)
         return [
             DeadLetter(*row)
             for row in self.database.read(
@@ -155,7 +162,7 @@ class Admin:
         it is marked superseded instead. Audiences whose creation failed are created again.
         Returns (replayed, superseded).
         """
-        clause, parameters = where.where(now)
+        clause, parameters = where.where(now, self.database)
         replayed = superseded = 0
         with LaterMutations(self.database, clause, parameters) as later:
             while True:
@@ -182,7 +189,7 @@ class Admin:
         deleted = 0
         while True:
             with self.database.transaction() as connection:
-                clause, parameters = where.where(now)
+                clause, parameters = where.where(now, self.database)
                 count = connection.execute(
                     f"DELETE FROM dead_letters WHERE id IN (SELECT m.id FROM dead_letters m"
                     f" JOIN audiences a ON a.id = m.audience_id WHERE {clause} LIMIT ?)",
@@ -199,7 +206,7 @@ class Admin:
     AUDIENCE_COLUMNS = "integration, dmp_id, key, name, customer, target_id, state, pending, attempts, last_error"
 
     def audiences(self, *, integration=None, state=None, limit=1000):
-        clauses, parameters = ["1"], []
+        clauses, parameters = ["TRUE"], []
         if integration is not None:
             clauses.append("integration = ?")
             parameters.append(integration)
@@ -234,17 +241,19 @@ class Admin:
     def set_audience(self, integration, dmp_id, target_id, *, now):
         """Map `dmp_id` to the platform's `target_id` by hand; its mutations flow to that id."""
         with self.database.transaction() as connection:
-            updated = connection.execute(
-                "UPDATE audiences SET target_id = ?, state = 'ready', attempts = 0, last_error = NULL,"
-                " next_attempt_at = ?, updated_at = ? WHERE integration = ? AND dmp_id = ?",
-                (target_id, now, now, integration, dmp_id),
-            ).rowcount
-            if not updated:
-                connection.execute(
+            for _ in range(2):
+                if connection.execute(
+                    "UPDATE audiences SET target_id = ?, state = 'ready', attempts = 0, last_error = NULL,"
+                    " next_attempt_at = ?, updated_at = ? WHERE integration = ? AND dmp_id = ?",
+                    (target_id, now, now, integration, dmp_id),
+                ).rowcount:
+                    return
+                if connection.execute(
                     "INSERT INTO audiences (integration, key, dmp_id, target_id, state, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, 'ready', ?, ?)",
+                    " VALUES (?, ?, ?, ?, 'ready', ?, ?) ON CONFLICT DO NOTHING",
                     (integration, dmp_id, dmp_id, target_id, now, now),
-                )
+                ).rowcount:
+                    return
 
     def forget_audience(self, integration, audience):
         """Delete the mapping and its finished rows; refused while mutations wait or are dead."""
@@ -256,9 +265,9 @@ class Admin:
             if row is None:
                 raise StoreError(f"no audience {audience} in integration {integration}")
             waiting = dict(connection.execute(
-                "SELECT 'pending', SUM(size) FROM batches WHERE audience_id = ? AND state = 'pending' HAVING COUNT(*)"
+                "SELECT 'pending', SUM(size) FROM batches WHERE audience_id = ? AND state = 'pending' HAVING COUNT(*) > 0"
                 " UNION ALL SELECT 'dead', COUNT(*) FROM dead_letters WHERE audience_id = ? AND state = 'dead'"
-                " HAVING COUNT(*)", (row[0], row[0]),
+                " HAVING COUNT(*) > 0", (row[0], row[0]),
             ))
             if waiting:
                 counts = ", ".join(f"{count} {state}" for state, count in sorted(waiting.items()))
@@ -284,8 +293,7 @@ class Admin:
 
     def backup(self, destination, *, progress=None, pages=1024):
         """An online, consistent copy through SQLite's backup API (writers keep going)."""
-        import sqlite3
-
+        self.require_sqlite("backup")
         if os.path.exists(destination):
             raise StoreError(f"{destination} exists; choose a new file for the backup")
         target = sqlite3.connect(destination)
@@ -302,7 +310,9 @@ class Admin:
         sound. A connection of its own that only reads, so it is safe beside the running service
         (writers go on meanwhile) and leaves no -wal or -shm beside a backup; `full` also checks
         that every index matches its table."""
-        path = path or self.database.path
+        if path is None:
+            self.require_sqlite("check")
+            path = self.database.path
         if not os.path.isfile(path):
             raise StoreError(f"{path} does not exist")
         pragma = "integrity_check" if full else "quick_check"
@@ -318,12 +328,17 @@ class Admin:
 
     def vacuum(self):
         """Checkpoint and truncate the WAL, then rebuild the file to return free pages to the disk."""
+        self.require_sqlite("vacuum")
         before = self.file_sizes()
         self.outbox.checkpoint(truncate=True)
         with self.database.patient() as connection:
             connection.execute("VACUUM")
         self.outbox.checkpoint(truncate=True)
         return before, self.file_sizes()
+
+    def require_sqlite(self, command):
+        if self.database.kind != "sqlite":
+            raise StoreError(SQLITE_ONLY.format(command=command))
 
 
 def requeue(connection, later, row, now):
@@ -336,15 +351,16 @@ def requeue(connection, later, row, now):
         )
         return False
     connection.execute(
+        "UPDATE audiences SET pending = pending + 1,"
+        " next_attempt_at = CASE WHEN next_attempt_at < ? THEN next_attempt_at ELSE ? END,"
+        " attempts = 0, state = CASE state WHEN 'failed' THEN 'creating' ELSE state END WHERE id = ?",
+        (now, now, audience_id),
+    )
+    connection.execute(
         "INSERT INTO batches (audience_id, op, size, mutations, received_at) VALUES (?, ?, 1, ?, ?)",
         (audience_id, op, encode_batch([[user, uuid, customer, platform, json.loads(extra or "null")]]), now),
     )
     connection.execute("UPDATE dead_letters SET state = 'replayed', finished_at = ? WHERE id = ?", (now, mutation_id))
-    connection.execute(
-        "UPDATE audiences SET pending = pending + 1, next_attempt_at = MIN(next_attempt_at, ?),"
-        " attempts = 0, state = CASE state WHEN 'failed' THEN 'creating' ELSE state END WHERE id = ?",
-        (now, audience_id),
-    )
     return True
 
 
@@ -363,10 +379,10 @@ class LaterMutations:
         self.database = database
         with database.patient() as connection:
             for table in ("replay_latest", "replay_audiences"):
-                connection.execute(f"DROP TABLE IF EXISTS temp.{table}")
+                connection.execute(f"DROP TABLE IF EXISTS {table}")
             connection.execute(
-                "CREATE TEMP TABLE replay_latest (audience_id INTEGER NOT NULL, user TEXT NOT NULL,"
-                " id INTEGER NOT NULL, PRIMARY KEY (audience_id, user)) WITHOUT ROWID"
+                "CREATE TEMP TABLE replay_latest (audience_id BIGINT NOT NULL, external_user_id TEXT NOT NULL,"
+                " id BIGINT NOT NULL, PRIMARY KEY (audience_id, external_user_id))"
             )
             connection.execute(
                 "CREATE TEMP TABLE replay_audiences AS SELECT DISTINCT m.audience_id AS id"
@@ -384,9 +400,9 @@ class LaterMutations:
         return self
 
     def __exit__(self, *exc):
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(Exception):
             for table in ("replay_latest", "replay_audiences"):
-                self.database.connection().execute(f"DROP TABLE IF EXISTS temp.{table}")
+                self.database.connection().execute(f"DROP TABLE IF EXISTS {table}")
 
     def catch_up(self, connection):
         """Take in the batches stored since the last read (all of them, the first time)."""
@@ -395,12 +411,13 @@ class LaterMutations:
         (last,) = connection.execute("SELECT MAX(id) FROM batches").fetchone()
         if last is None or last <= self.read_through:
             return
+        members = self.database.batch_members(
+            "b.id > ? AND b.id <= ? AND b.audience_id IN (SELECT id FROM replay_audiences)")
         connection.execute(
-            "INSERT INTO temp.replay_latest (audience_id, user, id)"
-            " SELECT b.audience_id, json_extract(j.value, '$[0]'), (b.id << 16) + j.key"
-            " FROM batches b, json_each(b.mutations) j"
-            " WHERE b.id > ? AND b.id <= ? AND b.audience_id IN (SELECT id FROM temp.replay_audiences)"
-            " ON CONFLICT (audience_id, user) DO UPDATE SET id = MAX(id, excluded.id)",
+            "INSERT INTO replay_latest (audience_id, external_user_id, id) SELECT audience_id, external_user_id,"
+            f" MAX(id) FROM ({members}) m WHERE TRUE GROUP BY audience_id, external_user_id"
+            " ON CONFLICT (audience_id, external_user_id) DO UPDATE SET id = CASE"
+            " WHEN excluded.id > replay_latest.id THEN excluded.id ELSE replay_latest.id END",
             (self.read_through, last),
         )
         self.read_through = last
@@ -410,7 +427,7 @@ class LaterMutations:
         """Whether a mutation of `user` after the mutation `after` is pending, delivered (and
         not yet purged) or dead in the audience."""
         latest = connection.execute(
-            "SELECT id FROM temp.replay_latest WHERE audience_id = ? AND user = ?", (audience_id, user)
+            "SELECT id FROM replay_latest WHERE audience_id = ? AND external_user_id = ?", (audience_id, user)
         ).fetchone()
         if latest and latest[0] > after:
             return True

@@ -3,15 +3,21 @@
 Connections are opened lazily, so nothing is opened before a fork, and reopened when the pid
 changes (a gunicorn worker never reuses its master's connection). Each thread gets its own
 connection because a dispatcher acknowledges from its pool threads while a request commits from
-another.
+another; those of threads that have ended are closed when another thread opens one.
+
+`Database` and `outbox.postgres.PostgresDatabase` are the two backends behind `Outbox` and
+`Admin`: the same methods, and the few SQL fragments that differ (`in_list`, `LOCK_DUE_ROWS`,
+`text_of`, `notify_work`).
 """
 import contextlib
+import json
 import os
 import sqlite3
 import threading
 import time
 
 from outbox.errors import StoreError, StoreUnavailable
+from outbox.schema import MUTATION_ID_BITS
 
 MINIMUM_SQLITE = (3, 35, 0)
 SYNCHRONOUS_MODES = ("full", "normal")
@@ -36,11 +42,15 @@ def require_sqlite(version_info=sqlite3.sqlite_version_info):
 class Database:
     """A path and its settings; hands each thread of each process its own connection."""
 
+    kind = "sqlite"
+    LOCK_DUE_ROWS = ""
+    """One writer at a time: the claim's transaction already holds the database."""
+
     def __init__(self, path, *, synchronous="full", write_timeout=3.0):
         require_sqlite()
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
-        self.path = str(path)
+        self.path = self.location = str(path)
         self.synchronous = synchronous
         self.write_timeout = write_timeout
         self._local = threading.local()
@@ -64,6 +74,7 @@ class Database:
         at a time, so none waits on another's switch to WAL or migration."""
         from outbox.schema import migrate
 
+        self._close_abandoned()
         with self._lock:
             try:
                 connection = sqlite3.connect(
@@ -241,6 +252,52 @@ class Database:
                 raise StoreUnavailable(describe(error)) from None
             raise
 
+    def _close_abandoned(self):
+        """Close the connections of threads that have ended: a server that starts a thread per
+        request (`diy-wsgi serve`) would otherwise keep two file descriptors per request."""
+        with self._lock:
+            ended = [c for pid, thread, c in self._opened if pid == os.getpid() and not thread.is_alive()]
+            self._opened = [(pid, thread, c) for pid, thread, c in self._opened
+                            if pid == os.getpid() and thread.is_alive()]
+        for connection in ended:
+            connection.close()
+
+    # What differs from PostgreSQL.
+
+    @staticmethod
+    def in_list(column, values):
+        """`column` is one of `values`: the SQL and its one parameter."""
+        return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
+
+    @staticmethod
+    def batch_members(where):
+        """Every mutation of the batches matching `where` (on `b`), as (audience_id,
+        external_user_id, id), read out of the batches' JSON."""
+        return (
+            "SELECT b.audience_id AS audience_id, json_extract(j.value, '$[0]') AS external_user_id,"
+            f" (b.id << {MUTATION_ID_BITS}) + j.key AS id FROM batches b, json_each(b.mutations) j WHERE {where}"
+        )
+
+    @staticmethod
+    def text_of(expression):
+        """The text of a stored value: a number as its digits, a string as it is."""
+        return f"CAST({expression} AS TEXT)"
+
+    @staticmethod
+    def notify_work(connection):
+        """Dispatchers of other processes find new work by polling."""
+
+    @staticmethod
+    def now():
+        """The database's clock: this machine's, which every process using the file shares."""
+        return time.time()
+
+    def sizes(self):
+        return {"database_bytes": size_of(self.path), "wal_bytes": size_of(self.path + "-wal")}
+
+    listen = None
+    """Nothing to listen to: a commit wakes its own process's dispatcher (Dispatcher.wake)."""
+
     def close(self):
         """Close the connections this process opened, but those of threads still running: a
         delivery abandoned at stop may yet settle, and closing a connection under a thread
@@ -285,6 +342,13 @@ class Write:
         if self.error is not None:
             raise self.error
         return self.result
+
+
+def size_of(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def rollback(connection):

@@ -2,8 +2,8 @@
 
 One loop thread claims audiences with due work (as many as there are free delivery threads)
 and hands each claim to a pool thread, which calls the target and settles the claim. A commit in
-this process wakes the loop at once (`wake`); work committed by other processes is found by
-polling. Retry policy lives here; the outbox only moves rows.
+this process wakes the loop at once (`wake`); on PostgreSQL a fourth thread listens for the
+commits of every other process and VM (LISTEN/NOTIFY); polling finds the rest. Retry policy lives here; the outbox only moves rows.
 
 A third thread beats the dispatcher's heart every `takeover_after / BEATS_PER_TAKEOVER`
 seconds. A dispatcher whose heartbeat is older than `takeover_after` is presumed dead and its
@@ -92,6 +92,7 @@ class Dispatcher:
         self._in_flight_lock = threading.Lock()
         self._loop = None
         self._heart = None
+        self._listener = None
         self._pool = None
         self._next_maintenance = 0.0
         self._next_checkpoint = 0.0
@@ -117,6 +118,9 @@ class Dispatcher:
         self._loop = threading.Thread(target=self._run, name="diy-dispatcher", daemon=True)
         self._heart = threading.Thread(target=self._beat, name="diy-heartbeat", daemon=True)
         self._heart.start()
+        if self.outbox.notifies:
+            self._listener = threading.Thread(target=self._listen, name="diy-listen", daemon=True)
+            self._listener.start()
         self._loop.start()
         log.info("dispatcher started owner=%s threads=%d integrations=%s takeover_after=%gs", self.owner,
                  self.threads, ",".join(self.accounts), self.takeover_after)
@@ -137,6 +141,8 @@ class Dispatcher:
         self._wake.set()
         self._loop.join(timeout)
         self._heart.join(timeout)
+        if self._listener is not None:
+            self._listener.join(timeout)
         with self._in_flight_lock:
             in_flight = set(self._in_flight)
         _, unfinished = concurrent.futures.wait(in_flight, timeout)
@@ -148,7 +154,7 @@ class Dispatcher:
         except Exception:
             log.exception("could not give back leases owner=%s; they expire by themselves", self.owner)
         log.info("dispatcher stopped owner=%s unfinished=%d released=%d", self.owner, len(unfinished), released)
-        self._loop = self._heart = None
+        self._loop = self._heart = self._listener = None
 
     def _beat(self):
         """Beat the heart until stopped; one line when it cannot, and one when it can again."""
@@ -166,14 +172,28 @@ class Dispatcher:
                 self._beating = False
             self._stopping.wait(self.heartbeat_interval)
 
+    def _listen(self):
+        try:
+            self.outbox.listen(self.wake, self._stopping)
+        except Exception:
+            log.exception("listening for new work failed; polling every %.1fs finds it", self.poll_interval)
+
     def _run(self):
+        """Claim and maintain until stopped. While the database is away the loop pauses: one
+        warning when that begins (and when the reason changes), one line when it is back."""
+        waiting_for = None
         while not self._stopping.is_set():
             try:
                 claimed = self._claim_and_submit()
                 self.maintain()
+                if waiting_for is not None:
+                    log.info("dispatcher resumed: the database is back owner=%s", self.owner)
+                    waiting_for = None
             except StoreUnavailable as error:
-                log.warning("dispatcher waiting for the database reason=%r; retrying in %.1fs", str(error),
-                            self.poll_interval)
+                if str(error) != waiting_for:
+                    log.warning("dispatcher waiting for the database reason=%r; retrying every %.1fs",
+                                str(error), self.poll_interval)
+                    waiting_for = str(error)
                 claimed = 0
             except Exception:
                 log.exception("dispatcher loop failed; retrying in %.1fs", self.poll_interval)

@@ -10,11 +10,18 @@ other requests' writes into one commit) and the audience mapping. The dispatcher
 it, which means a batch is delivered again (delivery is at least once anyway), never that a
 mutation is lost.
 
+Both backends run the statements here (outbox/db.py for SQLite, outbox/postgres.py for
+PostgreSQL): portable SQL with `?` placeholders, and the backend's fragments where the two differ.
+
 Delivery order: a claim takes the first pending batches of one audience by id, and no other
 dispatcher may claim that audience while the lease is held: until it is settled, runs out, or
 its holder stops beating its heart (`dispatchers.seen_at`), which frees a dead process's
 audiences within seconds instead of a whole lease. New batches only ever
-get higher ids (AUTOINCREMENT), so "pending and id <= claimed_through" is exactly the claim.
+get higher ids than those claimed: on SQLite one writer at a time and AUTOINCREMENT; on
+PostgreSQL, where ids are handed out before commit, every write that adds batches to an
+audience first updates (locks) its row, so the batches of one audience commit in id order, and
+a claim skips an audience whose row another transaction holds. Settling names the claimed batch
+ids all the same. Writes lock audience rows in key order, so two requests never deadlock.
 A mutation's id is `batch id << MUTATION_ID_BITS | index` (outbox/schema.py).
 """
 import collections
@@ -24,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from outbox.schema import MUTATION_ID_BITS
+from outbox.values import JsonValue
 from targets.base import Audience, Mutation
 
 AUDIENCE_COLUMNS = (
@@ -104,8 +112,9 @@ class Outbox:
         limit = min(batch_limit, MAX_BATCH)
         prepared = [
             (key, members[0][2], len(members), [(len(chunk), encode_batch(chunk)) for chunk in chunks(members, limit)])
-            for key, members in by_audience.items()
+            for key, members in sorted(by_audience.items())
         ]
+        database = self.database
 
         def store(connection):
             for key, customer, count, batches in prepared:
@@ -115,23 +124,30 @@ class Outbox:
                     "INSERT INTO batches (audience_id, op, size, mutations, received_at) VALUES (?, ?, ?, ?, ?)",
                     [(audience_id, op, size, text, now) for size, text in batches],
                 )
+            database.notify_work(connection)
 
         self.database.write(store)
         return len(received)
 
     def _audience_for_key(self, connection, integration, key, customer, pass_through, now):
-        for column in ("key", "dmp_id"):
+        """The audience's id; a new audience's row is inserted, unless another transaction
+        inserts it first (then that one's row is found the second time round)."""
+        state, target_id = ("ready", key) if pass_through else ("creating", None)
+        for _ in range(2):
+            for column in ("key", "dmp_id"):
+                row = connection.execute(
+                    f"SELECT id FROM audiences WHERE integration = ? AND {column} = ?", (integration, key)
+                ).fetchone()
+                if row:
+                    return row[0]
             row = connection.execute(
-                f"SELECT id FROM audiences WHERE integration = ? AND {column} = ?", (integration, key)
+                "INSERT INTO audiences (integration, key, dmp_id, customer, target_id, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                (integration, key, key, JsonValue(customer), target_id, state, now, now),
             ).fetchone()
             if row:
                 return row[0]
-        state, target_id = ("ready", key) if pass_through else ("creating", None)
-        return connection.execute(
-            "INSERT INTO audiences (integration, key, dmp_id, customer, target_id, state, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (integration, key, key, customer, target_id, state, now, now),
-        ).fetchone()[0]
+        raise LookupError(f"audience {key} of {integration} was neither found nor inserted")
 
     def audience(self, integration, dmp_id):
         rows = self.database.read(
@@ -146,40 +162,45 @@ class Outbox:
         and a key taken by another audience falls back to the DMP's id.
         """
         with self.database.transaction() as connection:
-            updated = connection.execute(
-                "UPDATE audiences SET name = ?, customer = ?, target_id = ?, state = 'ready', attempts = 0,"
-                " last_error = NULL, next_attempt_at = ?, updated_at = ? WHERE integration = ? AND dmp_id = ?",
-                (name, customer, target_id, now, now, integration, dmp_id),
-            ).rowcount
-            if not updated:
+            for _ in range(2):
+                if connection.execute(
+                    "UPDATE audiences SET name = ?, customer = ?, target_id = ?, state = 'ready', attempts = 0,"
+                    " last_error = NULL, next_attempt_at = ?, updated_at = ? WHERE integration = ? AND dmp_id = ?",
+                    (name, JsonValue(customer), target_id, now, now, integration, dmp_id),
+                ).rowcount:
+                    break
                 taken = connection.execute(
                     "SELECT 1 FROM audiences WHERE integration = ? AND key = ?", (integration, key)
                 ).fetchone()
-                connection.execute(
+                if connection.execute(
                     "INSERT INTO audiences (integration, key, dmp_id, name, customer, target_id, state,"
-                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'ready', ?, ?)",
-                    (integration, dmp_id if taken else key, dmp_id, name, customer, target_id, now, now),
-                )
+                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'ready', ?, ?) ON CONFLICT DO NOTHING",
+                    (integration, dmp_id if taken else key, dmp_id, name, JsonValue(customer), target_id, now, now),
+                ).rowcount:
+                    break
             return self._audience_in(connection, integration, dmp_id)
 
     def record_creation_pending(self, integration, dmp_id, *, name, customer, error, retry_at, now):
         """The platform could not create the audience in time: the dispatcher tries again from
         `retry_at` (this first try counts as an attempt)."""
         with self.database.transaction() as connection:
-            updated = connection.execute(
-                "UPDATE audiences SET name = ?, customer = ?, last_error = ?, updated_at = ?,"
-                " next_attempt_at = MAX(next_attempt_at, ?),"
-                " state = CASE state WHEN 'failed' THEN 'creating' ELSE state END,"
-                " attempts = CASE state WHEN 'failed' THEN 1 ELSE attempts + 1 END"
-                " WHERE integration = ? AND dmp_id = ?",
-                (name, customer, error, now, retry_at, integration, dmp_id),
-            ).rowcount
-            if not updated:
-                connection.execute(
+            for _ in range(2):
+                if connection.execute(
+                    "UPDATE audiences SET name = ?, customer = ?, last_error = ?, updated_at = ?,"
+                    " next_attempt_at = CASE WHEN next_attempt_at > ? THEN next_attempt_at ELSE ? END,"
+                    " state = CASE state WHEN 'failed' THEN 'creating' ELSE state END,"
+                    " attempts = CASE state WHEN 'failed' THEN 1 ELSE attempts + 1 END"
+                    " WHERE integration = ? AND dmp_id = ?",
+                    (name, JsonValue(customer), error, now, retry_at, retry_at, integration, dmp_id),
+                ).rowcount:
+                    break
+                if connection.execute(
                     "INSERT INTO audiences (integration, key, dmp_id, name, customer, state, last_error, attempts,"
-                    " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'creating', ?, 1, ?, ?, ?)",
-                    (integration, dmp_id, dmp_id, name, customer, error, retry_at, now, now),
-                )
+                    " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'creating', ?, 1, ?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    (integration, dmp_id, dmp_id, name, JsonValue(customer), error, retry_at, now, now),
+                ).rowcount:
+                    break
             return self._audience_in(connection, integration, dmp_id)
 
     def _audience_in(self, connection, integration, dmp_id):
@@ -220,7 +241,8 @@ class Outbox:
             audiences = [
                 AudienceRecord(*row)
                 for row in connection.execute(
-                    f"SELECT {AUDIENCE_COLUMNS} FROM audiences WHERE {due} ORDER BY next_attempt_at, id LIMIT ?",
+                    f"SELECT {AUDIENCE_COLUMNS} FROM audiences WHERE {due} ORDER BY next_attempt_at, id LIMIT ?"
+                    f"{self.database.LOCK_DUE_ROWS}",
                     (*parameters, limit),
                 )
             ]
@@ -255,8 +277,10 @@ class Outbox:
         """
         dead = dead or {}
         with self.database.transaction(durable=False) as connection:
-            if not self._release(connection, claim, "pending = MAX(0, pending - ?), attempts = 0, last_error = ?",
-                                 (len(claim.mutations), first_reason(dead)), at=now, now=now):
+            settled = len(claim.mutations)
+            if not self._release(connection, claim,
+                                 "pending = CASE WHEN pending > ? THEN pending - ? ELSE 0 END, attempts = 0, last_error = ?",
+                                 (settled, settled, first_reason(dead)), at=now, now=now):
                 return False
             self._dead_letter(connection, claim, dead, now)
             self._supersede_dead(connection, claim, dead, now)
@@ -272,11 +296,10 @@ class Outbox:
         with self.database.transaction(durable=False) as connection:
             if not self._release(connection, claim, "attempts = attempts + 1, last_error = ?", (reason,), at=at, now=now):
                 return False
-            if claim.mutations:
+            if claim.received:
+                claimed, ids = self.database.in_list("id", claim.received)
                 connection.execute(
-                    "UPDATE batches SET attempts = attempts + 1, last_error = ?"
-                    " WHERE audience_id = ? AND state = 'pending' AND id <= ?",
-                    (reason, claim.audience.id, batch_of(claim.mutations[-1].id)),
+                    f"UPDATE batches SET attempts = attempts + 1, last_error = ? WHERE {claimed}", (reason, ids)
                 )
             return True
 
@@ -326,7 +349,7 @@ class Outbox:
             " state, attempts, received_at, finished_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'dead', ?, ?, ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
             [
-                (m.id, claim.audience.id, m.op, m.external_user_id, m.uuid, m.customer, m.platform,
+                (m.id, claim.audience.id, m.op, m.external_user_id, m.uuid, JsonValue(m.customer), JsonValue(m.platform),
                  encode_extra(m.extra), attempts, claim.received.get(batch_of(m.id), (now,))[0], now, reasons[m.id])
                 for m in claim.mutations
                 if m.id in reasons
@@ -336,17 +359,13 @@ class Outbox:
         connection.executemany("UPDATE batches SET dead = dead + ? WHERE id = ?", [(n, b) for b, n in per_batch.items()])
 
     def _finish_batches(self, connection, claim, now):
-        if not claim.mutations:
+        if not claim.received:
             return
-        through = (claim.audience.id, batch_of(claim.mutations[-1].id))
+        claimed, ids = self.database.in_list("id", claim.received)
         if self.retention <= 0:
-            connection.execute("DELETE FROM batches WHERE audience_id = ? AND state = 'pending' AND id <= ?", through)
+            connection.execute(f"DELETE FROM batches WHERE {claimed}", (ids,))
         else:
-            connection.execute(
-                "UPDATE batches SET state = 'done', finished_at = ? WHERE audience_id = ? AND state = 'pending'"
-                " AND id <= ?",
-                (now, *through),
-            )
+            connection.execute(f"UPDATE batches SET state = 'done', finished_at = ? WHERE {claimed}", (now, ids))
 
     def _supersede_dead(self, connection, claim, dead, now):
         """Dead mutations of users this claim delivers are stale: replay must not resurrect them."""
@@ -356,11 +375,12 @@ class Outbox:
             (audience_id, claim.mutations[0].id),
         ).fetchone():
             return
-        delivered = sorted({m.external_user_id for m in claim.mutations if m.id not in dead})
+        users, delivered = self.database.in_list(
+            "external_user_id", sorted({m.external_user_id for m in claim.mutations if m.id not in dead}))
         connection.execute(
             "UPDATE dead_letters SET state = 'superseded', finished_at = ? WHERE audience_id = ? AND state = 'dead'"
-            " AND id < ? AND external_user_id IN (SELECT value FROM json_each(?))",
-            (now, audience_id, claim.mutations[0].id, json.dumps(delivered)),
+            f" AND id < ? AND {users}",
+            (now, audience_id, claim.mutations[0].id, delivered),
         )
 
     # Housekeeping.
@@ -397,6 +417,25 @@ class Outbox:
         retired); their leases were free long ago. Returns how many."""
         with self.database.transaction(durable=False) as connection:
             return connection.execute("DELETE FROM dispatchers WHERE seen_at < ?", (seen_before,)).rowcount
+
+    def probe(self):
+        """Raise StoreUnavailable unless the database would take a write now (readiness): on
+        SQLite the write lock is free, on PostgreSQL the server is a writable primary."""
+        with self.database.transaction() as connection:
+            connection.execute("UPDATE dispatchers SET seen_at = seen_at WHERE owner IS NULL")
+
+    def live_dispatchers(self, *, seen_since):
+        """How many dispatchers have beaten their heart since `seen_since`."""
+        return self.database.read("SELECT COUNT(*) FROM dispatchers WHERE seen_at >= ?", (seen_since,))[0][0]
+
+    @property
+    def notifies(self):
+        """Whether a commit on another machine can wake this one's dispatcher (`listen`)."""
+        return self.database.listen is not None
+
+    def listen(self, wake, stopping):
+        """Call `wake()` when work is committed anywhere, until `stopping` is set."""
+        self.database.listen(wake, stopping)
 
     def checkpoint(self, *, truncate):
         """Copy the WAL back into the database; `truncate` also empties the file, so it cannot

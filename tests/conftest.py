@@ -1,7 +1,13 @@
+import os
+
 import pytest
 
+from outbox.backends import open_database
 from outbox.db import Database
 from outbox.store import Outbox
+from tests import postgres
+
+BACKENDS = ("sqlite", "postgresql")
 
 
 class Clock:
@@ -22,9 +28,31 @@ def clock():
     return Clock()
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server of the test run's own (tests/postgres.py), or a skip saying why there is
+    none; with DIY_REQUIRE_POSTGRES=1 (CI) a missing server fails instead."""
+    reason = postgres.unavailable()
+    if reason:
+        if os.environ.get("DIY_REQUIRE_POSTGRES"):
+            pytest.fail(f"DIY_REQUIRE_POSTGRES is set but {reason}")
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+    server = postgres.PostgresServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_location(request, tmp_path):
+    """A fresh outbox on each backend: an SQLite file, or a new database on the test server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "outbox.sqlite3")
+    return request.getfixturevalue("postgres_server").create_database()
+
+
 @pytest.fixture
-def database(tmp_path):
-    db = Database(tmp_path / "outbox.sqlite3", synchronous="full", write_timeout=0.5)
+def database(database_location):
+    db = open_database(database_location, synchronous="full", write_timeout=0.5)
     yield db
     db.close()
 
@@ -32,3 +60,16 @@ def database(tmp_path):
 @pytest.fixture
 def outbox(database):
     return Outbox(database, retention=3600)
+
+
+@pytest.fixture
+def sqlite_database(tmp_path):
+    """For what only SQLite has: its file lock, group commit, checkpoints."""
+    db = Database(tmp_path / "outbox.sqlite3", synchronous="full", write_timeout=0.5)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def sqlite_outbox(sqlite_database):
+    return Outbox(sqlite_database, retention=3600)

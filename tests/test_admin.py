@@ -9,7 +9,7 @@ from diy.cli import main
 from diy.config import load_config
 from diy.signature import sign
 from outbox.admin import Admin, DeadFilter
-from outbox.db import Database
+from outbox.backends import open_database
 from outbox.store import Outbox, ReceivedMutation
 from tests.processes import config_text, write_config
 from tests.support import DMP_SECRET
@@ -18,16 +18,39 @@ SIZES = {"demo": 100}
 
 
 @pytest.fixture
-def config_path(tmp_path):
+def config_path(tmp_path, database_location):
+    """On each backend."""
+    return write_config(tmp_path, "http://127.0.0.1:9/events", diy={"database": database_location})
+
+
+@pytest.fixture
+def sqlite_config_path(tmp_path):
+    """For the commands that work on the SQLite file."""
     return write_config(tmp_path, "http://127.0.0.1:9/events")
+
+
+def open_outbox(config_path):
+    config = load_config(config_path)
+    return Outbox(open_database(config.database), retention=config.retention)
 
 
 @pytest.fixture
 def outbox(config_path):
-    config = load_config(config_path)
-    box = Outbox(Database(config.database), retention=config.retention)
+    box = open_outbox(config_path)
     yield box
     box.database.close()
+
+
+@pytest.fixture
+def sqlite_outbox(sqlite_config_path):
+    box = open_outbox(sqlite_config_path)
+    yield box
+    box.database.close()
+
+
+@pytest.fixture
+def sqlite_populated(sqlite_outbox):
+    return populate(sqlite_outbox)
 
 
 def add(outbox, op, audience, *users):
@@ -44,6 +67,10 @@ def settle_next(outbox, dead_reason=None):
 
 @pytest.fixture
 def populated(outbox):
+    return populate(outbox)
+
+
+def populate(outbox):
     """aud-1: two pending adds. aud-2: a dead add of u3, superseded when a later remove of u3
     was delivered, and a dead add of u4 that nothing superseded."""
     outbox.record_created("demo", "aud-1", name="Buyers", customer=7, target_id="T-1", key="aud-1", now=time.time())
@@ -137,7 +164,9 @@ def dead_letters_of(outbox, audience, users):
     settle_next_for(outbox, audience, dead_reason="refused")
 
 
-def test_replay_reads_the_later_batches_once_not_per_dead_letter(outbox):
+def test_replay_reads_the_later_batches_once_not_per_dead_letter(sqlite_outbox):
+    """(SQLite's statement trace shows it; PostgreSQL runs the same replay code.)"""
+    outbox = sqlite_outbox
     dead_letters_of(outbox, "aud", [f"u{i}" for i in range(50)])
     add(outbox, "remove", "aud", "u0")
     add(outbox, "add", "aud", "v1", "v2")
@@ -175,7 +204,8 @@ def test_a_later_dead_letter_supersedes_and_a_second_replay_finds_nothing(outbox
     assert admin.replay(DeadFilter(), now=time.time()) == (0, 0)
 
 
-def test_disk_times_flushes_in_the_database_folder_and_leaves_nothing_behind(config_path, capsys):
+def test_disk_times_flushes_in_the_database_folder_and_leaves_nothing_behind(sqlite_config_path, capsys):
+    config_path = sqlite_config_path
     measured = run_json(capsys, config_path, "disk", "--seconds", "0.2")
 
     assert measured["folder"] == str(config_path.parent) and measured["block_bytes"] == 16384
@@ -247,44 +277,55 @@ def test_verify_checks_a_body_against_the_configured_secrets(config_path, tmp_pa
 def test_purge_deletes_delivered_rows_past_the_retention(outbox, config_path, capsys):
     add(outbox, "add", "aud", "u1")
     settle_next(outbox)
-    with sqlite3.connect(outbox.database.path) as connection:
+    with outbox.database.transaction() as connection:
         connection.execute("UPDATE batches SET finished_at = finished_at - 2 * 86400")
 
     assert run_json(capsys, config_path, "purge") == {"purged": 1}
 
 
-def test_vacuum_truncates_the_wal(populated, config_path, capsys):
-    result = run_json(capsys, config_path, "vacuum")
+def test_vacuum_truncates_the_wal(sqlite_populated, sqlite_config_path, capsys):
+    result = run_json(capsys, sqlite_config_path, "vacuum")
 
     assert result["after"]["wal_bytes"] == 0
 
 
-def test_backup_copies_the_live_database(populated, config_path, tmp_path, capsys):
+def test_backup_copies_the_live_database(sqlite_populated, sqlite_config_path, tmp_path, capsys):
     destination = tmp_path / "backup.sqlite3"
 
-    result = run_json(capsys, config_path, "backup", str(destination))
+    result = run_json(capsys, sqlite_config_path, "backup", str(destination))
 
     assert result["bytes"] > 0
     copy = sqlite3.connect(destination)
     assert copy.execute("SELECT COUNT(*) FROM mutations WHERE state = 'pending'").fetchone() == (2,)
-    assert run(capsys, "backup", str(destination), "--config", str(config_path))[0] == 2, "never overwrites"
+    assert run(capsys, "backup", str(destination), "--config", str(sqlite_config_path))[0] == 2, "never overwrites"
 
 
-def test_check_finds_a_sound_database_sound_while_it_is_in_use(populated, config_path, capsys):
-    result = run_json(capsys, config_path, "check", "--full")
+def test_check_finds_a_sound_database_sound_while_it_is_in_use(sqlite_populated, sqlite_config_path, capsys):
+    result = run_json(capsys, sqlite_config_path, "check", "--full")
 
     assert (result["sound"], result["problems"]) == (True, [])
 
 
-def test_check_reports_a_corrupt_backup_and_exits_1(populated, config_path, tmp_path, capsys):
+def test_check_reports_a_corrupt_backup_and_exits_1(sqlite_populated, sqlite_config_path, tmp_path, capsys):
     backup = tmp_path / "backup.sqlite3"
-    run_json(capsys, config_path, "backup", str(backup))
+    run_json(capsys, sqlite_config_path, "backup", str(backup))
     page_size = sqlite3.connect(backup).execute("PRAGMA page_size").fetchone()[0]
     data = bytearray(backup.read_bytes())
     data[2 * page_size:3 * page_size] = b"\xff" * page_size
     backup.write_bytes(bytes(data))
 
-    code, out, _ = run(capsys, "check", "--file", str(backup), "--config", str(config_path))
+    code, out, _ = run(capsys, "check", "--file", str(backup), "--config", str(sqlite_config_path))
 
     assert code == 1
     assert "problem(s) found" in out and len(out.splitlines()) >= 2
+
+
+@pytest.mark.parametrize("command", [("backup", "copy.sqlite3"), ("check",), ("vacuum",), ("disk",)])
+def test_the_file_commands_on_postgresql_name_the_servers_own_tools(postgres_server, tmp_path, capsys, command):
+    url = postgres_server.create_database()
+    config_path = write_config(tmp_path, "http://127.0.0.1:9/events", diy={"database": url})
+
+    code, _, err = run(capsys, *command, "--config", str(config_path))
+
+    assert code == 2 and ("pg_dump" in err or "pg_test_fsync" in err), err
+    assert len(err.strip().splitlines()) == 1

@@ -1,5 +1,6 @@
 """The INI file becomes a `Config`, or one `ConfigError` that says where the problem is."""
 import os
+import tempfile
 import textwrap
 import traceback
 
@@ -77,6 +78,7 @@ def test_the_example_parses_into_typed_settings(tmp_path):
 
     assert config == Config(
         database=str(tmp_path / "diy.sqlite3"),
+        metrics_dir=str(tmp_path / "diy.sqlite3.metrics"),
         synchronous="full",
         write_timeout=3.0,
         max_body=1048576,
@@ -213,7 +215,7 @@ def test_an_integration_without_a_required_key_is_refused(key):
 def test_a_database_is_required(replacement):
     text = MINIMAL.replace("[diy]\ndatabase = /var/lib/diy/diy.sqlite3\n", replacement)
 
-    assert parse_error(text) == "diy.ini: [diy] database: required: the path of the SQLite file"
+    assert parse_error(text) == "diy.ini: [diy] database: required: the path of the SQLite file or a postgresql:// URL"
 
 
 def test_a_configuration_without_integrations_is_refused():
@@ -519,3 +521,30 @@ def test_a_lease_shorter_than_two_platform_timeouts_is_refused(tmp_path, lease, 
             Service(config)
     else:
         Service(config).close()
+
+
+def test_a_postgresql_url_is_kept_as_given_and_its_metrics_folder_is_local(tmp_path):
+    url = "postgresql://diy@db.internal:5432/outbox?sslmode=verify-full"
+    config = parse(MINIMAL.replace("database = /var/lib/diy/diy.sqlite3", f"database = {url}"))
+
+    assert config.database == url
+    assert config.metrics_dir.startswith(tempfile.gettempdir())
+
+
+def test_a_postgresql_password_is_a_secret_and_only_for_postgresql(tmp_path):
+    base = MINIMAL.replace("database = /var/lib/diy/diy.sqlite3", "database = postgresql://diy@db/outbox")
+    config = parse(with_setting("diy", "database_password = env:PGPW", base=base), environ={"PGPW": "pw"})
+    assert config.database_password == "pw" and "pw" not in repr(config)
+
+    assert parse_error(with_setting("diy", "database_password = x")).startswith(
+        "diy.ini: [diy] database_password: only for a PostgreSQL database")
+
+
+@pytest.mark.parametrize("url, message", [
+    ("postgresql://diy@db:port/outbox", "not a valid postgresql:// URL"),
+    ("postgresql://diy@db:5432", "must name a database"),
+    ("mysql://diy@db/outbox", "expected the path of the SQLite file or a postgresql:// URL"),
+])
+def test_a_bad_database_url_is_refused_without_repeating_it(url, message):
+    error = parse_error(MINIMAL.replace("database = /var/lib/diy/diy.sqlite3", f"database = {url}"))
+    assert message in error and url not in error

@@ -8,6 +8,12 @@ import pytest
 from outbox.errors import StoreUnavailable
 
 
+@pytest.fixture
+def database(sqlite_database):
+    """This module is about SQLite's own machinery."""
+    return sqlite_database
+
+
 def wait_for(condition, timeout=5.0):
     deadline = time.monotonic() + timeout
     while not condition():

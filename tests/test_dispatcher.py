@@ -13,16 +13,33 @@ from targets.errors import PayloadTooLarge
 from tests.support import WebhookReceiver, make_config
 
 
-@pytest.fixture
-def service_for(tmp_path, clock):
+def service_builder(tmp_path, clock, database):
     services = []
 
-    def build(receiver, sections=None, **overrides):
-        service = Service(make_config(tmp_path, receiver.url, sections=sections, **overrides), clock=clock)
+    def build(receiver, sections=None, diy=None, **overrides):
+        config = make_config(tmp_path, receiver.url, sections=sections, diy={"database": database, **(diy or {})},
+                             **overrides)
+        service = Service(config, clock=clock)
         service.dispatcher.rand = lambda: 0.0
         services.append(service)
         return service
 
+    return build, services
+
+
+@pytest.fixture
+def service_for(tmp_path, clock, database_location):
+    """service_for(receiver, ...): a Service on each backend, on the test's clock."""
+    build, services = service_builder(tmp_path, clock, database_location)
+    yield build
+    for service in services:
+        service.close()
+
+
+@pytest.fixture
+def sqlite_service_for(tmp_path, clock):
+    """For what only SQLite has: another process's file lock, WAL checkpoints."""
+    build, services = service_builder(tmp_path, clock, tmp_path / "outbox.sqlite3")
     yield build
     for service in services:
         service.close()
@@ -210,9 +227,10 @@ def test_coalesce_keeps_the_last_mutation_of_each_user_in_order():
     assert [m.id for m in coalesce(mutations)] == [2, 3]
 
 
-def test_the_background_dispatcher_delivers_what_is_committed_in_process(httpserver, tmp_path):
+def test_the_background_dispatcher_delivers_what_is_committed_in_process(httpserver, tmp_path, database_location):
     receiver = WebhookReceiver(httpserver)
-    service = Service(make_config(tmp_path, receiver.url, dispatcher={"poll_interval": "30s"}))
+    service = Service(make_config(tmp_path, receiver.url, diy={"database": database_location},
+                                  dispatcher={"poll_interval": "30s"}))
     service.dispatcher.start()
     try:
         service.outbox.enqueue("demo", "add", [ReceivedMutation("4711", "u1")], pass_through=True, now=time.time())
@@ -226,9 +244,10 @@ def test_the_background_dispatcher_delivers_what_is_committed_in_process(httpser
     assert receiver.members == {"4711": {"u1"}}, "woken at once, not after the 30 s poll"
 
 
-def test_a_running_dispatcher_beats_its_heart_and_retires_at_stop(httpserver, tmp_path):
+def test_a_running_dispatcher_beats_its_heart_and_retires_at_stop(httpserver, tmp_path, database_location):
     receiver = WebhookReceiver(httpserver)
-    service = Service(make_config(tmp_path, receiver.url, dispatcher={"takeover_after": "1s"}))
+    service = Service(make_config(tmp_path, receiver.url, diy={"database": database_location},
+                                  dispatcher={"takeover_after": "1s"}))
     owner = service.dispatcher.owner
 
     def seen():
@@ -248,7 +267,7 @@ def test_a_running_dispatcher_beats_its_heart_and_retires_at_stop(httpserver, tm
     assert seen() == [], "a graceful stop retires the dispatcher"
 
 
-def test_a_graceful_stop_gives_back_the_lease_of_a_call_in_flight(httpserver, tmp_path):
+def test_a_graceful_stop_gives_back_the_lease_of_a_call_in_flight(httpserver, tmp_path, database_location):
     entered, release = threading.Event(), threading.Event()
 
     def hang(request):
@@ -259,7 +278,8 @@ def test_a_graceful_stop_gives_back_the_lease_of_a_call_in_flight(httpserver, tm
         return Response("{}", status=200)
 
     httpserver.expect_request("/slow").respond_with_handler(hang)
-    service = Service(make_config(tmp_path, httpserver.url_for("/slow"), dispatcher={"stop_timeout": "0.2s"}))
+    service = Service(make_config(tmp_path, httpserver.url_for("/slow"), diy={"database": database_location},
+                                  dispatcher={"stop_timeout": "0.2s"}))
     service.outbox.enqueue("demo", "add", [ReceivedMutation("4711", "u1")], pass_through=True, now=time.time())
     service.dispatcher.start()
     try:
@@ -348,13 +368,11 @@ def test_the_rate_limit_spreads_calls_over_time(httpserver, service_for, clock):
     assert receiver.calls == 2
 
 
-def test_an_outcome_is_recorded_even_when_the_database_is_busy_at_that_moment(httpserver, service_for, clock):
+def test_an_outcome_is_recorded_even_when_the_database_is_busy_at_that_moment(httpserver, sqlite_service_for, clock):
     """The platform accepted the batch while another process held the write lock past
     write_timeout: the dispatcher keeps trying to record it instead of sending it again later."""
-    import sqlite3
-
     receiver = WebhookReceiver(httpserver)
-    service = service_for(receiver)
+    service = sqlite_service_for(receiver)
     released = threading.Event()
 
     def hold_the_lock():
@@ -380,11 +398,11 @@ def test_an_outcome_is_recorded_even_when_the_database_is_busy_at_that_moment(ht
     assert service.outbox.counts() == {"pending": 0, "done": 1, "dead": 0}
 
 
-def test_the_dispatcher_checkpoints_the_wal_every_second_in_the_background(httpserver, service_for, clock):
+def test_the_dispatcher_checkpoints_the_wal_every_second_in_the_background(httpserver, sqlite_service_for, clock):
     """Request commits never checkpoint (outbox/db.py); the dispatcher's loop does, so the WAL
     stays small while requests keep coming. (The probe's own checkpoint, at the end of each
     round, lets the next round start with an empty WAL.)"""
-    service = service_for(WebhookReceiver(httpserver))
+    service = sqlite_service_for(WebhookReceiver(httpserver))
     database = service.database
     users = [f"user-{n:04d}-" + "x" * 200 for n in range(1000)]
 
@@ -410,10 +428,10 @@ def test_the_dispatcher_checkpoints_the_wal_every_second_in_the_background(https
 
 
 def test_a_database_that_cannot_be_written_pauses_the_loop_with_one_line_not_a_traceback(
-        httpserver, service_for, clock, caplog):
+        httpserver, sqlite_service_for, clock, caplog):
     """A full disk or a lock held elsewhere is a state the operator should see, greppable, once
     per poll; a traceback every second would bury it (and real crashes) in the log."""
-    service = service_for(WebhookReceiver(httpserver), diy={"write_timeout": "0.1s"},
+    service = sqlite_service_for(WebhookReceiver(httpserver), diy={"write_timeout": "0.1s"},
                           dispatcher={"poll_interval": "0.05s"})
     enqueue(service, "add", "4711", "u1", clock=clock)
     blocker = sqlite3.connect(service.database.path, isolation_level=None)

@@ -270,7 +270,8 @@ def test_other_integrations_are_left_to_their_own_dispatchers(outbox, clock):
     assert claim_one(outbox, clock, sizes={"demo": 10}) is None
 
 
-def test_a_write_blocked_by_another_process_past_the_budget_is_unavailable(database, outbox, clock):
+def test_a_write_blocked_by_another_process_past_the_budget_is_unavailable(sqlite_database, sqlite_outbox, clock):
+    database, outbox = sqlite_database, sqlite_outbox
     blocker = sqlite3.connect(database.path, isolation_level=None)
     outbox.counts()
     blocker.execute("BEGIN IMMEDIATE")
@@ -371,7 +372,8 @@ def test_a_migration_1_file_keeps_its_queue_order_and_dead_letters(tmp_path, clo
     assert outbox.database.read("SELECT pending FROM audiences") == [(0,)]
 
 
-def test_a_claim_with_nothing_due_never_takes_the_write_lock(database, outbox, clock):
+def test_a_claim_with_nothing_due_never_takes_the_write_lock(sqlite_database, sqlite_outbox, clock):
+    database, outbox = sqlite_database, sqlite_outbox
     outbox.enqueue("demo", "add", received("4711", "u1"), pass_through=True, now=clock())
     first = claim_one(outbox, clock)
     blocker = sqlite3.connect(database.path, isolation_level=None)

@@ -1,0 +1,283 @@
+"""What only the PostgreSQL backend has to show, on a real server (tests/postgres.py): order per
+audience while ids are handed out before commit, row locks, a server that restarts or turns
+read-only, secrets kept out of messages. The behaviour both backends share is tested once for
+each in test_outbox.py, test_dispatcher.py and the contract suite."""
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from outbox.errors import StoreError, StoreUnavailable
+from outbox.postgres import PostgresDatabase, without_password
+from outbox.store import Outbox, ReceivedMutation
+from diy.service import Service
+from diy_wsgi import make_app
+from tests.support import WebhookReceiver, call, make_config, mutation, mutations_body
+
+SIZES = {"demo": 1000}
+
+
+@pytest.fixture
+def url(postgres_server):
+    return postgres_server.create_database()
+
+
+@pytest.fixture
+def pg(url):
+    database = PostgresDatabase(url, write_timeout=0.5)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def pg_outbox(pg):
+    return Outbox(pg, retention=3600)
+
+
+def add(outbox, audience, *users, now=1000.0):
+    outbox.enqueue("demo", "add", [ReceivedMutation(audience, user) for user in users], pass_through=True, now=now)
+
+
+def test_concurrent_writers_and_claims_deliver_each_audience_in_commit_order(url):
+    """PostgreSQL hands out batch ids before commit: a claim must never take batch 12 while 11 of
+    the same audience is still being written, or 11 would be delivered after it."""
+    writers, requests = 4, 60
+    databases = [PostgresDatabase(url, write_timeout=5) for _ in range(writers + 1)]
+    claimed, stop = [], threading.Event()
+
+    def write(database, writer):
+        outbox = Outbox(database)
+        for n in range(requests):
+            add(outbox, "aud", f"w{writer}-{n:03d}")
+
+    def claim(database):
+        outbox = Outbox(database)
+        while True:
+            done = stop.is_set()
+            for c in outbox.claim("d", now=1000.0, lease=60, limit=1, batch_sizes=SIZES):
+                claimed.extend(m.id for m in c.mutations)
+                assert outbox.settle(c, now=1000.0)
+            if done:
+                return
+
+    claimer = threading.Thread(target=claim, args=(databases[-1],))
+    claimer.start()
+    threads = [threading.Thread(target=write, args=(databases[w], w)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    claimer.join()
+    for database in databases:
+        database.close()
+
+    assert len(claimed) == writers * requests
+    assert claimed == sorted(claimed), "a later batch was claimed before an earlier one of the same audience"
+
+
+def test_a_batch_whose_commit_is_slow_is_never_overtaken_by_a_later_one(url, pg_outbox):
+    """The first request's batch takes its id, then its insert is slowed down (a trigger of the
+    test's, standing in for a slow commit); a second request for the same audience meanwhile
+    must not commit ahead of it, or a claim would deliver the second before the first."""
+    import psycopg
+
+    pg_outbox.counts()
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF NEW.mutations LIKE '%slow%' THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$")
+        connection.execute("CREATE TRIGGER slow_insert BEFORE INSERT ON batches FOR EACH ROW"
+                           " EXECUTE FUNCTION slow_insert()")
+    second_writer, claimer = Outbox(PostgresDatabase(url)), Outbox(PostgresDatabase(url))
+    claimed = []
+
+    def claim():
+        for c in claimer.claim("d", now=1000.0, lease=60, limit=1, batch_sizes=SIZES):
+            claimed.extend(m.external_user_id for m in c.mutations)
+            assert claimer.settle(c, now=1000.0)
+
+    add(pg_outbox, "aud", "first")
+    claim()
+    slow = threading.Thread(target=add, args=(pg_outbox, "aud", "slow"))
+    slow.start()
+    threading.Event().wait(0.3)
+    fast = threading.Thread(target=add, args=(second_writer, "aud", "fast"))
+    fast.start()
+    fast.join(5)
+    claim()
+    slow.join(5)
+    claim()
+    second_writer.database.close()
+    claimer.database.close()
+
+    assert claimed == ["first", "slow", "fast"]
+
+
+def test_dispatchers_claiming_at_once_never_lease_one_audience_twice(url):
+    """Each claimer reads the due audiences and then leases them: without row locks, two could read
+    the same audience and both lease it."""
+    setup = Outbox(PostgresDatabase(url))
+    for n in range(40):
+        add(setup, f"aud-{n}", "u1")
+    setup.database.close()
+    claimers = 6
+    databases = [PostgresDatabase(url, write_timeout=5) for _ in range(claimers)]
+    leased, start = [], threading.Barrier(claimers)
+
+    def claim(database, owner):
+        outbox = Outbox(database)
+        start.wait()
+        for _ in range(20):
+            leased.extend(c.audience.key for c in outbox.claim(owner, now=1000.0, lease=600, limit=2,
+                                                                batch_sizes=SIZES))
+
+    threads = [threading.Thread(target=claim, args=(databases[n], f"d{n}")) for n in range(claimers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for database in databases:
+        database.close()
+
+    assert sorted(leased) == sorted(f"aud-{n}" for n in range(40))
+
+
+def test_a_row_held_by_another_transaction_past_the_budget_is_unavailable_and_nothing_is_stored(url, pg_outbox):
+    import psycopg
+
+    add(pg_outbox, "aud", "u1")
+    with psycopg.connect(url) as blocker:
+        blocker.execute("SELECT 1 FROM audiences WHERE key = 'aud' FOR UPDATE")
+        with pytest.raises(StoreUnavailable, match="locked by another transaction"):
+            add(pg_outbox, "aud", "u2")
+    assert pg_outbox.counts()["pending"] == 1
+
+
+def test_after_a_server_restart_the_next_use_reconnects_by_itself(postgres_server, pg_outbox):
+    add(pg_outbox, "aud", "u1")
+    postgres_server.restart()
+
+    outcomes = []
+    for user in ("u2", "u3"):
+        try:
+            add(pg_outbox, "aud", user)
+            outcomes.append("stored")
+        except StoreUnavailable as error:
+            outcomes.append(f"unavailable: {error}")
+
+    assert outcomes[-1] == "stored", outcomes
+    assert all(o == "stored" or "is unavailable" in o for o in outcomes), outcomes
+    assert pg_outbox.counts()["pending"] == outcomes.count("stored") + 1
+
+
+def test_a_read_only_server_is_not_ready_and_takes_no_write(url, pg_outbox):
+    import psycopg
+
+    pg_outbox.probe()
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    fresh = Outbox(PostgresDatabase(url, write_timeout=0.5))
+    try:
+        with pytest.raises(StoreUnavailable, match="read-only"):
+            fresh.probe()
+        with pytest.raises(StoreUnavailable, match="read-only"):
+            add(fresh, "aud", "u1")
+    finally:
+        fresh.database.close()
+
+
+def test_the_password_never_appears_in_messages(postgres_server):
+    url = postgres_server.url("no_such_database").replace("@", ":hunter2-secret@")
+    database = PostgresDatabase(url, write_timeout=0.5)
+
+    with pytest.raises(StoreUnavailable) as caught:
+        database.read("SELECT 1")
+
+    assert "hunter2" not in str(caught.value) and "hunter2" not in repr(database)
+    assert "no_such_database" in str(caught.value)
+    assert without_password("postgresql://u:p%40ss@db.example:5433/x?sslmode=require") == \
+        "postgresql://u@db.example:5433/x?sslmode=require"
+
+
+def test_a_database_holding_tables_named_like_ours_is_refused(url):
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE TABLE audiences (id integer)")
+    with pytest.raises(StoreError, match="not a diy-wsgi outbox"):
+        PostgresDatabase(url).read("SELECT 1")
+
+
+def test_several_processes_starting_at_once_migrate_once(url):
+    script = (
+        "import sys; from outbox.postgres import PostgresDatabase;"
+        "print(PostgresDatabase(sys.argv[1]).read('SELECT version FROM schema_version')[0][0])"
+    )
+    starts = [subprocess.Popen([sys.executable, "-c", script, url], stdout=subprocess.PIPE, text=True)
+              for _ in range(4)]
+    assert [p.communicate(timeout=60)[0].strip() for p in starts] == ["1"] * 4
+
+
+def test_without_psycopg_a_postgresql_url_fails_in_one_line_naming_the_extra(tmp_path):
+    script = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from outbox.backends import open_database\n"
+        "open_database('postgresql://u@127.0.0.1:1/db')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "pip install 'diy-wsgi[postgres]'" in run.stderr
+
+
+def test_a_commit_on_another_machine_wakes_the_dispatcher_at_once(url, tmp_path, httpserver):
+    """LISTEN/NOTIFY: the dispatcher polls every 30 s here, yet delivers within seconds what
+    another process (standing in for another VM) commits."""
+    receiver = WebhookReceiver(httpserver)
+    config = make_config(tmp_path, receiver.url, diy={"database": url}, dispatcher={"poll_interval": "30s"})
+    listening, elsewhere = Service(config), Outbox(PostgresDatabase(url))
+    listening.dispatcher.start()
+    try:
+        time.sleep(1.0)
+        add(elsewhere, "4711", "u1", now=time.time())
+        deadline = time.monotonic() + 10
+        while not receiver.events and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        listening.close()
+        elsewhere.database.close()
+
+    assert receiver.members == {"4711": {"u1"}}
+
+
+def test_while_the_server_is_down_the_dmp_gets_503_and_everything_resumes_when_it_is_back(
+        postgres_server, url, tmp_path, httpserver, caplog):
+    receiver = WebhookReceiver(httpserver)
+    app = make_app(make_config(tmp_path, receiver.url, diy={"database": url}))
+    app.start()
+    try:
+        body = mutations_body("ADD_TO_AUDIENCE", mutation("4711", "before"))
+        assert call(app, query="type=ADD_TO_AUDIENCE", body=body).status == 200
+        postgres_server.stop()
+        try:
+            down = [call(app, query="type=ADD_TO_AUDIENCE", body=mutations_body("ADD_TO_AUDIENCE", mutation("4711", f"down{n}")))
+                    for n in range(3)]
+            ready = call(app, method="GET", path="/readyz")
+        finally:
+            postgres_server.start()
+        after = call(app, query="type=ADD_TO_AUDIENCE", body=mutations_body("ADD_TO_AUDIENCE", mutation("4711", "after")))
+        deadline = time.monotonic() + 15
+        while receiver.members.get("4711") != {"before", "after"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        app.stop()
+
+    assert [r.status for r in down] == [503, 503, 503]
+    assert all("nothing was stored" in r.json()["error"] for r in down)
+    assert ready.status == 503 and "database: PostgreSQL at" in ready.json()["error"]
+    assert after.status == 200
+    assert receiver.members == {"4711": {"before", "after"}}
+    assert not [r for r in caplog.records if r.exc_info and r.name == "diy.receiver"], "no traceback per request"
