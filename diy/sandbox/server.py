@@ -15,7 +15,6 @@ the fault injector and are counted by API and status; the views never are:
                          counted from now; [] ends them), seed (reseeds the random source)
     POST /api/reset      forget every audience, member, webhook-id, count and rate window
 """
-import json
 import logging
 import re
 import socket
@@ -139,7 +138,9 @@ class Sandbox:
             settings = self.faults.change(changes)
         except SandboxConfigError as error:
             raise BadRequest(str(error)) from None
-        log.info("faults changed %s", json.dumps(settings.describe()))
+        log.info("faults changed error_rate=%s rate_limit_rate=%s retry_after=%s latency=%s latency_jitter=%s outages=%d",
+                 settings.error_rate, settings.rate_limit_rate, settings.retry_after, settings.latency,
+                 settings.latency_jitter, len(settings.outages))
         return json_reply(200, settings.describe())
 
     def reset(self, request: Request) -> Reply:
