@@ -440,6 +440,17 @@ def test_plain_http_get_is_redirected_to_https(nginx_site):
     assert nginx_site.upstream.requests == []
 
 
+def test_the_redirect_goes_to_the_configured_name_whatever_the_host_header(nginx_site):
+    status, headers, _ = nginx_site.request("GET", "/dmp", tls=False, headers={"Host": "evil.example"})
+    assert (status, headers["Location"]) == (301, f"https://{HOST}/dmp")
+
+
+def test_the_app_is_sent_the_configured_name_as_host_whatever_the_client_sent(nginx_site):
+    status, _, _ = nginx_site.request("GET", "/dmp", headers={"Host": "evil.example"})
+    assert status == 200
+    assert [r["headers"]["Host"] for r in nginx_site.upstream.requests] == [HOST]
+
+
 def test_plain_http_post_is_refused_not_redirected(nginx_site):
     status, headers, body = nginx_site.request("POST", "/dmp?type=ADD_TO_AUDIENCE", b"{}", tls=False)
     assert status == 403 and "Location" not in headers
