@@ -288,3 +288,45 @@ def test_check_reports_a_corrupt_backup_and_exits_1(populated, config_path, tmp_
 
     assert code == 1
     assert "problem(s) found" in out and len(out.splitlines()) >= 2
+
+
+# What a person reads is printable; --json stays exact.
+
+HOSTILE = "Buyers\x1b[2J\x1b]0;owned\x07\x00\u202e\ndemo  aud-9  T-9  ready  0  forged row"
+
+
+def printed_and_exact(capsys, config_path, *command):
+    """(the table or listing as printed, the same as --json)."""
+    code, out, err = run(capsys, *command, "--config", str(config_path))
+    assert code == 0, err
+    return out, run_json(capsys, config_path, *command)
+
+
+def assert_harmless(out, lines):
+    """Each value on its line, escaped: no terminal control reaches the screen, no row is forged."""
+    assert len(out.splitlines()) == lines
+    assert all(line.isprintable() for line in out.splitlines()), out
+    assert "Buyers\\x1b[2J\\x1b]0;owned\\x07\\x00\\u202e\\ndemo" in out
+
+
+def test_a_hostile_audience_name_is_printed_escaped_by_audiences_list_and_show(outbox, config_path, capsys):
+    outbox.record_created("demo", "aud-1", name=HOSTILE, customer=7, target_id="T-1", key="aud-1", now=time.time())
+
+    listed, listed_json = printed_and_exact(capsys, config_path, "audiences", "list")
+    shown, shown_json = printed_and_exact(capsys, config_path, "audiences", "show", "aud-1")
+
+    assert_harmless(listed, lines=1 + len(listed_json))
+    assert_harmless(shown, lines=len(shown_json))
+    assert listed_json[0]["name"] == shown_json["name"] == HOSTILE
+
+
+def test_a_hostile_platform_reason_is_printed_escaped_by_dead_list_and_show(outbox, config_path, capsys):
+    add(outbox, "add", "aud-1", "u1")
+    settle_next(outbox, dead_reason=HOSTILE)
+
+    listed, listed_json = printed_and_exact(capsys, config_path, "dead", "list")
+    shown, shown_json = printed_and_exact(capsys, config_path, "dead", "show", str(listed_json[0]["id"]))
+
+    assert_harmless(listed, lines=1 + len(listed_json))
+    assert_harmless(shown, lines=len(shown_json))
+    assert listed_json[0]["reason"] == shown_json["reason"] == HOSTILE
