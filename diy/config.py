@@ -185,7 +185,7 @@ def _diy_settings(source, items, base_dir, resolve):
         "retention": _duration(allow_zero=True),
         "log_level": _choice("debug", "info", "warning", "error"),
         "log_format": _choice("text", "json"),
-        "metrics_token": resolve,
+        "metrics_token": lambda raw: _metrics_token(resolve(raw)),
     })
     if "database" not in settings:
         raise _error(source, "diy", "database", "required: the path of the SQLite file")
@@ -408,6 +408,13 @@ def _hmac_secrets(raw, resolve):
     if not all(secrets):
         raise _Invalid("a secret is empty, and anyone could sign with an empty secret")
     return secrets
+
+
+def _metrics_token(value):
+    if not value.strip():
+        raise _Invalid("the token is empty, and /metrics would answer anyone who sends "
+                       "'Authorization: Bearer'; set a token, or remove the key to keep /metrics loopback only")
+    return value
 
 
 def _basic_auth(value):

@@ -200,6 +200,15 @@ def test_a_bad_integration_value_is_refused_naming_its_key(line, message):
     assert error.startswith(f"diy.ini: [integration:demo] {message}")
 
 
+@pytest.mark.parametrize("line", ["metrics_token =", "metrics_token = env:EMPTY", "metrics_token = env:BLANK"],
+                         ids=["inline", "empty-variable", "blank-variable"])
+def test_an_empty_metrics_token_is_refused_as_it_would_open_metrics_to_anyone(line):
+    error = parse_error(with_setting("diy", line), environ={"EMPTY": "", "BLANK": "  "})
+
+    assert error.startswith("diy.ini: [diy] metrics_token: the token is empty")
+
+
+
 @pytest.mark.parametrize("key", ["path", "hmac_secrets", "target"])
 def test_an_integration_without_a_required_key_is_refused(key):
     text = "\n".join(line for line in MINIMAL.splitlines() if not line.startswith(key))
