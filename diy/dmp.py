@@ -19,6 +19,10 @@ OPERATIONS = {ADD_TO_AUDIENCE: "add", REMOVE_FROM_AUDIENCE: "remove"}
 
 KNOWN_MUTATION_FIELDS = frozenset(("Audience", "External_user_id", "Uuid", "Customer", "Platform"))
 MAX_ID_LENGTH = 512
+MAX_DEPTH = 32
+"""Levels of nesting a body may have (the body is level 1, a mutation's fields are at level 4).
+A deeper one is refused here, before anything is stored: storing it, sending it to the platform
+or showing it would recurse as deep (nearly 1000 levels used to crash a request with a 500)."""
 INT64 = range(-(2**63), 2**63)
 PLAIN = (str, float, type(None))
 
@@ -39,13 +43,16 @@ def decode_body(raw, request_type):
     try:
         body = json.loads(text, parse_constant=refuse_constant, parse_float=finite_float)
     except RecursionError:
-        raise BadRequest("the body's JSON is nested too deeply") from None
+        raise BadRequest(f"the body is nested too deeply: a body may nest at most {MAX_DEPTH} levels") from None
     except ValueError as error:
         raise BadRequest(f"the body is not valid JSON: {error}") from None
     if "\\ud" in text or "\\uD" in text:
         refuse_lone_surrogates(body)
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, not {json_type(body)}")
+    for key, value in body.items():
+        if key != "Mutations":
+            refuse_deeper(value, MAX_DEPTH - 1, key)
     declared = body.get("Type")
     if declared is not None and declared != request_type:
         raise BadRequest(f"the body's Type {short(declared)} contradicts ?type={request_type}")
@@ -109,8 +116,25 @@ def parse_mutations(body):
         extra = None if mutation.keys() <= KNOWN_MUTATION_FIELDS else {
             k: v for k, v in mutation.items() if k not in KNOWN_MUTATION_FIELDS
         }
+        if extra is not None:
+            for key, value in extra.items():
+                refuse_deeper(value, MAX_DEPTH - 3, where(index, key))
         parsed.append(ReceivedMutation(audience, user, uuid, customer, platform, extra))
     return parsed
+
+
+def refuse_deeper(value, allowed, name):
+    """BadRequest when `value` nests more than `allowed` levels of lists and objects.
+
+    It walks with a list, not by recursion, so the check itself cannot run out of stack.
+    """
+    pending = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while pending:
+        node, depth = pending.pop()
+        if depth > allowed:
+            raise BadRequest(f"{name} is nested too deeply: a body may nest at most {MAX_DEPTH} levels")
+        children = node.values() if isinstance(node, dict) else node
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 def plain(value):

@@ -417,3 +417,47 @@ def test_stored_mutations_wake_the_dispatcher_once_the_answer_is_sent(app):
     assert not wake.is_set(), "the dispatcher must not compete with the answer still being sent"
     result.close()
     assert wake.is_set()
+
+
+# One nesting limit for every body, checked before anything is stored.
+
+def nested_field(levels):
+    """JSON text of `levels` lists, one inside the other."""
+    return "[" * levels + "1" + "]" * levels
+
+
+def body_with_extra(levels):
+    """An ADD whose one mutation carries an unknown field `Deep` of `levels` lists (the mutation's
+    fields sit at level 4 of the body, so 29 levels reach dmp.MAX_DEPTH = 32)."""
+    return ('{"Type": "ADD_TO_AUDIENCE", "Mutations": [{"Audience": "a", "External_user_id": "u", "Deep": '
+            + nested_field(levels) + "}]}").encode()
+
+
+def test_an_unknown_field_nested_up_to_the_limit_is_kept(app):
+    response = call(app, query=f"type={ADD}", body=body_with_extra(29))
+
+    assert response.status == 200
+    assert stored(app) == 1
+
+
+@pytest.mark.parametrize("levels", [30, 976, 979, 982, 5000])
+def test_an_unknown_field_nested_beyond_the_limit_is_400_and_stores_nothing(app, levels):
+    response = call(app, query=f"type={ADD}", body=body_with_extra(levels))
+
+    assert response.status == 400
+    # Named when the field is found; a body too deep for the JSON decoder itself is refused whole.
+    assert re.fullmatch(r"(Mutations\[0\]\.Deep|the body) is nested too deeply: a body may nest at most 32 levels",
+                        response.json()["error"])
+    assert stored(app) == 0
+
+
+@pytest.mark.parametrize("request_type", [ADD, CREATE])
+def test_any_other_field_nested_beyond_the_limit_is_400(app, request_type):
+    body = (f'{{"Type": "{request_type}", "Audience": "a", "Name": "n", "Mutations": [], "Note": '
+            + nested_field(32) + "}").encode()
+
+    response = call(app, query=f"type={request_type}", body=body)
+
+    assert response.status == 400
+    assert response.json()["error"].startswith("Note is nested too deeply")
+    assert stored(app) == 0
