@@ -184,7 +184,7 @@ class DiyApp:
         accounts = self.service.accounts[integration.name]
         account = accounts.for_customer(new.customer)
         if account is None:
-            log.warning("audience refused integration=%s audience=%s reason=no account", integration.name, new.dmp_id)
+            log.warning("audience refused integration=%s audience=%s reason=%s", integration.name, new.dmp_id, "no account")
             raise AudienceRefused(f"this DMP client ({new.customer}) has no platform account in this integration; "
                                   "ask the integrator to add one")
         if account.guard.breaker.state == "open":

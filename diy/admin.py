@@ -9,6 +9,7 @@ import os
 import sys
 
 from diy.config import ConfigError, load_config, parse_duration
+from diy.logs import escape_unprintable as printable
 from diy.signature import verify
 from outbox import disk
 from outbox.admin import Admin, DeadFilter
@@ -184,7 +185,7 @@ def run_dead_show(args):
     if args.json:
         return emit(letter.as_dict())
     for key, value in letter.as_dict().items():
-        print(f"{key:>16}  {value}")
+        print(f"{key:>16}  {printable(str(value))}")
     return 0
 
 
@@ -225,7 +226,7 @@ def run_audience_show(args):
     if args.json:
         return emit(found)
     for key, value in found.items():
-        print(f"{key:>12}  {value}")
+        print(f"{key:>12}  {printable(str(value))}")
     return 0
 
 
@@ -234,13 +235,13 @@ def run_audience_set(args):
     integration = pick_integration(config, args.integration)
     admin.set_audience(integration, args.audience, args.target_id, now=admin.clock())
     return emit(admin.audience(integration, args.audience)) if args.json else print(
-        f"{args.audience} -> {args.target_id} (ready)") or 0
+        printable(f"{args.audience} -> {args.target_id} (ready)")) or 0
 
 
 def run_audience_forget(args):
     config, admin = open_admin(args)
     admin.forget_audience(pick_integration(config, args.integration), args.audience)
-    return emit({"forgotten": args.audience}) if args.json else print(f"forgot {args.audience}") or 0
+    return emit({"forgotten": args.audience}) if args.json else print(printable(f"forgot {args.audience}")) or 0
 
 
 def run_verify(args):
@@ -257,7 +258,7 @@ def run_verify(args):
     elif matches:
         print(f"valid: matches {', '.join(matches)} ({len(body)} bytes)")
     else:
-        print(f"invalid: no configured secret signs these {len(body)} bytes as {args.signature.strip()[:64]}")
+        print(printable(f"invalid: no configured secret signs these {len(body)} bytes as {args.signature.strip()[:64]}"))
         if body.endswith(b"\n"):
             print("hint: the body ends with a newline; the DMP signs the exact bytes it sends")
     return 0 if matches else 1
@@ -272,9 +273,9 @@ def run_check(args):
     if args.json:
         emit({"file": path, "sound": not problems, "problems": problems})
     elif problems:
-        print(f"{path}: {len(problems)} problem(s) found", *problems, sep="\n")
+        print(printable(f"{path}: {len(problems)} problem(s) found"), *map(printable, problems), sep="\n")
     else:
-        print(f"{path}: sound ({'integrity_check' if args.full else 'quick_check'} found nothing)")
+        print(printable(f"{path}: sound ({'integrity_check' if args.full else 'quick_check'} found nothing)"))
     return 1 if problems else 0
 
 
@@ -291,10 +292,10 @@ def run_disk(args):
     if args.json:
         return emit({"folder": folder, "block_bytes": disk.BLOCK, **{k: round(v, 3) for k, v in measured.items()}}) or 0
     if not measured["flushes"]:
-        print(f"{folder}: no flush measured in {args.seconds:g} s")
+        print(printable(f"{folder}: no flush measured in {args.seconds:g} s"))
         return 0
-    print(f"{folder}: {measured['flushes']} flushes of {disk.BLOCK // 1024} KiB in {args.seconds:g} s: "
-          f"p50 {measured['p50_ms']:.2f} ms, p99 {measured['p99_ms']:.2f} ms, max {measured['max_ms']:.1f} ms")
+    print(printable(f"{folder}: {measured['flushes']} flushes of {disk.BLOCK // 1024} KiB in {args.seconds:g} s: "
+                    f"p50 {measured['p50_ms']:.2f} ms, p99 {measured['p99_ms']:.2f} ms, max {measured['max_ms']:.1f} ms"))
     return 0
 
 
@@ -320,7 +321,7 @@ def run_backup(args):
     size = admin.backup(args.destination, progress=progress("pages copied"))
     print(file=sys.stderr)
     return emit({"backup": args.destination, "bytes": size}) if args.json else print(
-        f"backed up to {args.destination} ({size:,} bytes)") or 0
+        printable(f"backed up to {args.destination} ({size:,} bytes)")) or 0
 
 
 def emit(document):
@@ -338,7 +339,9 @@ def age(seconds):
 
 
 def table(headers, rows):
-    rows = [tuple("" if cell is None else str(cell) for cell in row) for row in rows]
+    """Rows under aligned headers; every cell made printable, since names and reasons come from
+    the DMP and the platforms and could otherwise clear the screen or forge a row."""
+    rows = [tuple("" if cell is None else printable(str(cell)) for cell in row) for row in rows]
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
     for row in [headers] + rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -5,27 +5,36 @@ Every problem is one `ConfigError` naming the file, the section and the key, e.g
 repeat a value, so a secret written on the wrong line does not end up in a log.
 
 The file is plain INI with these choices: keys are case-sensitive; a line starting with `;` or
-`#` is a comment, and so is ` ;` (after whitespace) at the end of a value; `%` is an ordinary
-character (no interpolation); there is no `[DEFAULT]` section. Secrets (each item of
-`hmac_secrets`, `basic_auth`, `database_password` and every `target.*` key) may be written
-`env:NAME` or `file:PATH`.
+`#` is a comment, and so is ` ;` (after whitespace) at the end of a value, except after a
+credential written inline, where it is refused as ambiguous; `%` is an ordinary character (no
+interpolation); there is no `[DEFAULT]` section. Secrets (each item of `hmac_secrets`,
+`basic_auth`, `database_password` and every `target.*` key) may be written `env:NAME` or
+`file:PATH`. Settings that work but are unsafe (a short HMAC secret, a secret file every user
+can read) are logged as warnings by logger `diy.config`.
 """
 import configparser
 import hashlib
+import logging
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from outbox.postgres import is_postgres_url, without_password
-from types import MappingProxyType
-from typing import Callable, Mapping, Optional
 
 RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Paths the service answers itself; no integration may take them."""
 MIN_TAKEOVER_AFTER = 1.0
+SHORTEST_HMAC_SECRET = 16
+"""Bytes. The DMP sends each body with its HMAC, so one captured request lets anyone try
+secrets offline, as fast as they can compute HMAC-SHA1: 16 random bytes are out of reach."""
+
+log = logging.getLogger("diy.config")
 
 
 class ConfigError(Exception):
@@ -136,8 +145,9 @@ def parse_config(text: str, *, source: str = "<string>", base_dir=".",
     `environ` only, which defaults to an empty mapping (`load_config` passes `os.environ`).
     """
     ini = _read_ini(text, source)
+    _refuse_comments_after_inline_secrets(source, ini, _read_ini(text, source, inline_comments=False))
     base_dir = os.path.abspath(base_dir)
-    resolve = _secret_resolver(base_dir, {} if environ is None else environ)
+    resolve = _secret_resolver(base_dir, {} if environ is None else environ, source)
     for section in ini.sections():
         if section not in ("diy", "dispatcher") and not section.startswith("integration:"):
             raise _error(source, section, None, "unknown section; expected [diy], [dispatcher], "
@@ -162,10 +172,12 @@ def parse_config(text: str, *, source: str = "<string>", base_dir=".",
     return Config(**settings, dispatcher=dispatcher, integrations=integrations, source=source)
 
 
-def _read_ini(text, source):
+def _read_ini(text, source, inline_comments=True):
     ini = configparser.ConfigParser(
-        interpolation=None, inline_comment_prefixes=(";",), default_section="")
+        interpolation=None, inline_comment_prefixes=(";",) if inline_comments else None, default_section="")
     ini.optionxform = str
+    if not inline_comments:
+        ini.SECTCRE = _SECTION_BEFORE_ANY_COMMENT
     # configparser's messages quote the offending line, which may hold a secret: only the
     # line number is passed on, and `from None` keeps the original out of tracebacks.
     try:
@@ -188,6 +200,18 @@ def _read_ini(text, source):
     return ini
 
 
+def _refuse_comments_after_inline_secrets(source, ini, uncut):
+    """`secret = abc ;def` is the secret `abc` and a comment, or the secret `abc ;def`: refused
+    rather than guessed wherever a credential is written inline (env: and file: are unambiguous)."""
+    for section in ini.sections():
+        for key, value in ini.items(section):
+            inline = [item for item in value.split(",") if not item.strip().startswith(("env:", "file:"))]
+            if _CREDENTIAL_KEY.fullmatch(key) and inline and value != uncut.get(section, key, fallback=value):
+                raise _error(source, section, key, "' ;' after a secret written inline is ambiguous (a comment, "
+                             "or part of the secret?); put the comment on a line of its own, or the "
+                             "secret in env: or file:")
+
+
 def _diy_settings(source, items, base_dir, resolve):
     settings = _parse_section(source, "diy", items, {
         "database": lambda raw: _database(raw, base_dir),
@@ -200,7 +224,7 @@ def _diy_settings(source, items, base_dir, resolve):
         "retention": _duration(allow_zero=True),
         "log_level": _choice("debug", "info", "warning", "error"),
         "log_format": _choice("text", "json"),
-        "metrics_token": resolve,
+        "metrics_token": lambda raw: _metrics_token(resolve(raw)),
     })
     if "database" not in settings:
         raise _error(source, "diy", "database", "required: the path of the SQLite file or a postgresql:// URL")
@@ -254,7 +278,8 @@ def _integration(source, section, items, resolve, customers):
         raise _error(source, section, None, "NAME must match [A-Za-z0-9_.-]+")
     values = _parse_section(source, section, items, {
         "path": _path,
-        "hmac_secrets": lambda raw: _hmac_secrets(raw, resolve),
+        "hmac_secrets": lambda raw: _hmac_secrets(
+            raw, resolve, lambda why: _warn(f"{source}: [{section}] hmac_secrets", why)),
         "basic_auth": lambda raw: _basic_auth(resolve(raw)),
         "target": _target,
         "return_target_id": _boolean,
@@ -310,6 +335,11 @@ def _error(source, section, key, why):
     return ConfigError(f"{source}: {where}: {why}")
 
 
+def _warn(where, why):
+    """A setting that works but is unsafe: one line in the log (on stderr before logging is set up)."""
+    log.warning("unsafe configuration at=%s problem=%s", where, why)
+
+
 class _Invalid(Exception):
     """A value is wrong; the message says why and `_parse_section` adds where."""
 
@@ -323,6 +353,8 @@ _LONGEST = 3650 * 86400
 _SIZE = re.compile(r"([0-9]+)\s*([kKmM]?)")
 _BYTES_PER_UNIT = {"": 1, "k": 1024, "m": 1024 * 1024}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_SECTION_BEFORE_ANY_COMMENT = re.compile(r"\[(?P<header>[^]]+)\]")
+_CREDENTIAL_KEY = re.compile(r"hmac_secrets|basic_auth|metrics_token|target\.(header\..+|.*(secret|token|password).*)")
 _TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -457,7 +489,7 @@ def _target(raw):
     return raw
 
 
-def _hmac_secrets(raw, resolve):
+def _hmac_secrets(raw, resolve, warn):
     items = [item.strip() for item in raw.split(",") if item.strip()]
     if not items:
         raise _Invalid("at least one secret is required")
@@ -465,7 +497,20 @@ def _hmac_secrets(raw, resolve):
     secrets = tuple(resolve(item).encode("utf-8", "surrogateescape") for item in items)
     if not all(secrets):
         raise _Invalid("a secret is empty, and anyone could sign with an empty secret")
+    short = [f"#{number}" for number, secret in enumerate(secrets, 1) if len(secret) < SHORTEST_HMAC_SECRET]
+    if short:
+        warn(f"{'secrets' if len(short) > 1 else 'secret'} {', '.join(short)} "
+             f"{'are' if len(short) > 1 else 'is'} shorter than {SHORTEST_HMAC_SECRET} bytes: whoever captures one "
+             "signed request can guess a short secret offline and sign their own requests; use "
+             f"{SHORTEST_HMAC_SECRET} random bytes or more (openssl rand -hex 32)")
     return secrets
+
+
+def _metrics_token(value):
+    if not value.strip():
+        raise _Invalid("the token is empty, and /metrics would answer anyone who sends "
+                       "'Authorization: Bearer'; set a token, or remove the key to keep /metrics loopback only")
+    return value
 
 
 def _basic_auth(value):
@@ -475,11 +520,12 @@ def _basic_auth(value):
     return user, password
 
 
-def _secret_resolver(base_dir, environ) -> Callable[[str], str]:
+def _secret_resolver(base_dir, environ, source) -> Callable[[str], str]:
     """Return a function giving the value a secret's text stands for.
 
     `env:NAME` is the variable NAME of `environ`; `file:PATH` is the content of the file
-    (relative to `base_dir`) without trailing newlines; anything else is the secret itself.
+    (relative to `base_dir`) without trailing newlines, with a warning when every user of the
+    machine may read or change it; anything else is the secret itself.
     """
     def resolve(raw):
         if raw.startswith("env:"):
@@ -492,7 +538,9 @@ def _secret_resolver(base_dir, environ) -> Callable[[str], str]:
         if raw.startswith("file:"):
             path = os.path.join(base_dir, raw[len("file:"):].strip())
             try:
-                return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+                secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+                _warn_if_open_to_everyone(source, path)
+                return secret
             except OSError as error:
                 raise _Invalid(f"cannot read {path} "
                                f"({error.strerror or type(error).__name__})") from None
@@ -500,3 +548,10 @@ def _secret_resolver(base_dir, environ) -> Callable[[str], str]:
                 raise _Invalid(f"{path} is not UTF-8 text") from None
         return raw
     return resolve
+
+
+def _warn_if_open_to_everyone(source, path):
+    mode = os.stat(path).st_mode
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        _warn(source, f"the secret file {path} can be read or changed by every user of this machine "
+                      f"(mode {stat.S_IMODE(mode):o}); chmod 600 it")

@@ -17,10 +17,17 @@ REMOVE_FROM_AUDIENCE = "REMOVE_FROM_AUDIENCE"
 REQUEST_TYPES = (VALIDATE, CREATE_AUDIENCE, ADD_TO_AUDIENCE, REMOVE_FROM_AUDIENCE)
 OPERATIONS = {ADD_TO_AUDIENCE: "add", REMOVE_FROM_AUDIENCE: "remove"}
 
+NUL = "\x00"
+HOLDS_NUL = ("holds a NUL character (\\u0000), which no id or name needs and the outbox does not store "
+             "(PostgreSQL's text cannot hold it)")
 KNOWN_MUTATION_FIELDS = frozenset(("Audience", "External_user_id", "Uuid", "Customer", "Platform"))
 MAX_ID_LENGTH = 512
+MAX_DEPTH = 32
+"""Levels of nesting a body may have (the body is level 1, a mutation's fields are at level 4).
+A deeper one is refused here, before anything is stored: storing it, sending it to the platform
+or showing it would recurse as deep (nearly 1000 levels used to crash a request with a 500)."""
 INT64 = range(-(2**63), 2**63)
-PLAIN = (str, float, type(None))
+PLAIN = (float, type(None))
 
 
 @dataclass(frozen=True)
@@ -39,13 +46,16 @@ def decode_body(raw, request_type):
     try:
         body = json.loads(text, parse_constant=refuse_constant, parse_float=finite_float)
     except RecursionError:
-        raise BadRequest("the body's JSON is nested too deeply") from None
+        raise BadRequest(f"the body is nested too deeply: a body may nest at most {MAX_DEPTH} levels") from None
     except ValueError as error:
         raise BadRequest(f"the body is not valid JSON: {error}") from None
     if "\\ud" in text or "\\uD" in text:
         refuse_lone_surrogates(body)
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, not {json_type(body)}")
+    for key, value in body.items():
+        if key != "Mutations":
+            refuse_deeper(value, MAX_DEPTH - 1, key)
     declared = body.get("Type")
     if declared is not None and declared != request_type:
         raise BadRequest(f"the body's Type {short(declared)} contradicts ?type={request_type}")
@@ -98,10 +108,13 @@ def parse_mutations(body):
         customer = mutation.get("Customer")
         platform = mutation.get("Platform")
         if not (type(audience) is str and type(user) is str and 0 < len(audience) <= MAX_ID_LENGTH
-                and 0 < len(user) <= MAX_ID_LENGTH and audience.strip() and user.strip()):
+                and 0 < len(user) <= MAX_ID_LENGTH and audience.strip() and user.strip()
+                and NUL not in audience and NUL not in user):
             audience = identifier(mutation, "Audience", index)
             user = identifier(mutation, "External_user_id", index)
-        if uuid is not None and type(uuid) is not str:
+        if uuid is not None and (type(uuid) is not str or NUL in uuid):
+            if type(uuid) is str:
+                raise BadRequest(f"{where(index, 'Uuid')} {HOLDS_NUL}")
             raise BadRequest(f"{where(index, 'Uuid')} must be a string, not {json_type(uuid)}")
         if not (plain(customer) and plain(platform)):
             customer = scalar(mutation, "Customer", index)
@@ -109,13 +122,32 @@ def parse_mutations(body):
         extra = None if mutation.keys() <= KNOWN_MUTATION_FIELDS else {
             k: v for k, v in mutation.items() if k not in KNOWN_MUTATION_FIELDS
         }
+        if extra is not None:
+            for key, value in extra.items():
+                refuse_deeper(value, MAX_DEPTH - 3, where(index, key))
         parsed.append(ReceivedMutation(audience, user, uuid, customer, platform, extra))
     return parsed
+
+
+def refuse_deeper(value, allowed, name):
+    """BadRequest when `value` nests more than `allowed` levels of lists and objects.
+
+    It walks with a list, not by recursion, so the check itself cannot run out of stack.
+    """
+    pending = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while pending:
+        node, depth = pending.pop()
+        if depth > allowed:
+            raise BadRequest(f"{name} is nested too deeply: a body may nest at most {MAX_DEPTH} levels")
+        children = node.values() if isinstance(node, dict) else node
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 def plain(value):
     """A Customer or Platform value that needs no closer look: the common case, decided fast."""
     kind = type(value)
+    if kind is str:
+        return NUL not in value
     return kind in PLAIN or (kind is int and value in INT64)
 
 
@@ -132,6 +164,8 @@ def identifier(obj, key, index=None):
         raise BadRequest(f"{where(index, key)} must be a non-empty string, not {json_type(value)}")
     if len(value) > MAX_ID_LENGTH:
         raise BadRequest(f"{where(index, key)} is longer than {MAX_ID_LENGTH} characters")
+    if NUL in value:
+        raise BadRequest(f"{where(index, key)} {HOLDS_NUL}")
     return value
 
 
@@ -139,6 +173,8 @@ def text_field(obj, key):
     value = obj.get(key)
     if not isinstance(value, str):
         raise BadRequest(f"{key} must be a string, not {json_type(value)}")
+    if NUL in value:
+        raise BadRequest(f"{key} {HOLDS_NUL}")
     return value
 
 
@@ -149,6 +185,8 @@ def scalar(obj, key, index=None):
         raise BadRequest(f"{where(index, key)} must be a number, not {json_type(value)}")
     if isinstance(value, int) and value not in INT64:
         raise BadRequest(f"{where(index, key)} is too large a number")
+    if isinstance(value, str) and NUL in value:
+        raise BadRequest(f"{where(index, key)} {HOLDS_NUL}")
     return value
 
 

@@ -238,7 +238,7 @@ class PostgresDatabase:
         return (
             "SELECT b.audience_id AS audience_id, j.member ->> 0 AS external_user_id,"
             f" (b.id << {MUTATION_ID_BITS}) + j.position - 1 AS id FROM batches b CROSS JOIN LATERAL"
-            f" jsonb_array_elements(b.mutations::jsonb) WITH ORDINALITY AS j (member, position) WHERE {where}"
+            f" json_array_elements(b.mutations::json) WITH ORDINALITY AS j (member, position) WHERE {where}"
         )
 
     @staticmethod
@@ -331,10 +331,18 @@ def placeholders(sql):
 
 
 def adapt(parameters, psycopg):
+    """`JsonValue`s become jsonb. PostgreSQL's text cannot hold NUL: the DMP's ids and names are
+    refused with one at the edge (diy/dmp.py), so only free text (a platform's error reason)
+    ever gets here with one, and it is stored with NUL_STANDIN in its place."""
     from outbox.values import JsonValue
 
     return [
-        (None if p.value is None else psycopg.types.json.Jsonb(p.value)) if isinstance(p, JsonValue) else p
+        (None if p.value is None else psycopg.types.json.Jsonb(p.value)) if isinstance(p, JsonValue)
+        else p.replace("\x00", NUL_STANDIN) if type(p) is str and "\x00" in p else p
         for p in parameters
     ]
+
+
+NUL_STANDIN = "\u2400"
+"""SYMBOL FOR NULL."""
 

@@ -84,10 +84,10 @@ MIGRATIONS = (
     CREATE VIEW mutations AS
         SELECT (b.id << {MUTATION_ID_BITS}) + (j.position - 1) AS id, b.audience_id, b.op,
                j.member ->> 0 AS external_user_id, j.member ->> 1 AS uuid,
-               NULLIF(j.member -> 2, 'null') AS customer, NULLIF(j.member -> 3, 'null') AS platform,
-               NULLIF(j.member -> 4, 'null')::text AS extra, b.state, b.attempts, b.received_at,
+               NULLIF((j.member -> 2)::jsonb, 'null') AS customer, NULLIF((j.member -> 3)::jsonb, 'null') AS platform,
+               NULLIF((j.member -> 4)::text, 'null') AS extra, b.state, b.attempts, b.received_at,
                b.finished_at, b.last_error
-        FROM batches b CROSS JOIN LATERAL jsonb_array_elements(b.mutations::jsonb) WITH ORDINALITY AS j (member, position)
+        FROM batches b CROSS JOIN LATERAL json_array_elements(b.mutations::json) WITH ORDINALITY AS j (member, position)
         WHERE b.dead = 0
            OR NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.id = (b.id << {MUTATION_ID_BITS}) + (j.position - 1))
         UNION ALL

@@ -329,3 +329,49 @@ def test_the_file_commands_on_postgresql_name_the_servers_own_tools(postgres_ser
 
     assert code == 2 and ("pg_dump" in err or "pg_test_fsync" in err), err
     assert len(err.strip().splitlines()) == 1
+
+
+# What a person reads is printable; --json stays exact.
+
+HOSTILE = "Buyers\x1b[2J\x1b]0;owned\x07\x00\u202e\ndemo  aud-9  T-9  ready  0  forged row"
+
+
+def printed_and_exact(capsys, config_path, *command):
+    """(the table or listing as printed, the same as --json)."""
+    code, out, err = run(capsys, *command, "--config", str(config_path))
+    assert code == 0, err
+    return out, run_json(capsys, config_path, *command)
+
+
+def assert_harmless(out, lines):
+    """Each value on its line, escaped: no terminal control reaches the screen, no row is forged."""
+    assert len(out.splitlines()) == lines
+    assert all(line.isprintable() for line in out.splitlines()), out
+    assert "Buyers\\x1b[2J\\x1b]0;owned\\x07\\x00\\u202e\\ndemo" in out
+
+
+def test_a_hostile_audience_name_is_printed_escaped_by_audiences_list_and_show(sqlite_outbox, sqlite_config_path, capsys):
+    """(Printing is the same on both backends; a NUL is refused before PostgreSQL would see it.)"""
+    outbox, config_path = sqlite_outbox, sqlite_config_path
+    outbox.record_created("demo", "aud-1", name=HOSTILE, customer=7, target_id="T-1", key="aud-1", now=time.time())
+
+    listed, listed_json = printed_and_exact(capsys, config_path, "audiences", "list")
+    shown, shown_json = printed_and_exact(capsys, config_path, "audiences", "show", "aud-1")
+
+    assert_harmless(listed, lines=1 + len(listed_json))
+    assert_harmless(shown, lines=len(shown_json))
+    assert listed_json[0]["name"] == shown_json["name"] == HOSTILE
+
+
+def test_a_hostile_platform_reason_is_printed_escaped_by_dead_list_and_show(sqlite_outbox, sqlite_config_path, capsys):
+    """(Printing is the same on both backends; a NUL is refused before PostgreSQL would see it.)"""
+    outbox, config_path = sqlite_outbox, sqlite_config_path
+    add(outbox, "add", "aud-1", "u1")
+    settle_next(outbox, dead_reason=HOSTILE)
+
+    listed, listed_json = printed_and_exact(capsys, config_path, "dead", "list")
+    shown, shown_json = printed_and_exact(capsys, config_path, "dead", "show", str(listed_json[0]["id"]))
+
+    assert_harmless(listed, lines=1 + len(listed_json))
+    assert_harmless(shown, lines=len(shown_json))
+    assert listed_json[0]["reason"] == shown_json["reason"] == HOSTILE

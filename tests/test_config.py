@@ -1,5 +1,7 @@
 """The INI file becomes a `Config`, or one `ConfigError` that says where the problem is."""
 import os
+import subprocess
+import sys
 import tempfile
 import textwrap
 import traceback
@@ -8,6 +10,7 @@ import pytest
 
 from diy.config import (Config, ConfigError, DispatcherSettings, Integration, load_config,
                         parse_config)
+from tests.processes import ROOT
 
 EXAMPLE = """\
 [diy]
@@ -32,7 +35,8 @@ stop_timeout = 10s              ; graceful stop: in-flight calls get this long t
 [integration:demo]              ; one or more; NAME matches [A-Za-z0-9_.-]+
 path = /dmp                     ; URL path the DMP calls
 hmac_secrets = env:DIY_SECRET   ; comma-separated; several are accepted at once
-basic_auth = user:password      ; optional second layer
+; optional second layer (a comment after a secret written inline would be ambiguous)
+basic_auth = user:password
 target = webhook                ; a builtin name or a dotted path to your own class
 return_target_id = no           ; yes: answer CREATE_AUDIENCE with {"id": <platform id>}
 target.url = http://127.0.0.1:8001/events     ; every target.* key goes to the target
@@ -201,6 +205,15 @@ def test_a_bad_integration_value_is_refused_naming_its_key(line, message):
     error = parse_error(text, environ={"EMPTY": ""})
 
     assert error.startswith(f"diy.ini: [integration:demo] {message}")
+
+
+@pytest.mark.parametrize("line", ["metrics_token =", "metrics_token = env:EMPTY", "metrics_token = env:BLANK"],
+                         ids=["inline", "empty-variable", "blank-variable"])
+def test_an_empty_metrics_token_is_refused_as_it_would_open_metrics_to_anyone(line):
+    error = parse_error(with_setting("diy", line), environ={"EMPTY": "", "BLANK": "  "})
+
+    assert error.startswith("diy.ini: [diy] metrics_token: the token is empty")
+
 
 
 @pytest.mark.parametrize("key", ["path", "hmac_secrets", "target"])
@@ -435,9 +448,100 @@ def test_malformed_ini_is_refused_with_its_line(text, message):
 
 
 def test_inline_comments_need_whitespace_before_the_semicolon():
-    text = MINIMAL.replace("hmac_secrets = s3cr3t", "hmac_secrets = a;b%c  ; the secret")
+    text = MINIMAL.replace("hmac_secrets = s3cr3t", "hmac_secrets = a;b%c")
 
     assert parse(text).integrations[0].hmac_secrets == (b"a;b%c",)
+
+
+@pytest.mark.parametrize("section, line", [
+    ("integration:demo", "hmac_secrets = abc ;def"),
+    ("integration:demo", "hmac_secrets = env:DIY_SECRET, abc ;def"),
+    ("integration:demo", "basic_auth = user:pass ;word"),
+    ("integration:demo", "target.secret = whsec_abc ; the receiver's key"),
+    ("integration:demo", "target.header.Authorization = Bearer abc ;def"),
+    ("integration:demo:customer:1", "target.token = abc ;def"),
+    ("diy", "metrics_token = abc ;def"),
+], ids=["hmac", "hmac-after-env", "basic-auth", "target-secret", "target-header", "customer-token", "metrics-token"])
+def test_a_comment_after_a_secret_written_inline_is_refused_as_ambiguous(section, line):
+    key = line.split(" = ")[0]
+    text = MINIMAL.replace("hmac_secrets = s3cr3t\n", "") if key == "hmac_secrets" else MINIMAL
+
+    error = parse_error(with_setting(section, line, text), environ={"DIY_SECRET": "x" * 16})
+
+    assert error == (f"diy.ini: [{section}] {key}: ' ;' after a secret written inline is ambiguous (a comment, "
+                     "or part of the secret?); put the comment on a line of its own, or the secret in env: or file:")
+    assert "def" not in error and "word" not in error
+
+
+@pytest.mark.parametrize("line, kept", [
+    ("hmac_secrets = env:DIY_SECRET, file:hmac   ; rotate: both accepted", (b"x" * 16, b"0123456789abcdef")),
+    ("target.url = http://127.0.0.1:9/events   ; where events go", "http://127.0.0.1:9/events"),
+    ("target.timeout = 5                       ; seconds", "5"),
+], ids=["env-and-file-secrets", "target-url", "target-setting"])
+def test_a_comment_after_a_reference_or_a_plain_setting_is_still_a_comment(tmp_path, line, kept):
+    (tmp_path / "hmac").write_text("0123456789abcdef")
+    key = line.split(" = ")[0]
+    text = MINIMAL.replace("hmac_secrets = s3cr3t\n", "") if key == "hmac_secrets" else MINIMAL
+
+    integration = parse(with_setting("integration:demo", line, text), base_dir=tmp_path,
+                        environ={"DIY_SECRET": "x" * 16}).integrations[0]
+
+    assert (integration.hmac_secrets if key == "hmac_secrets" else integration.target_settings[key[7:]]) == kept
+
+
+def unsafe_warnings(caplog):
+    return [record.getMessage() for record in caplog.records
+            if record.name == "diy.config" and record.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize("secrets, warned", [
+    ("s3cr3t", "secret #1 is shorter"),
+    ("0123456789abcdef, x", "secret #2 is shorter"),
+    ("a, b", "secrets #1, #2 are shorter"),
+    ("0123456789abcdef", None),
+], ids=["one-short", "second-short", "both-short", "16-bytes"])
+def test_an_hmac_secret_shorter_than_16_bytes_is_warned_about_in_one_line(caplog, secrets, warned):
+    parse(MINIMAL.replace("hmac_secrets = s3cr3t", f"hmac_secrets = {secrets}"))
+
+    lines = unsafe_warnings(caplog)
+    if warned is None:
+        assert lines == []
+    else:
+        (line,) = lines
+        assert line.startswith(f"unsafe configuration at=diy.ini: [integration:demo] hmac_secrets problem={warned} "
+                               "than 16 bytes: whoever captures one signed request can guess")
+        assert "s3cr3t" not in line
+
+
+@pytest.mark.parametrize("mode, warned", [(0o644, True), (0o602, True), (0o640, False), (0o600, False)],
+                         ids=["world-readable", "world-writable", "group-readable", "owner-only"])
+def test_a_secret_file_open_to_every_user_is_warned_about(tmp_path, caplog, mode, warned):
+    secret = tmp_path / "hmac"
+    secret.write_text("0123456789abcdef-secret\n")
+    secret.chmod(mode)
+
+    parse(MINIMAL.replace("hmac_secrets = s3cr3t", "hmac_secrets = file:hmac"), base_dir=tmp_path)
+
+    expected = [f"unsafe configuration at=diy.ini problem=the secret file {secret} can be read or changed by "
+                f"every user of this machine (mode {mode:o}); chmod 600 it"]
+    assert unsafe_warnings(caplog) == (expected if warned else [])
+
+
+def test_the_warnings_reach_stderr_as_one_line_each_before_logging_is_set_up(tmp_path):
+    """`diy-wsgi sign --config` loads the configuration as every command does, before any logging."""
+    (tmp_path / "hmac").write_text("tiny5\n")
+    (tmp_path / "hmac").chmod(0o644)
+    (tmp_path / "diy.ini").write_text(MINIMAL.replace("hmac_secrets = s3cr3t", "hmac_secrets = file:hmac"))
+
+    result = subprocess.run([sys.executable, "-m", "diy_wsgi", "sign", "--config", str(tmp_path / "diy.ini")],
+                            input="", capture_output=True, text=True, timeout=60, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2
+    assert "the secret file" in lines[0] and "hmac_secrets problem=secret #1 is shorter than 16 bytes" in lines[1]
+    assert "tiny5" not in result.stderr
 
 
 def test_the_config_objects_are_frozen():

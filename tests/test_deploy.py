@@ -194,6 +194,9 @@ def test_nginx_has_a_location_for_every_integration_path():
     locations = set(re.findall(r"location = (\S+)", SITE.read_text()))
     assert {integration.path for integration in config.integrations} <= locations
     assert {"/healthz", "/readyz", "/metrics"} <= locations
+    # Each passes its own path on, not the client's raw one (a bare `proxy_pass http://diy_wsgi;` would).
+    proxied = re.findall(r"location = (\S+) \{[^}]*?proxy_pass http://diy_wsgi(\S*);", SITE.read_text())
+    assert proxied and all(location == passed for location, passed in proxied), proxied
 
 
 def test_gunicorn_settings_in_the_unit_are_gunicorn_conf_defaults(monkeypatch):
@@ -437,6 +440,17 @@ def test_plain_http_get_is_redirected_to_https(nginx_site):
     assert nginx_site.upstream.requests == []
 
 
+def test_the_redirect_goes_to_the_configured_name_whatever_the_host_header(nginx_site):
+    status, headers, _ = nginx_site.request("GET", "/dmp", tls=False, headers={"Host": "evil.example"})
+    assert (status, headers["Location"]) == (301, f"https://{HOST}/dmp")
+
+
+def test_the_app_is_sent_the_configured_name_as_host_whatever_the_client_sent(nginx_site):
+    status, _, _ = nginx_site.request("GET", "/dmp", headers={"Host": "evil.example"})
+    assert status == 200
+    assert [r["headers"]["Host"] for r in nginx_site.upstream.requests] == [HOST]
+
+
 def test_plain_http_post_is_refused_not_redirected(nginx_site):
     status, headers, body = nginx_site.request("POST", "/dmp?type=ADD_TO_AUDIENCE", b"{}", tls=False)
     assert status == 403 and "Location" not in headers
@@ -470,6 +484,15 @@ def test_a_body_of_max_body_passes_and_one_byte_more_is_refused_by_nginx(nginx_s
     assert headers["Content-Type"] == "application/json"
     assert "1 MiB" in json.loads(body)["error"]
     assert len(nginx_site.upstream.requests) == 1
+
+
+@pytest.mark.parametrize("path", ["/dmp", "/healthz", "/readyz", "/metrics"])
+def test_the_app_gets_the_normalised_path_not_the_raw_one(nginx_site, path):
+    """nginx matches `/x%0a<forged line>/../dmp` to /dmp: the app must get /dmp, since the raw
+    path would carry a newline and any text into the app's log and its own path matching."""
+    status, _, _ = nginx_site.request("GET", f"/x%0a2026-11-27%20forged%20status=200/..{path}?type=VALIDATE")
+    assert status == 200
+    assert [r["path"] for r in nginx_site.upstream.requests] == [f"{path}?type=VALIDATE"]
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])

@@ -1,4 +1,5 @@
 """/healthz, /readyz and /metrics, in-process through wsgiref.validate."""
+import os
 import sqlite3
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 
 from diy.metrics import Metrics, render
 from diy_wsgi import make_app
-from tests.processes import ROOT
+from tests.processes import ROOT, write_config
 from tests.support import call, make_config, mutation, mutations_body, parse_metrics
 
 LOOPBACK = {"REMOTE_ADDR": "127.0.0.1"}
@@ -115,6 +116,18 @@ def test_a_metrics_token_is_required_when_configured(build, authorization, statu
     response = call(app, "GET", path="/metrics", headers={"Authorization": authorization}, environ={"REMOTE_ADDR": "10.1.2.3"})
 
     assert response.status == status
+
+
+def test_serve_refuses_to_start_with_an_empty_metrics_token_in_one_line(tmp_path):
+    config = write_config(tmp_path, "http://127.0.0.1:9/events", diy={"metrics_token": "env:DIY_METRICS_TOKEN"})
+
+    result = subprocess.run([sys.executable, "-m", "diy_wsgi", "serve", "--config", str(config), "--port", "0"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=20,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "DIY_METRICS_TOKEN": ""})
+
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"diy-wsgi: {config}: [diy] metrics_token: the token is empty")
 
 
 def test_counts_of_an_exited_process_are_kept(tmp_path):

@@ -161,6 +161,12 @@ BAD_BODIES = [
     ("customer-beyond-64-bits", ADD, {"Type": ADD, "Mutations": [mutation("a", "u", Customer=2**70)]}, 400, "too large"),
     ("nan", ADD, b'{"Type": "ADD_TO_AUDIENCE", "Mutations": [], "Score": NaN}', 400, "NaN is not a JSON number"),
     ("infinite-number", ADD, b'{"Type": "ADD_TO_AUDIENCE", "Mutations": [], "Score": 1e999}', 400, "too large"),
+    ("nul-in-user-id", ADD, {"Type": ADD, "Mutations": [mutation("a", "u\x001")]}, 400,
+     r"Mutations\[0\].External_user_id holds a NUL"),
+    ("nul-in-audience", ADD, {"Type": ADD, "Mutations": [mutation("a\x00", "u")]}, 400, r"Mutations\[0\].Audience holds a NUL"),
+    ("nul-in-uuid", ADD, {"Type": ADD, "Mutations": [mutation("a", "u", Uuid="x\x00")]}, 400, "Uuid holds a NUL"),
+    ("nul-in-customer", ADD, {"Type": ADD, "Mutations": [mutation("a", "u", Customer="c\x00")]}, 400, "Customer holds a NUL"),
+    ("nul-in-name", CREATE, {"Type": CREATE, "Name": "Buy\x00ers", "Audience": "a"}, 400, "Name holds a NUL"),
     ("lone-surrogate", ADD, b'{"Type": "ADD_TO_AUDIENCE", "Mutations": [{"Audience": "a", "External_user_id": "\\udc80"}]}',
      400, "surrogate"),
 ]
@@ -417,3 +423,47 @@ def test_stored_mutations_wake_the_dispatcher_once_the_answer_is_sent(app):
     assert not wake.is_set(), "the dispatcher must not compete with the answer still being sent"
     result.close()
     assert wake.is_set()
+
+
+# One nesting limit for every body, checked before anything is stored.
+
+def nested_field(levels):
+    """JSON text of `levels` lists, one inside the other."""
+    return "[" * levels + "1" + "]" * levels
+
+
+def body_with_extra(levels):
+    """An ADD whose one mutation carries an unknown field `Deep` of `levels` lists (the mutation's
+    fields sit at level 4 of the body, so 29 levels reach dmp.MAX_DEPTH = 32)."""
+    return ('{"Type": "ADD_TO_AUDIENCE", "Mutations": [{"Audience": "a", "External_user_id": "u", "Deep": '
+            + nested_field(levels) + "}]}").encode()
+
+
+def test_an_unknown_field_nested_up_to_the_limit_is_kept(app):
+    response = call(app, query=f"type={ADD}", body=body_with_extra(29))
+
+    assert response.status == 200
+    assert stored(app) == 1
+
+
+@pytest.mark.parametrize("levels", [30, 976, 979, 982, 5000])
+def test_an_unknown_field_nested_beyond_the_limit_is_400_and_stores_nothing(app, levels):
+    response = call(app, query=f"type={ADD}", body=body_with_extra(levels))
+
+    assert response.status == 400
+    # Named when the field is found; a body too deep for the JSON decoder itself is refused whole.
+    assert re.fullmatch(r"(Mutations\[0\]\.Deep|the body) is nested too deeply: a body may nest at most 32 levels",
+                        response.json()["error"])
+    assert stored(app) == 0
+
+
+@pytest.mark.parametrize("request_type", [ADD, CREATE])
+def test_any_other_field_nested_beyond_the_limit_is_400(app, request_type):
+    body = (f'{{"Type": "{request_type}", "Audience": "a", "Name": "n", "Mutations": [], "Note": '
+            + nested_field(32) + "}").encode()
+
+    response = call(app, query=f"type={request_type}", body=body)
+
+    assert response.status == 400
+    assert response.json()["error"].startswith("Note is nested too deeply")
+    assert stored(app) == 0

@@ -546,3 +546,40 @@ def test_the_service_never_imports_the_sandbox():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
     assert result.stdout.strip() == "False", result.stderr
+
+
+# Browsers on this machine reach loopback too: other origins must not drive the sandbox.
+
+def own_origin(server):
+    host, port = server.server_address[:2]
+    return f"http://{host}:{port}"
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://evil.example", "Content-Type": "text/plain"},
+    {"Origin": "null", "Content-Type": "text/plain"},
+    {"Origin": "http://localhost:3000", "Content-Type": "text/plain"},
+    {"Host": "evil.example:9000", "Content-Type": "text/plain"},
+    {"Host": "[::1", "Content-Type": "text/plain"},
+], ids=["other-site", "opaque-origin", "other-local-port", "rebound-name", "malformed-host"])
+def test_a_request_from_another_origin_is_refused_and_changes_nothing(sandbox, headers):
+    """A `text/plain` POST is a "simple" request: a page of any site can send it without asking."""
+    changed = call(sandbox, "POST", "/api/faults", b'{"error_rate": 1}', headers)
+    reset = call(sandbox, "POST", "/api/reset", b"", headers)
+    read = call(sandbox, "GET", "/api/audiences", None, headers)
+
+    assert [answer.status for answer in (changed, reset, read)] == [403, 403, 403]
+    assert "error" in changed.json()
+    assert call(sandbox, "GET", "/api/faults").json()["error_rate"] == 0
+
+
+@pytest.mark.parametrize("headers_for", [
+    lambda server: {},
+    lambda server: {"Host": f"localhost:{server.server_address[1]}"},
+    lambda server: {"Origin": own_origin(server)},
+], ids=["no-origin", "localhost", "same-origin"])
+def test_requests_from_this_machine_and_the_sandboxs_own_page_are_served(sandbox, headers_for):
+    answer = call(sandbox, "POST", "/api/faults", {"error_rate": 0.5}, headers_for(sandbox))
+
+    assert answer.status == 200
+    assert answer.json()["error_rate"] == 0.5

@@ -14,8 +14,10 @@ the fault injector and are counted by API and status; the views never are:
                          latency, latency_jitter (seconds or "50ms"), outages (["0s:30s"],
                          counted from now; [] ends them), seed (reseeds the random source)
     POST /api/reset      forget every audience, member, webhook-id, count and rate window
+
+Every request must be addressed to this machine and, when a browser names its origin, come from
+the sandbox's own page (`refuse_other_origins`).
 """
-import json
 import logging
 import re
 import socket
@@ -27,13 +29,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from diy.sandbox.criteo import CriteoApi
 from diy.sandbox.faults import Decision, Faults
-from diy.sandbox.settings import SandboxSettings
+from diy.sandbox.settings import SandboxSettings, is_loopback
 from diy.sandbox.state import RequestStats, SandboxState
 from diy.sandbox.thetradedesk import TheTradeDeskApi
 from diy.sandbox.views import home_page
 from diy.sandbox.webhook import WebhookApi
 from diy.sandbox.wire import (
     BadRequest,
+    Forbidden,
     LengthRequired,
     MethodNotAllowed,
     NotFound,
@@ -84,6 +87,7 @@ class Sandbox:
         """The one place a request becomes an answer: errors raised below are rendered here."""
         api, fault = None, None
         try:
+            refuse_other_origins(request)
             api, handler, params = self.route(request.method, request.path)
             if api is None:
                 reply = handler(request)
@@ -139,7 +143,9 @@ class Sandbox:
             settings = self.faults.change(changes)
         except SandboxConfigError as error:
             raise BadRequest(str(error)) from None
-        log.info("faults changed %s", json.dumps(settings.describe()))
+        log.info("faults changed error_rate=%s rate_limit_rate=%s retry_after=%s latency=%s latency_jitter=%s outages=%d",
+                 settings.error_rate, settings.rate_limit_rate, settings.retry_after, settings.latency,
+                 settings.latency_jitter, len(settings.outages))
         return json_reply(200, settings.describe())
 
     def reset(self, request: Request) -> Reply:
@@ -147,6 +153,31 @@ class Sandbox:
         self.stats.reset()
         self.criteo.reset()
         return json_reply(200, {})
+
+
+def refuse_other_origins(request: Request) -> None:
+    """Forbidden for what only a browser page of another origin would send.
+
+    The sandbox listens on loopback, but a browser on the same machine reaches loopback too: a
+    page elsewhere could POST /api/faults or /api/reset as a "simple" cross-site request, or
+    point its own name at 127.0.0.1 (DNS rebinding) and read the answers. So the Host must name
+    this machine, and an Origin, when a browser sends one, must be this sandbox's own.
+    """
+    host = request.header("host")
+    if host is not None and not is_loopback(host_name(host)):
+        raise Forbidden("the sandbox answers only requests addressed to this machine "
+                        "(Host localhost, 127.0.0.1 or [::1])")
+    origin = request.header("origin")
+    if origin is not None and (host is None or origin.lower() != f"http://{host.lower()}"):
+        raise Forbidden("cross-origin requests are refused: a page of another site must not drive the sandbox")
+
+
+def host_name(host: str) -> str:
+    """The name or address in a Host header ("[::1]:9000" -> "::1"); "" when malformed."""
+    try:
+        return urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        return ""
 
 
 def fault_reply(decision: Decision) -> Reply:

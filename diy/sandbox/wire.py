@@ -85,6 +85,12 @@ class Unauthorized(SandboxError):
     status = 401
 
 
+class Forbidden(SandboxError):
+    """A browser page of another origin, or a Host that is not this machine (DNS rebinding)."""
+
+    status = 403
+
+
 class NotFound(SandboxError):
     """Nothing is served at this path."""
 
