@@ -16,6 +16,7 @@ from outbox.admin import Admin, DeadFilter
 from outbox.backends import open_database
 from outbox.clock import clock_of
 from outbox.errors import StoreError
+from outbox.move import move
 from outbox.postgres import is_postgres_url
 from outbox.store import Outbox
 
@@ -92,6 +93,15 @@ def add_commands(commands, add_config):
                      "Copy the database with SQLite's online backup API: the service keeps running and "
                      "the copy is consistent. Restore by stopping the service and putting the copy in place.")
     backup.add_argument("destination", help="a new file")
+    migrate = command("migrate", run_migrate, "move this SQLite outbox into an empty PostgreSQL database",
+                      "Copy the audiences (with their ids and platform ids), the undelivered mutations in "
+                      "their order and the dead letters from [diy] database (an SQLite file) into the empty "
+                      "PostgreSQL database at --to, in one transaction. Stop the service and every "
+                      "`diy-wsgi dispatch` first: migrate refuses while a dispatcher is running, and holds "
+                      "the file's write lock while it copies. Then set [diy] database to the URL and start "
+                      "the service (on as many VMs as you like). The SQLite file is left as it was.")
+    migrate.add_argument("--to", required=True, metavar="URL",
+                         help="postgresql://USER@HOST:PORT/DBNAME (the password from the URL, PGPASSWORD or ~/.pgpass)")
 
 
 
@@ -322,6 +332,32 @@ def run_backup(args):
     print(file=sys.stderr)
     return emit({"backup": args.destination, "bytes": size}) if args.json else print(
         printable(f"backed up to {args.destination} ({size:,} bytes)")) or 0
+
+
+def run_migrate(args):
+    config = load_config(args.config)
+    if is_postgres_url(config.database):
+        raise StoreError("[diy] database is already a PostgreSQL URL; migrate moves an SQLite outbox into one")
+    if not is_postgres_url(args.to):
+        raise StoreError("--to must be a postgresql:// URL naming an empty database")
+    source = open_database(config.database, write_timeout=MIGRATE_LOCK_WAIT)
+    target = open_database(args.to, write_timeout=MIGRATE_LOCK_WAIT)
+    try:
+        moved = move(source, target, progress=lambda table, count: progress(f"copying {table}")(count))
+    finally:
+        print(file=sys.stderr)
+        source.close()
+        target.close()
+    if args.json:
+        return emit({**moved, "to": target.location})
+    print(f"moved {moved['audiences']} audiences, {moved['pending']} undelivered mutations "
+          f"({moved['batches']} batches) and {moved['dead_letters']} dead letters into {target.location}")
+    print(f"next: set [diy] database = {target.location} in {config.source} and start the service")
+    return 0
+
+
+MIGRATE_LOCK_WAIT = 30.0
+"""Seconds migrate waits for the SQLite file's write lock and PostgreSQL's rows."""
 
 
 def emit(document):

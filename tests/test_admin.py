@@ -375,3 +375,44 @@ def test_a_hostile_platform_reason_is_printed_escaped_by_dead_list_and_show(sqli
     assert_harmless(listed, lines=1 + len(listed_json))
     assert_harmless(shown, lines=len(shown_json))
     assert listed_json[0]["reason"] == shown_json["reason"] == HOSTILE
+
+
+# Moving an SQLite outbox to PostgreSQL.
+
+def test_migrate_moves_the_outbox_into_an_empty_postgresql_database_keeping_ids_and_order(
+        sqlite_populated, sqlite_config_path, postgres_server, capsys):
+    url = postgres_server.create_database()
+    add(sqlite_populated, "add", "aud-1", "u9")
+    before = [(c.audience.key, [m.id for m in c.mutations])
+              for c in sqlite_populated.claim("peek", now=time.time(), lease=0, limit=10, batch_sizes=SIZES)]
+    sqlite_populated.release("peek")
+    for owner in ("peek", "test"):
+        sqlite_populated.retire(owner)
+
+    moved = run_json(capsys, sqlite_config_path, "migrate", "--to", url)
+
+    assert (moved["audiences"], moved["pending"], moved["dead_letters"]) == (2, 3, 2)
+    target = Outbox(open_database(url))
+    try:
+        after = [(c.audience.key, [m.id for m in c.mutations])
+                 for c in target.claim("d", now=time.time(), lease=60, limit=10, batch_sizes=SIZES)]
+        assert after == before
+        assert target.counts("demo") == {"pending": 3, "done": 0, "dead": 1}
+        assert target.audience("demo", "aud-1").target_id == "T-1"
+        assert target.audience("demo", "aud-1").customer == 7
+        add(target, "add", "aud-3", "new")
+        newest = max(row[0] for row in target.database.read("SELECT id FROM batches"))
+        oldest_unused = max(row[0] for row in sqlite_populated.database.read("SELECT id FROM batches"))
+        assert newest > oldest_unused, "new ids follow every id the file handed out"
+    finally:
+        target.database.close()
+    assert run(capsys, "migrate", "--to", url, "--config", str(sqlite_config_path))[0] == 2, "never into a full one"
+
+
+def test_migrate_refuses_while_a_dispatcher_is_running_on_the_file(sqlite_outbox, sqlite_config_path,
+                                                                   postgres_server, capsys):
+    sqlite_outbox.heartbeat("vm:123:abc", now=time.time())
+
+    code, _, err = run(capsys, "migrate", "--to", postgres_server.create_database(), "--config", str(sqlite_config_path))
+
+    assert code == 2 and "a dispatcher is running on this outbox (vm:123:abc" in err
