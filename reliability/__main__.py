@@ -2,7 +2,7 @@
 
     python -m reliability --long          the long form (about 15 minutes on 2 cores)
     python -m reliability                 the CI form (what `python -m pytest` runs, about 2 minutes)
-    python -m reliability --long crash    one suite (crash, outages, storage, concurrency, hostile)
+    python -m reliability --long crash    one suite (crash, several_vms, outages, storage, concurrency, hostile)
 
 Any argument after `--` goes to pytest. The exit code is pytest's.
 """
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = ("crash", "outages", "storage", "concurrency", "hostile")
+SUITES = ("crash", "several_vms", "outages", "storage", "concurrency", "hostile")
 RESULTS = ROOT / "reliability" / "RESULTS.md"
 
 MEANING = {
@@ -46,6 +46,11 @@ MEANING = {
     "fuzz_cases": "hypothesis cases tried against the WSGI app",
     "raw_payloads": "hostile raw byte sequences sent to the real servers",
     "rated_requests_per_s": "achieved request rate of the rated load",
+    "sqlite_takeover_s_max": "longest wait, after a dispatcher's SIGKILL, until its audiences were another's (SQLite, lease 5 min)",
+    "instances_killed": "app instances (gunicorn, 2 workers with dispatchers) SIGKILLed for good",
+    "database_restarts": "PostgreSQL restarts under load",
+    "answered_500": "answers 500 (must be 0)",
+    "postgresql_takeover_s_max": "longest wait, after an instance's SIGKILL, until its audiences were the survivor's (PostgreSQL, lease 5 min)",
     "flat_out_requests_per_s": "achieved request rate flat out (12 senders)",
 }
 

@@ -57,13 +57,16 @@ def write_config(directory, receiver_url, database=None, **sections):
 
 
 class Spawned:
-    """A process in its own session with its output in `log_path`."""
+    """A process in its own session with its output in `log_path`; with `hostname`, in a UTS
+    namespace of its own with that host name (standing in for another VM; root only)."""
 
-    def __init__(self, directory, args, name, env=None):
+    def __init__(self, directory, args, name, env=None, hostname=None):
         self.name = name
         self.log_path = Path(directory) / f"{name}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
         leashed = [sys.executable, "-m", "reliability.leash", *map(str, args)]
+        if hostname:
+            leashed = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *leashed]
         self.process = subprocess.Popen(
             leashed, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(ROOT), "DIY_LEASH_PARENT": str(os.getpid()), **(env or {})},
@@ -122,12 +125,12 @@ class Diy(Spawned):
 class Gunicorn(Spawned):
     """diy_wsgi:app under gunicorn with the project's gunicorn.conf.py."""
 
-    def __init__(self, directory, config, port, workers=2, threads=4, name="gunicorn"):
+    def __init__(self, directory, config, port, workers=2, threads=4, name="gunicorn", hostname=None):
         self.port = port
         super().__init__(directory, python("-m", "gunicorn", "-c", "gunicorn.conf.py", "diy_wsgi:app"), name, env={
             "DIY_CONFIG": str(config), "DIY_BIND": f"127.0.0.1:{port}", "DIY_WORKERS": str(workers),
             "DIY_THREADS": str(threads), "DIY_LOG_LEVEL": "warning",
-        })
+        }, hostname=hostname)
 
 
 class Receiver(Spawned):
@@ -171,8 +174,11 @@ class LoadGenerator(Spawned):
     """`python -m reliability.loadgen` against an endpoint; `journal` is its record."""
 
     def __init__(self, directory, port, *, name="load", path="/dmp", **options):
+        """`port`: one instance's, or a list of several (requests go to each in turn)."""
         self.journal = Path(directory) / f"{name}.jsonl"
-        args = ["--url", f"http://127.0.0.1:{port}{path}", "--secret", DMP_SECRET, "--journal", self.journal]
+        args = ["--secret", DMP_SECRET, "--journal", self.journal]
+        for each in port if isinstance(port, (list, tuple)) else [port]:
+            args += ["--url", f"http://127.0.0.1:{each}{path}"]
         for key, value in options.items():
             flag = "--" + key.replace("_", "-")
             if value is True:
@@ -221,16 +227,45 @@ def wait_until(condition, timeout=30, what="the condition", processes=(), interv
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{logs}")
 
 
-def outbox_counts(database):
-    """Mutations by state in the outbox file, read from another connection."""
+def query(database, sql):
+    """Rows of `sql` in the outbox (an SQLite path or a postgresql:// URL), from a connection of
+    its own; [] while the database cannot answer."""
+    if str(database).startswith("postgresql://"):
+        import psycopg
+
+        try:
+            with psycopg.connect(str(database), connect_timeout=5) as connection:
+                return connection.execute(sql).fetchall()
+        except psycopg.OperationalError:
+            return []
     connection = sqlite3.connect(str(database), timeout=10)
     try:
-        rows = connection.execute("SELECT state, COUNT(*) FROM mutations GROUP BY state").fetchall()
+        return connection.execute(sql).fetchall()
     except sqlite3.OperationalError:
-        rows = []
+        return []
     finally:
         connection.close()
+
+
+def outbox_counts(database):
+    """Mutations by state in the outbox, read from another connection."""
+    rows = query(database, "SELECT state, COUNT(*) FROM mutations GROUP BY state")
     return {"pending": 0, "done": 0, "dead": 0, **dict(rows)}
+
+
+def lease_holders(database):
+    """{audience key: lease owner} of the audiences with work leased right now."""
+    return dict(query(database, "SELECT key, lease_owner FROM audiences WHERE lease_owner IS NOT NULL AND pending > 0"))
+
+
+def time_to_take_over(database, dead_owners, since, timeout=120, interval=0.05):
+    """Seconds from `since` (a time.monotonic()) until no audience with work is leased by any of
+    `dead_owners` any more: their work is another dispatcher's."""
+    while any(owner in dead_owners for owner in lease_holders(database).values()):
+        if time.monotonic() - since > timeout:
+            raise AssertionError(f"the leases of {sorted(dead_owners)} were not taken over in {timeout}s")
+        time.sleep(interval)
+    return time.monotonic() - since
 
 
 def stored_uuids(database):

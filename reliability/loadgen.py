@@ -61,10 +61,12 @@ class LoadGenerator:
     def __init__(self, url, secret, journal, *, audiences=6, users=10, threads=3, rate=30.0, duration=30.0,
                  max_mutations=8, create=True, prefix="run", seed=0, retry_for=90.0, timeout=10.0,
                  remove_share=0.4, retry_pause=0.1):
-        parts = urlsplit(url)
-        if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("the load generator only talks to the loopback interface")
-        self.host, self.port, self.path = parts.hostname, parts.port or 80, parts.path or "/"
+        self.endpoints = []
+        for each in [url] if isinstance(url, str) else url:
+            parts = urlsplit(each)
+            if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError("the load generator only talks to the loopback interface")
+            self.endpoints.append((parts.hostname, parts.port or 80, parts.path or "/"))
         self.secret = secret
         self.journal = journal
         self.audiences = [f"{prefix}-aud-{i}" for i in range(audiences)]
@@ -135,18 +137,27 @@ class LoadGenerator:
             connection.close()
 
     def _send(self, connection, req, thread, seq, kind, body, mutations):
-        """Send one request until it is answered 200 or 4xx; returns the connection to reuse."""
+        """Send one request until it is answered 200 or 4xx; returns the connection to reuse.
+
+        With several endpoints it plays a load balancer: each request goes to the next one, and
+        each try after a failure to the one after that."""
         raw = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", "X-HMAC": sign(self.secret, raw)}
         self.journal.write(kind="request", req=req, thread=thread, seq=seq, type=kind, mutations=mutations)
         self._count("requests")
         give_up_at = time.monotonic() + self.retry_for
+        tries = 0
         while True:
             status, error = None, None
+            host, port, path = self.endpoints[(seq + tries) % len(self.endpoints)]
+            tries += 1
+            if connection is not None and (connection.host, connection.port) != (host, port):
+                connection.close()
+                connection = None
             try:
                 if connection is None:
-                    connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-                connection.request("POST", f"{self.path}?type={kind}", body=raw, headers=headers)
+                    connection = http.client.HTTPConnection(host, port, timeout=self.timeout)
+                connection.request("POST", f"{path}?type={kind}", body=raw, headers=headers)
                 response = connection.getresponse()
                 response.read()
                 status = response.status
@@ -158,7 +169,7 @@ class LoadGenerator:
                 if connection is not None:
                     connection.close()
                 connection = None
-            self.journal.write(kind="attempt", req=req, status=status, t=time.time(), error=error)
+            self.journal.write(kind="attempt", req=req, status=status, t=time.time(), error=error, port=port)
             self._count("attempts")
             with self.lock:
                 self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
@@ -182,7 +193,9 @@ class LoadGenerator:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", required=True, help="the endpoint, http://127.0.0.1:PORT/PATH")
+    parser.add_argument("--url", required=True, action="append",
+                        help="the endpoint, http://127.0.0.1:PORT/PATH; give it again for a second instance, "
+                             "and requests go to each in turn, as through a load balancer")
     parser.add_argument("--secret", required=True, help="the DMP's HMAC secret")
     parser.add_argument("--journal", required=True)
     parser.add_argument("--audiences", type=int, default=6)

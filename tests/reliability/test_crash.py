@@ -21,7 +21,9 @@ from reliability.harness import (
     Gunicorn,
     LoadGenerator,
     free_port,
+    lease_holders,
     outbox_counts,
+    time_to_take_over,
     wait_for_port,
     wait_until,
     write_config,
@@ -111,23 +113,30 @@ def test_sigkill_of_gunicorn_and_dispatcher_under_load_loses_no_acknowledged_mut
     assert outbox_counts(tmp_path / "outbox.sqlite3")["dead"] == 0
 
 
-def test_a_dispatcher_killed_in_the_middle_of_a_platform_call_loses_nothing(
+def test_a_dispatcher_killed_in_the_middle_of_a_platform_call_loses_nothing_and_is_taken_over_in_seconds(
         tmp_path, processes, receiver, figures):
-    config = write_config(tmp_path, receiver.url, dispatcher={"embedded": "no", "lease": "2s"})
+    """The lease is 5 minutes: only the heartbeat takeover (takeover_after, 5 s) frees the killed
+    dispatcher's audience for its successor, started at once as systemd's Restart= would."""
+    config = write_config(tmp_path, receiver.url, dispatcher={"embedded": "no", "lease": "5m"})
+    database = tmp_path / "outbox.sqlite3"
     service = Service(tmp_path, config, processes, dispatcher=False)
     load = LoadGenerator(tmp_path, service.port, audiences=4, users=6, threads=2, rate=20, duration=0,
                          max_mutations=5, prefix="midcall")
     processes.append(load)
-    for _ in range(MID_CALL_KILLS):
-        receiver.fault("hold")
-        dispatcher = Diy(tmp_path, "dispatch", config)
-        processes.append(dispatcher)
-        wait_until(lambda: receiver.state()["held"] >= 1, timeout=30, what="a platform call in flight",
-                   processes=[dispatcher, *service.running])
-        assert dispatcher.kill() == -9
-        receiver.fault("ok")  # the held call completes at the platform: the sender never hears of it
     dispatcher = Diy(tmp_path, "dispatch", config)
     processes.append(dispatcher)
+    takeovers = []
+    for _ in range(MID_CALL_KILLS):
+        receiver.fault("hold")
+        wait_until(lambda: receiver.state()["held"] >= 1 and lease_holders(database), timeout=30,
+                   what="a platform call in flight", processes=[dispatcher, *service.running])
+        holders = set(lease_holders(database).values())
+        assert dispatcher.kill() == -9
+        killed_at = time.monotonic()
+        receiver.fault("ok")  # the held call completes at the platform: the sender never hears of it
+        dispatcher = Diy(tmp_path, "dispatch", config)
+        processes.append(dispatcher)
+        takeovers.append(time_to_take_over(database, holders, since=killed_at))
     time.sleep(1.0)
     load.finish()
     service.processes = processes
@@ -137,5 +146,9 @@ def test_a_dispatcher_killed_in_the_middle_of_a_platform_call_loses_nothing(
                 mutations_acknowledged=report.mutations_acknowledged, mutations_lost=report.lost,
                 duplicate_events=report.duplicate_events, duplicate_mutations=report.duplicate_mutations,
                 order_violations=report.order_violations)
+    figures.most(sqlite_takeover_s_max=max(takeovers))
+    figures.note(f"SQLite takeover after a dispatcher's SIGKILL (lease 5 min, takeover_after 5 s): "
+                 f"{', '.join(f'{t:.1f}' for t in takeovers)} s")
     assert report.ok, report.explain()
     assert receiver.state()["bad_requests"] == 0
+    assert max(takeovers) < 60, "taken over by the heartbeat, not after the 5-minute lease"

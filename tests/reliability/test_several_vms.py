@@ -1,0 +1,130 @@
+"""Several VMs on PostgreSQL: two app instances on one database, one killed for good, the database
+restarted, under signed load; every 200 still arrives, in order.
+
+Each instance is its own gunicorn (two workers, each with its embedded dispatcher) with a host
+name of its own (a UTS namespace, standing in for another VM), on one PostgreSQL server the tests
+start themselves. The load generator plays the DMP behind a load balancer: each request goes to
+the next instance, and a request that gets no answer is sent to the other one. The lease is 5
+minutes, so only the heartbeat takeover (`takeover_after`, 5 s) hands the killed instance's
+audiences to the survivor in time.
+
+1. Load on both; the platform holds its calls until the instance to kill holds a lease.
+2. SIGKILL that instance (master and workers) for good; the platform lets calls through.
+3. The survivor takes the dead instance's audiences over: the seconds this took are the
+   takeover figure.
+4. PostgreSQL is restarted mid-load: the DMP gets 503 meanwhile (never 500, never a 200 for
+   what was not stored), and the survivor reconnects by itself.
+5. The load stops, the outbox drains: 0 acknowledged mutations lost, order per user kept.
+
+CI form: about 20 s of load. Long form: three rounds of kill-and-replace and three restarts.
+"""
+import os
+import shutil
+import time
+
+import pytest
+
+from reliability import pick
+from reliability.checker import check_files, expected_members, load_requests
+from reliability.harness import (
+    Gunicorn,
+    LoadGenerator,
+    free_port,
+    lease_holders,
+    outbox_counts,
+    time_to_take_over,
+    wait_for_port,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.reliability
+pytest.importorskip("gunicorn")
+
+ROUNDS = pick(1, 3)
+LOAD_SECONDS_BEFORE_KILL = pick(4.0, 15.0)
+
+
+def own_host_names():
+    return os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+class Instance:
+    """One app VM: gunicorn with two workers and their embedded dispatchers."""
+
+    def __init__(self, tmp_path, config, processes, name):
+        self.name, self.port = name, free_port()
+        self.hostname = name if own_host_names() else None
+        self.gunicorn = Gunicorn(tmp_path, config, self.port, workers=2, name=name, hostname=self.hostname)
+        processes.append(self.gunicorn)
+        wait_for_port(self.port, self.gunicorn, timeout=30)
+
+    def owns(self, owner):
+        """Whether a dispatcher's owner name is one of this instance's processes."""
+        if self.hostname:
+            return owner.startswith(f"{self.hostname}:")
+        return int(owner.split(":")[1]) in self.pids()
+
+    def pids(self):
+        found = set()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as stat:
+                        if int(stat.read().rsplit(")", 1)[1].split()[3]) == self.gunicorn.pid:
+                            found.add(int(entry))
+                except (OSError, ValueError, IndexError):
+                    pass
+        return found
+
+
+def test_two_instances_on_postgresql_survive_losing_one_and_a_database_restart(
+        tmp_path, processes, receiver, figures, postgres_server):
+    url = postgres_server.create_database()
+    config = write_config(tmp_path, receiver.url, database=url, dispatcher={"lease": "5m", "takeover_after": "5s"})
+    instances = [Instance(tmp_path, config, processes, name) for name in ("vm-a", "vm-b")]
+    load = LoadGenerator(tmp_path, [i.port for i in instances], audiences=8, users=8, threads=4, rate=40,
+                         duration=0, max_mutations=8, prefix="vms")
+    processes.append(load)
+    takeovers, restarts = [], 0
+    for round_number in range(ROUNDS):
+        time.sleep(LOAD_SECONDS_BEFORE_KILL)
+        victim, survivor = instances
+        receiver.fault("hold")
+        wait_until(lambda: any(victim.owns(o) for o in lease_holders(url).values()), timeout=60,
+                   what=f"{victim.name} to hold a lease", processes=[victim.gunicorn])
+        held = {o for o in lease_holders(url).values() if victim.owns(o)}
+        assert victim.gunicorn.kill() == -9
+        killed_at = time.monotonic()
+        receiver.fault("ok")
+        takeovers.append(time_to_take_over(url, held, since=killed_at))
+        assert load.running, load.output()
+        time.sleep(2.0)
+        postgres_server.restart()
+        restarts += 1
+        instances = [survivor, Instance(tmp_path, config, processes, f"vm-{chr(ord('c') + round_number)}")]
+    time.sleep(3.0)
+    summary = load.finish()
+    wait_until(lambda: outbox_counts(url)["pending"] == 0, timeout=120, what="the outbox to drain",
+               processes=[i.gunicorn for i in instances])
+    wait_until(lambda: check_files(load.journal, receiver.journal).lost == 0, timeout=60,
+               what="every acknowledged mutation to arrive", processes=[i.gunicorn for i in instances])
+    report = check_files(load.journal, receiver.journal)
+
+    figures.add(requests_sent=report.requests, acknowledged=report.acknowledged, instances_killed=ROUNDS,
+                database_restarts=restarts, mutations_acknowledged=report.mutations_acknowledged,
+                mutations_lost=report.lost, duplicate_events=report.duplicate_events,
+                duplicate_mutations=report.duplicate_mutations, order_violations=report.order_violations,
+                answered_503=summary["unavailable_503"], answered_500=summary["other_5xx"])
+    figures.most(postgresql_takeover_s_max=max(takeovers))
+    figures.note("PostgreSQL takeover after an instance's SIGKILL (lease 5 min, takeover_after 5 s): "
+                 + ", ".join(f"{t:.1f}" for t in takeovers) + " s")
+    assert report.ok, report.explain()
+    assert set(summary["statuses"]) <= {"200", "503", "None"}, summary["statuses"]
+    assert summary["given_up"] == 0 and report.unknown == 0, summary
+    assert receiver.state()["bad_requests"] == 0
+    expected = expected_members(load_requests(load.journal))
+    members = receiver.state()["members"]
+    assert {a: set(u) for a, u in members.items() if u} == {a: u for a, u in expected.items() if u}
+    assert outbox_counts(url)["dead"] == 0
+    assert max(takeovers) < 60, "taken over by the heartbeat, not after the 5-minute lease"
