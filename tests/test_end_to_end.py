@@ -1,5 +1,6 @@
 """The real `diy-wsgi` processes, a webhook receiver, and signed requests over HTTP."""
 import http.client
+import os
 import signal
 import sqlite3
 import threading
@@ -81,3 +82,35 @@ def test_a_dispatcher_killed_mid_batch_loses_nothing_and_is_taken_over_before_it
         for process in dispatchers:
             process.kill()
         server.kill()
+
+
+def test_serve_keeps_its_open_files_flat_however_many_requests_touch_the_database(httpserver, tmp_path):
+    """The stdlib server starts a thread per request, and each thread opens its own database
+    connection: those of ended threads must be closed, or every request leaks two descriptors
+    (the file and its WAL) until the process runs out of them and answers every write 503."""
+    receiver = WebhookReceiver(httpserver)
+    config = write_config(tmp_path, receiver.url)
+    port = free_port()
+    server = Process(tmp_path, "serve", "--config", config, "--port", port)
+
+    def probe(times):
+        for _ in range(times):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/readyz")
+            assert connection.getresponse().status == 200
+            connection.close()
+
+    def open_files():
+        return len(os.listdir(f"/proc/{server.process.pid}/fd"))
+
+    try:
+        wait_for_port(port, server)
+        probe(50)
+        before = open_files()
+        probe(2000)
+        after = open_files()
+        assert dmp_post(port, "ADD_TO_AUDIENCE", {"Mutations": [mutation("4711", "u1")]})[0] == 200
+    finally:
+        server.kill(signal.SIGTERM)
+
+    assert after <= before + 10, f"{before} open files after 50 requests, {after} after 2050 more"

@@ -32,6 +32,7 @@ from reliability.harness import (
     free_port,
     lease_holders,
     outbox_counts,
+    query,
     time_to_take_over,
     wait_for_port,
     wait_until,
@@ -42,6 +43,9 @@ pytestmark = pytest.mark.reliability
 pytest.importorskip("gunicorn")
 
 ROUNDS = pick(1, 3)
+CONNECTIONS_PER_INSTANCE = 2 * (4 + 4 + 3)
+"""The budget deploy/README.md gives: per worker, 4 request threads, 4 delivery threads and the
+dispatcher's 3 of its own; two workers."""
 LOAD_SECONDS_BEFORE_KILL = pick(4.0, 15.0)
 
 
@@ -86,9 +90,11 @@ def test_two_instances_on_postgresql_survive_losing_one_and_a_database_restart(
     load = LoadGenerator(tmp_path, [i.port for i in instances], audiences=8, users=8, threads=4, rate=40,
                          duration=0, max_mutations=8, prefix="vms")
     processes.append(load)
-    takeovers, restarts = [], 0
+    takeovers, restarts, connections = [], 0, []
     for round_number in range(ROUNDS):
         time.sleep(LOAD_SECONDS_BEFORE_KILL)
+        connections.append(query(url, "SELECT COUNT(*) FROM pg_stat_activity"
+                                      " WHERE datname = current_database() AND application_name = 'diy-wsgi'")[0][0])
         victim, survivor = instances
         receiver.fault("hold")
         wait_until(lambda: any(victim.owns(o) for o in lease_holders(url).values()), timeout=60,
@@ -116,7 +122,7 @@ def test_two_instances_on_postgresql_survive_losing_one_and_a_database_restart(
                 mutations_lost=report.lost, duplicate_events=report.duplicate_events,
                 duplicate_mutations=report.duplicate_mutations, order_violations=report.order_violations,
                 answered_503=summary["unavailable_503"], answered_500=summary["other_5xx"])
-    figures.most(postgresql_takeover_s_max=max(takeovers))
+    figures.most(postgresql_takeover_s_max=max(takeovers), connections_max=max(connections))
     figures.note("PostgreSQL takeover after an instance's SIGKILL (lease 5 min, takeover_after 5 s): "
                  + ", ".join(f"{t:.1f}" for t in takeovers) + " s")
     assert report.ok, report.explain()
@@ -128,3 +134,4 @@ def test_two_instances_on_postgresql_survive_losing_one_and_a_database_restart(
     assert {a: set(u) for a, u in members.items() if u} == {a: u for a, u in expected.items() if u}
     assert outbox_counts(url)["dead"] == 0
     assert max(takeovers) < 60, "taken over by the heartbeat, not after the 5-minute lease"
+    assert max(connections) <= CONNECTIONS_PER_INSTANCE * len(instances), connections
