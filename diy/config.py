@@ -92,8 +92,9 @@ class DispatcherSettings:
 class Config:
     """The whole configuration; durations are float seconds, sizes int bytes."""
 
-    database: str
-    """Absolute path of the SQLite file, or a PostgreSQL URL (`postgresql://...`)."""
+    database: str = field(repr=False)
+    """Absolute path of the SQLite file, or a PostgreSQL URL (`postgresql://...`, which may hold a
+    password: never printed)."""
     metrics_dir: str = ""
     """Where each process writes its metrics for /metrics to merge (one folder per machine)."""
     database_password: Optional[str] = field(default=None, repr=False)

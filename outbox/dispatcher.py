@@ -122,8 +122,8 @@ class Dispatcher:
             self._listener = threading.Thread(target=self._listen, name="diy-listen", daemon=True)
             self._listener.start()
         self._loop.start()
-        log.info("dispatcher started owner=%s threads=%d integrations=%s takeover_after=%gs", self.owner,
-                 self.threads, ",".join(self.accounts), self.takeover_after)
+        log.info("dispatcher started owner=%s threads=%d integrations=%s takeover_after=%gs database=%s", self.owner,
+                 self.threads, ",".join(self.accounts), self.takeover_after, self.outbox.location)
 
     def wake(self):
         self._wake.set()

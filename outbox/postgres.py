@@ -36,6 +36,12 @@ TCP_USER_TIMEOUT_MS = 10000
 instead of hanging a request or a dispatcher for the kernel's TCP timeout (minutes)."""
 
 
+IDLE_IN_TRANSACTION_MS = 10000
+"""A transaction left open by a VM that died in the middle of it (its rows stay locked, its
+audience waits) is ended by the server after this. diy-wsgi's own transactions run their
+statements back to back, never waiting on anything else in between."""
+
+
 def is_postgres_url(location):
     return str(location).startswith(("postgresql://", "postgres://"))
 
@@ -126,7 +132,7 @@ class PostgresDatabase:
             "keepalives_count": 2,
             "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
             "options": (f"-c lock_timeout={int(self.write_timeout * 1000)}"
-                        " -c idle_in_transaction_session_timeout=60000"),
+                        f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"),
         }
         if self._password is not None:
             options["password"] = self._password

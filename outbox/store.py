@@ -429,6 +429,11 @@ class Outbox:
         return self.database.read("SELECT COUNT(*) FROM dispatchers WHERE seen_at >= ?", (seen_since,))[0][0]
 
     @property
+    def location(self):
+        """Where the outbox is, as logs may show it (a PostgreSQL URL without its password)."""
+        return self.database.location
+
+    @property
     def notifies(self):
         """Whether a commit on another machine can wake this one's dispatcher (`listen`)."""
         return self.database.listen is not None

@@ -47,11 +47,11 @@ MEANING = {
     "raw_payloads": "hostile raw byte sequences sent to the real servers",
     "rated_requests_per_s": "achieved request rate of the rated load",
     "sqlite_takeover_s_max": "longest wait, after a dispatcher's SIGKILL, until its audiences were another's (SQLite, lease 5 min)",
-    "instances_killed": "app instances (gunicorn, 2 workers with dispatchers) SIGKILLed for good",
+    "instances_lost": "app instances (gunicorn, 2 workers with dispatchers) lost for good: SIGKILLed, or frozen with SIGSTOP (a VM gone without closing its connections)",
     "database_restarts": "PostgreSQL restarts under load",
     "connections_max": "most PostgreSQL connections of the two instances at once (budget: 22 each)",
     "answered_500": "answers 500 (must be 0)",
-    "postgresql_takeover_s_max": "longest wait, after an instance's SIGKILL, until its audiences were the survivor's (PostgreSQL, lease 5 min)",
+    "postgresql_takeover_s_max": "longest wait, after an instance died, until its audiences were the survivor's (PostgreSQL, lease 5 min)",
     "flat_out_requests_per_s": "achieved request rate flat out (12 senders)",
 }
 

@@ -101,6 +101,11 @@ class Spawned:
         self._log.close()
         return code
 
+    def freeze(self):
+        """SIGSTOP to the whole group: it stops answering without closing a connection, as a VM
+        that loses power or network does."""
+        os.killpg(self.pid, signal.SIGSTOP)
+
     def stop(self, timeout=30):
         """SIGTERM to the process itself (gunicorn's master stops its workers); the exit code."""
         if self.process.poll() is None:

@@ -9,14 +9,17 @@ minutes, so only the heartbeat takeover (`takeover_after`, 5 s) hands the killed
 audiences to the survivor in time.
 
 1. Load on both; the platform holds its calls until the instance to kill holds a lease.
-2. SIGKILL that instance (master and workers) for good; the platform lets calls through.
+2. That instance dies: SIGKILL (master and workers), or, standing in for a VM that loses power
+   or its network, SIGSTOP (it stops answering without closing a connection; a transaction it
+   had open stays open on the server until `idle_in_transaction_session_timeout`), killed later.
+   The platform lets calls through.
 3. The survivor takes the dead instance's audiences over: the seconds this took are the
    takeover figure.
 4. PostgreSQL is restarted mid-load: the DMP gets 503 meanwhile (never 500, never a 200 for
    what was not stored), and the survivor reconnects by itself.
 5. The load stops, the outbox drains: 0 acknowledged mutations lost, order per user kept.
 
-CI form: about 20 s of load. Long form: three rounds of kill-and-replace and three restarts.
+CI form: two rounds (a kill, a freeze), about 30 s of load. Long form: six rounds and six restarts.
 """
 import os
 import shutil
@@ -42,7 +45,8 @@ from reliability.harness import (
 pytestmark = pytest.mark.reliability
 pytest.importorskip("gunicorn")
 
-ROUNDS = pick(1, 3)
+ROUNDS = pick(2, 6)
+DEATHS = ("SIGKILL", "SIGSTOP")
 CONNECTIONS_PER_INSTANCE = 2 * (4 + 4 + 3)
 """The budget deploy/README.md gives: per worker, 4 request threads, 4 delivery threads and the
 dispatcher's 3 of its own; two workers."""
@@ -56,8 +60,8 @@ def own_host_names():
 class Instance:
     """One app VM: gunicorn with two workers and their embedded dispatchers."""
 
-    def __init__(self, tmp_path, config, processes, name):
-        self.name, self.port = name, free_port()
+    def __init__(self, tmp_path, config, processes, name, port=None):
+        self.name, self.port = name, port or free_port()
         self.hostname = name if own_host_names() else None
         self.gunicorn = Gunicorn(tmp_path, config, self.port, workers=2, name=name, hostname=self.hostname)
         processes.append(self.gunicorn)
@@ -100,15 +104,22 @@ def test_two_instances_on_postgresql_survive_losing_one_and_a_database_restart(
         wait_until(lambda: any(victim.owns(o) for o in lease_holders(url).values()), timeout=60,
                    what=f"{victim.name} to hold a lease", processes=[victim.gunicorn])
         held = {o for o in lease_holders(url).values() if victim.owns(o)}
-        assert victim.gunicorn.kill() == -9
+        death = DEATHS[round_number % len(DEATHS)]
+        if death == "SIGKILL":
+            assert victim.gunicorn.kill() == -9
+        else:
+            victim.gunicorn.freeze()
         killed_at = time.monotonic()
         receiver.fault("ok")
-        takeovers.append(time_to_take_over(url, held, since=killed_at))
+        takeovers.append((death, time_to_take_over(url, held, since=killed_at)))
+        if death == "SIGSTOP":
+            victim.gunicorn.kill()
         assert load.running, load.output()
         time.sleep(2.0)
         postgres_server.restart()
         restarts += 1
-        instances = [survivor, Instance(tmp_path, config, processes, f"vm-{chr(ord('c') + round_number)}")]
+        replacement = Instance(tmp_path, config, processes, f"vm-{chr(ord('c') + round_number)}", port=victim.port)
+        instances = [survivor, replacement]  # behind the balancer at the dead VM's address
     time.sleep(3.0)
     summary = load.finish()
     wait_until(lambda: outbox_counts(url)["pending"] == 0, timeout=120, what="the outbox to drain",
@@ -117,14 +128,15 @@ def test_two_instances_on_postgresql_survive_losing_one_and_a_database_restart(
                what="every acknowledged mutation to arrive", processes=[i.gunicorn for i in instances])
     report = check_files(load.journal, receiver.journal)
 
-    figures.add(requests_sent=report.requests, acknowledged=report.acknowledged, instances_killed=ROUNDS,
+    figures.add(requests_sent=report.requests, acknowledged=report.acknowledged, instances_lost=ROUNDS,
                 database_restarts=restarts, mutations_acknowledged=report.mutations_acknowledged,
                 mutations_lost=report.lost, duplicate_events=report.duplicate_events,
                 duplicate_mutations=report.duplicate_mutations, order_violations=report.order_violations,
                 answered_503=summary["unavailable_503"], answered_500=summary["other_5xx"])
-    figures.most(postgresql_takeover_s_max=max(takeovers), connections_max=max(connections))
-    figures.note("PostgreSQL takeover after an instance's SIGKILL (lease 5 min, takeover_after 5 s): "
-                 + ", ".join(f"{t:.1f}" for t in takeovers) + " s")
+    seconds = [t for _, t in takeovers]
+    figures.most(postgresql_takeover_s_max=max(seconds), connections_max=max(connections))
+    figures.note("PostgreSQL takeover after an instance died (lease 5 min, takeover_after 5 s): "
+                 + ", ".join(f"{t:.1f} s ({death})" for death, t in takeovers))
     assert report.ok, report.explain()
     assert set(summary["statuses"]) <= {"200", "503", "None"}, summary["statuses"]
     assert summary["given_up"] == 0 and report.unknown == 0, summary
@@ -133,5 +145,5 @@ def test_two_instances_on_postgresql_survive_losing_one_and_a_database_restart(
     members = receiver.state()["members"]
     assert {a: set(u) for a, u in members.items() if u} == {a: u for a, u in expected.items() if u}
     assert outbox_counts(url)["dead"] == 0
-    assert max(takeovers) < 60, "taken over by the heartbeat, not after the 5-minute lease"
+    assert max(seconds) < 60, "taken over by the heartbeat, not after the 5-minute lease"
     assert max(connections) <= CONNECTIONS_PER_INSTANCE * len(instances), connections
