@@ -54,9 +54,15 @@ def free_port():
 
 
 class PostgresServer:
-    """One cluster; `create_database()` hands each test a fresh database on it."""
+    """One cluster; `create_database()` hands each test a fresh database on it.
 
-    def __init__(self):
+    The tests' cluster skips every flush (`fsync = off`, `full_page_writes = off`) for speed.
+    `durable=True` keeps PostgreSQL's durable defaults instead (fsync, full-page writes,
+    `synchronous_commit = on`), as the benchmark needs to compare durable commits with SQLite's
+    `synchronous = full`."""
+
+    def __init__(self, durable=False):
+        self.durable = durable
         self.bin = find_binaries()
         self.folder = Path(tempfile.mkdtemp(prefix="diy-pg-"))
         self.data = self.folder / "data"
@@ -66,12 +72,14 @@ class PostgresServer:
         self._lock = threading.Lock()
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres", "postgres")
-        self._run("initdb", "-D", self.data, "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync",
-                  "--locale=C")
+        self._run("initdb", "-D", self.data, "-U", self.user, "--auth=trust", "-E", "UTF8",
+                  *([] if durable else ["--no-sync"]), "--locale=C")
+        flushes = ("fsync = on\nfull_page_writes = on\nsynchronous_commit = on\n" if durable
+                   else "fsync = off\nfull_page_writes = off\n")
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(
                 f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.folder}'\n"
-                "max_connections = 200\nfsync = off\nfull_page_writes = off\n"
+                "max_connections = 200\n" + flushes
             )
         self.start()
 
