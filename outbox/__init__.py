@@ -10,5 +10,6 @@
     clock.py      the database's clock, for leases that several machines compare
     move.py       an SQLite outbox moved into PostgreSQL (`diy-wsgi migrate`)
 
-No SQL lives outside the backend modules here.
+SQL lives in the storage modules alone (store.py, admin.py, move.py, the backends and their
+schemas): the receiver, the dispatcher, the commands, the probes and the metrics call methods.
 """
