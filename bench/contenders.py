@@ -82,6 +82,22 @@ class Processes:
             self.stop(process, timeout=10)
 
 
+def pin_tree(pid, cpus):
+    """Pin a running process and all its descendants to `cpus` ("0" or "0,1"); processes it
+    forks later inherit the pinning (PostgreSQL's postmaster forks a backend per connection)."""
+    import measure
+
+    wanted = {int(c) for c in cpus.split(",")}
+    pinned = 0
+    for member in measure._tree(measure.cpu_snapshot()[2], [pid]):
+        try:
+            os.sched_setaffinity(member, wanted)
+            pinned += 1
+        except OSError:
+            pass
+    return pinned
+
+
 def children(pid):
     """Pids of the direct children of `pid` (gunicorn's workers)."""
     found = []
@@ -150,15 +166,19 @@ def gunicorn_env(port, workers, threads):
     return {"DIY_BIND": f"127.0.0.1:{port}", "DIY_WORKERS": str(workers), "DIY_THREADS": str(threads)}
 
 
-def diy_config(workdir, receiver_port, embedded=True, name="diy"):
-    """diy-wsgi's real configuration: defaults everywhere but the database and the webhook target."""
+def diy_config(workdir, receiver_port, embedded=True, name="diy", database=None):
+    """diy-wsgi's real configuration: defaults everywhere but the database and the webhook target.
+    `database` a postgresql:// URL instead of the SQLite file (each instance then keeps its
+    metrics folder beside its INI, as separate VMs would)."""
     folder = Path(workdir) / name
     folder.mkdir(exist_ok=True)
     path = folder / "diy.ini"
+    if database:
+        (folder / "metrics").mkdir(exist_ok=True)
     path.write_text(
         "[diy]\n"
-        "database = outbox.sqlite3\n"
-        "synchronous = full\n"
+        + (f"database = {database}\nmetrics_dir = metrics\n" if database else "database = outbox.sqlite3\n")
+        + "synchronous = full\n"
         "\n[dispatcher]\n"
         f"embedded = {'yes' if embedded else 'no'}\n"
         "\n[integration:bench]\n"
@@ -172,10 +192,11 @@ def diy_config(workdir, receiver_port, embedded=True, name="diy"):
 
 
 def start_diy(procs, python, workdir, receiver_port, workers, threads, app="diy_wsgi:app", extra_env=None,
-              name="diy", embedded=True):
+              name="diy", embedded=True, database=None):
     """diy-wsgi as deployed (`embedded`: a dispatcher in each worker), or its request path alone:
-    the same app with `embedded = no` and no dispatcher anywhere, so nothing is delivered."""
-    config = diy_config(workdir, receiver_port, embedded=embedded, name=name)
+    the same app with `embedded = no` and no dispatcher anywhere, so nothing is delivered.
+    `database`: a postgresql:// URL instead of the SQLite outbox in the work folder."""
+    config = diy_config(workdir, receiver_port, embedded=embedded, name=name, database=database)
     if embedded:
         contender = Contender("diy", "diy-wsgi", "diy_wsgi:app, the project's gunicorn.conf.py, dispatcher "
                               "embedded in each worker, outbox WAL + synchronous=FULL")
@@ -183,7 +204,7 @@ def start_diy(procs, python, workdir, receiver_port, workers, threads, app="diy_
         contender = Contender("diy_ingest", "diy-wsgi, request path alone", "the same, with `embedded = no` and no "
                               "dispatcher running: requests are stored, nothing is delivered")
     contender.port = free_port()
-    if embedded:
+    if embedded and not database:
         contender.outbox = config.parent / "outbox.sqlite3"
     env = {**gunicorn_env(contender.port, workers, threads), "DIY_CONFIG": str(config), "PYTHONPATH": str(ROOT),
            **(extra_env or {})}

@@ -53,6 +53,57 @@ class Driver:
         (self.workdir / f"wrk-{self.runs}.txt").write_text(done.stdout + done.stderr)
         return parse_wrk(done.stdout, seconds)
 
+    def saturate_many(self, ports, seconds, phases):
+        """Closed-loop throughput against several instances at once: one wrk per port, started
+        together, each with its share of `connections` and payloads of its own phase (so no two
+        send the same users); requests/s and errors are summed, latencies kept per instance."""
+        if len(ports) == 1:
+            result = self.saturate(ports[0], seconds, phases[0])
+            return dict(result, parts=[dict(result)], connections=[self.connections])
+        shares = [self.connections // len(ports) + (1 if i < self.connections % len(ports) else 0)
+                  for i in range(len(ports))]
+        if not self.wrk:
+            raise RuntimeError("bench: several instances at once need wrk")
+        script = self.workdir / "post.lua"
+        script.write_text(payloads.WRK_SCRIPT)
+        running = []
+        for port, phase, connections in zip(ports, phases, shares):
+            self.runs += 1
+            command = self._prefix() + [self.wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
+                                        str(script), f"http://127.0.0.1:{port}{payloads.PATH}"]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       env={**os.environ, "BENCH_POOL": str(self.pool(phase))})
+            running.append((self.runs, process))
+        parts = []
+        for number, process in running:
+            out, _ = process.communicate(timeout=seconds + 60)
+            (self.workdir / f"wrk-{number}.txt").write_text(out)
+            parts.append(parse_wrk(out, seconds))
+        return {"tool": f"{len(ports)} x wrk at once", "requests": sum(p["requests"] for p in parts),
+                "seconds": max(p["seconds"] for p in parts),
+                "requests_per_s": sum(p["requests_per_s"] for p in parts),
+                "non_2xx": sum(p["non_2xx"] for p in parts), "socket_errors": sum(p["socket_errors"] for p in parts),
+                "latency_ms": {}, "parts": parts, "connections": shares}
+
+    def open_loop_many(self, ports, rate, seconds, phases, drain_timeout=15):
+        """The open-loop run split evenly over several instances: one loadgen.py per port at
+        rate / len(ports), started together; their raw results, in port order."""
+        running = []
+        for port, phase in zip(ports, phases):
+            self.runs += 1
+            out = self.workdir / f"open-{self.runs}.json"
+            process = subprocess.Popen(self._prefix() + [
+                self.python, BENCH / "loadgen.py", "--port", str(port), "--phase", phase,
+                "--rate", f"{rate / len(ports):.3f}", "--duration", str(seconds),
+                "--drain-timeout", str(drain_timeout), "--out", str(out)])
+            running.append((process, out))
+        results = []
+        for process, out in running:
+            if process.wait() != 0:
+                raise RuntimeError("bench: loadgen.py failed; see the work folder")
+            results.append(json.loads(out.read_text()))
+        return results
+
     def _saturate_python(self, port, seconds, phase):
         out = self.workdir / f"closed-{self.runs}.json"
         subprocess.run(self._prefix() + [self.python, BENCH / "loadgen.py", "--port", str(port), "--phase", phase,
@@ -138,6 +189,44 @@ class Backlog:
                 return time.monotonic() - started
             time.sleep(0.25)
         return None
+
+
+class PostgresBacklog:
+    """The same look as Backlog, at diy-wsgi's outbox on PostgreSQL: one connection of the
+    bench's own (its backend runs on the server's CPUs, like every backend; a few cheap
+    queries a second)."""
+
+    PENDING = "SELECT COALESCE(SUM(pending), 0) FROM audiences"
+    INSERTED = f"SELECT COALESCE(MAX(id), 0) * {payloads.MUTATIONS} FROM batches"
+    """Every bench request stores one batch row; ids come from an identity that only grows."""
+
+    def __init__(self, url):
+        self.url = url
+        self.lock = threading.Lock()
+        self.connection = None
+
+    def _read(self, query, parameters=None):
+        import psycopg
+
+        with self.lock:
+            if self.connection is None or self.connection.closed:
+                self.connection = psycopg.connect(self.url, autocommit=True, application_name="diy-bench")
+            return self.connection.execute(query, parameters).fetchall()
+
+    def pending(self):
+        return int(self._read(self.PENDING)[0][0])
+
+    def inserted(self):
+        return int(self._read(self.INSERTED)[0][0])
+
+    def wait_empty(self, timeout):
+        return Backlog.wait_empty(self, timeout)
+
+    def close(self):
+        with self.lock:
+            if self.connection is not None:
+                self.connection.close()
+                self.connection = None
 
 
 class Sampler(threading.Thread):
@@ -312,9 +401,10 @@ def wait_quiet(max_wait, threshold=0.15):
             return foreign
 
 
-def during(run, seconds, server_pids, head=2.0, tail=1.0, probe=None):
+def during(run, seconds, server_pids, head=2.0, tail=1.0, probe=None, groups=None):
     """Run `run()` in a thread and measure CPU use over its middle (skipping head and tail);
-    with `probe`, also call it half-way and return (usage, its answer) as the second value."""
+    with `probe`, also call it half-way and return (usage, its answer) as the second value;
+    with `groups` ({name: pids}), the usage also says how many cores each group's trees used."""
     box = {}
     thread = threading.Thread(target=lambda: box.setdefault("result", run()), daemon=True)
     thread.start()
@@ -333,4 +423,6 @@ def during(run, seconds, server_pids, head=2.0, tail=1.0, probe=None):
     if "result" not in box:
         raise RuntimeError("bench: a load run failed; see the work folder's logs")
     usage = cpu_usage(before, after, server_pids)
+    if groups:
+        usage["groups"] = {name: cpu_usage(before, after, pids)["server_cores"] for name, pids in groups.items()}
     return box["result"], (usage, probed) if probe else usage

@@ -1,5 +1,6 @@
 """The bench's phases, in the order run.py calls them: ingest (every contender), dispatch drain,
-profile, backlog scale, dead-letter replay. Each adds its numbers to the shared results dict."""
+profile, backlog scale, dead-letter replay, and PostgreSQL beside SQLite (postgres_phase.py).
+Each adds its numbers to the shared results dict."""
 import json
 import os
 import subprocess
@@ -319,6 +320,13 @@ class Bench:
         folder.mkdir(exist_ok=True)
         self.results["backlog"] = backlog.measure(folder, self.settings["backlog_sizes"],
                                                   self.settings["backlog_rounds"])
+
+    # PostgreSQL: one and two app instances beside SQLite, taking turns.
+
+    def postgres(self):
+        import postgres_phase
+
+        postgres_phase.run(self)
 
     # Dead-letter replay, an operator's command beside the live service.
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """diy-wsgi's benchmarks, in one command; writes bench/RESULTS.md.
 
-    python3 bench/run.py            the full run (about 12 minutes)
+    python3 bench/run.py            the full run (about 17-20 minutes)
     python3 bench/run.py --quick    a smoke run (under 2 minutes); its report goes to the work folder
 
 It makes its own virtualenv outside the repository (gunicorn, Flask, huey, uvloop, py-spy),
@@ -35,6 +35,8 @@ SETTINGS = {
               "profile_open": 3, "retries": 0, "quiet_wait": 0, "drain_wait": 15, "replay_requests": (10, 500),
               "target_runs": 1},
 }
+PHASES = ("ingest", "dispatch", "profile", "backlog", "replay", "postgres")
+"""In the order they run."""
 LOADS = (0.25, 0.50, 0.75)
 NOISY = 0.25
 """Cores used by other programs during a run above which the run is repeated once."""
@@ -52,7 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--server-cpus", default="0", help="taskset CPUs of the servers (default 0)")
     parser.add_argument("--client-cpus", default="1", help="taskset CPUs of the load side (default 1)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin anything with taskset")
-    parser.add_argument("--only", help="comma-separated phases: ingest,dispatch,profile,backlog,replay (default all)")
+    parser.add_argument("--only", help="comma-separated phases: " + ",".join(PHASES) + " (default all)")
     parser.add_argument("--keep-data", action="store_true", help="keep the databases in the work folder (the logs, "
                                                                   "raw results and report are always kept)")
     return parser.parse_args(argv)
@@ -91,7 +93,11 @@ def main():
         "machine": env.machine(workdir),
         "code": env.code_version(),
     }
-    phases = set((args.only or "ingest,dispatch,profile,backlog,replay").split(","))
+    phases = set(args.only.split(",") if args.only else PHASES)
+    unknown = phases - set(PHASES)
+    if unknown:
+        raise SystemExit(f"bench: unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
+    results["phases"] = [phase for phase in PHASES if phase in phases]
     procs = contenders.Processes(workdir, pinning)
     bench = Bench(results, procs, measure.Driver(workdir, sys.executable, wrk, pinning, args.connections),
                   workdir, SETTINGS[mode], args.workers, args.threads, NOISY)
@@ -108,6 +114,8 @@ def main():
             bench.backlog()
         if "replay" in phases:
             bench.replay()
+        if "postgres" in phases:
+            bench.postgres()
         results["receiver_stats"] = bench.receiver.stats()
     finally:
         procs.stop_all()
