@@ -1,6 +1,7 @@
 """RESULTS.md from the results dict: the targets first, then every number behind them."""
 import payloads
 from report_format import median_by_p99, ms, num, p99_list, table
+from report_postgres import postgres_section
 from report_profile import findings, log_events_rows, profile_section
 
 TARGETS_NOTE = ("Ratios come from this one run: the contenders ran side by side on the same machine and took turns "
@@ -90,7 +91,8 @@ def machine_section(results):
     m, s = results["machine"], results["settings"]
     versions = ", ".join(f"{k} {v.removeprefix('wrk ')}" for k, v in m["versions"].items())
     pin = s["pinning"]
-    pinning = (f"servers (gunicorn masters and workers, the huey consumer, the standalone dispatcher) on CPU "
+    pinning = (f"servers (gunicorn masters and workers, the huey consumer, the standalone dispatcher, PostgreSQL's "
+               f"processes) on CPU "
                f"{pin['server']}; wrk, loadgen.py, the receiver, the platform stub and this script on CPU "
                f"{pin['client']}" if pin else "nothing pinned")
     return "\n".join([
@@ -421,6 +423,9 @@ def foreign_summary(results):
     for entry in results.get("ingest", {}).values():
         values += [run["cpu"]["foreign_cores"] for run in entry.get("rounds", [])]
         values += [run["cpu"]["foreign_cores"] for run in entry.get("open_loop", [])]
+    for entry in results.get("postgres", {}).get("contenders", {}).values():
+        values += [run["cpu"]["foreign_cores"] for run in entry.get("rounds", [])]
+        values += [entry["open_loop"]["cpu"]["foreign_cores"]] if entry.get("open_loop") else []
     if not values:
         return ""
     return (f"Other programs on this shared machine used {sum(values) / len(values):.2f} cores on average during the "
@@ -451,7 +456,7 @@ def render(results):
         parts += ["## Ingest", "", "### Throughput at saturation", "", saturation_table(results), "",
                   "### Latency at fixed offered loads (open loop)", "", open_loop_table(results), ""]
     parts += [dispatch_section(results), delivery_section(results), "", backlog_section(results), "",
-              replay_section(results), "",
+              replay_section(results), "", postgres_section(results), "",
               memory_section(results), "", profile_section(results), "", generator_section(results), "",
               durability_section(results), ""]
     return "\n".join(part for part in parts if part is not None)
