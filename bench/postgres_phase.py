@@ -219,7 +219,8 @@ class PostgresPhase:
                 results["contenders"][key]["rounds"].append(run)
                 k = run["keeping_up"]
                 self.log(f"{running[key].label}: round {number + 1}: {run['requests_per_s']:.0f} requests/s, "
-                         f"{k['delivered_per_s']:,.0f} mutations/s delivered, backlog {k['backlog_slope_per_s']:+,.0f}/s "
+                         f"{k['delivered_per_s']:,.0f} mutations/s delivered, "
+                         f"backlog {k['backlog_slope_per_s']:+,.0f}/s "
                          f"(other programs: {run['cpu']['foreign_cores']:.2f} cores)")
         from phases import median_run
 
@@ -284,7 +285,8 @@ class PostgresPhase:
         contender's database)."""
         if not group.database:
             return None
-        wal = self.admin.execute("SELECT wal_records, wal_bytes::float8, wal_write, wal_sync FROM pg_stat_wal").fetchone()
+        wal = self.admin.execute(
+            "SELECT wal_records, wal_bytes::float8, wal_write, wal_sync FROM pg_stat_wal").fetchone()
         db = self.admin.execute("SELECT xact_commit, xact_rollback, deadlocks FROM pg_stat_database WHERE datname = %s",
                                 (group.database,)).fetchone()
         return dict(zip(("wal_records", "wal_bytes", "wal_writes", "wal_syncs", "commits", "rollbacks", "deadlocks"),

@@ -173,7 +173,8 @@ def activity_table(entries):
 
 def activity_note():
     return ("Sessions are diy-wsgi's connections to its database (`application_name = 'diy-wsgi'`), their state "
-            "sampled from `pg_stat_activity` every 0.2 s during the round; \"idle in a transaction\" is a session whose "
+            "sampled from `pg_stat_activity` every 0.2 s during the round; \"idle in a transaction\" is a session "
+            "whose "
             "transaction is open while the app works between two statements (Python, or waiting for the core), so "
             "its row locks stay held meanwhile. Commits and WAL figures are deltas of `pg_stat_database` and "
             "`pg_stat_wal` over the round (PostgreSQL publishes them about once a second, so they are approximate); "
@@ -181,12 +182,12 @@ def activity_note():
             "does not wait for a flush.")
 
 
-def compare(ratio, more, less, same="about the same as"):
+def compare(ratio):
     if ratio >= 1.05:
-        return f"{ratio:.2f}x, {more}"
+        return "more"
     if ratio <= 0.95:
-        return f"{ratio:.2f}x, {less}"
-    return f"{ratio:.2f}x, {same}"
+        return "less"
+    return "about the same, within 5%"
 
 
 def findings(entries, pg, results):
@@ -222,14 +223,16 @@ def findings(entries, pg, results):
     ratio = rate(entries["pg_two"]) / rate(entries["pg_one"])
     sessions = (two.get("postgres_activity") or {}).get("sessions_max")
     out.append(
-        f"- **Two instances against one** on PostgreSQL: {compare(ratio, 'more', 'less')} one instance "
-        f"({rate(entries['pg_two']):,.0f} against {rate(entries['pg_one']):,.0f} requests/s; "
+        f"- **Two instances against one** on PostgreSQL: two took in {ratio:.2f}x what one took in "
+        f"({compare(ratio)}: {rate(entries['pg_two']):,.0f} against {rate(entries['pg_one']):,.0f} requests/s; "
         f"{rate(entries['pg_two']) / rate(entries['sqlite']):.2f}x SQLite), with CPU per request "
         f"{ms(cost['pg_two'], 2)} ms against {ms(cost['pg_one'], 2)} ms"
         + (f" and {sessions} database sessions against {(one.get('postgres_activity') or {}).get('sessions_max')}"
            if sessions else "")
         + ". Here both instances share the server's " + (f"CPU {pg['server']['cpus']}" if pg["server"]["cpus"]
-                                                           else "unpinned CPUs") + " with PostgreSQL, so a second instance brings no CPU of its own: it can only add worker processes and connections "
+                                                           else "unpinned CPUs")
+        + " with PostgreSQL, so a second instance brings no CPU of its own: it can only add worker processes and "
+        "connections "
         "that compete for the same core. What two instances buy is surviving the loss of one machine (the reliability "
         "suite's figures); throughput beyond one machine's needs each instance on a VM of its own, which one machine "
         "cannot show.")
@@ -252,7 +255,8 @@ def findings(entries, pg, results):
             + ", ".join(f"{ms(runs[key]['latency_ms']['p99'])} ms ({entries[key]['label']})" for key in KEYS)
             + "; delivery p50 " + ", ".join(f"{ms(runs[key]['delivery_ms']['p50'])} ms" for key in KEYS)
             + " in the same order."
-            + (f" At this rate PostgreSQL committed {runs['pg_one']['postgres_per_s']['commits'] / runs['pg_one']['rate']:.1f} "
+            + (" At this rate PostgreSQL committed "
+               f"{runs['pg_one']['postgres_per_s']['commits'] / runs['pg_one']['rate']:.1f} "
                f"transactions per request with one instance and "
                f"{runs['pg_two']['postgres_per_s']['commits'] / runs['pg_two']['rate']:.1f} with two, against "
                f"{one['postgres_per_s']['commits'] / one['requests_per_s']:.1f} at saturation (likely because, "
