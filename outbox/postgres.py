@@ -103,7 +103,11 @@ class PostgresDatabase:
         psycopg = self.psycopg
         self._close_abandoned()
         try:
-            raw = psycopg.connect(self.url, **self._connect_options())
+            options = self._connect_options()
+        except psycopg.ProgrammingError as error:
+            raise StoreError(f"the database URL {self.location} is not valid: {first_line(error)}") from None
+        try:
+            raw = psycopg.connect(self.url, **options)
         except psycopg.Error as error:
             raise StoreUnavailable(self.describe(error)) from None
         connection = Connection(raw, self)
@@ -121,7 +125,11 @@ class PostgresDatabase:
         return connection
 
     def _connect_options(self):
+        """What libpq gets beside the URL: ours, unless the URL sets the same (its `options`
+        are kept and ours added after them)."""
         given = self.psycopg.conninfo.conninfo_to_dict(self.url)
+        settings = (f"-c lock_timeout={int(self.write_timeout * 1000)}"
+                    f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}")
         options = {
             "autocommit": True,
             "application_name": self._application_name,
@@ -131,12 +139,11 @@ class PostgresDatabase:
             "keepalives_interval": 5,
             "keepalives_count": 2,
             "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
-            "options": (f"-c lock_timeout={int(self.write_timeout * 1000)}"
-                        f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"),
+            "options": f"{given['options']} {settings}" if given.get("options") else settings,
         }
         if self._password is not None:
             options["password"] = self._password
-        return {key: value for key, value in options.items() if key not in given or key == "autocommit"}
+        return {key: value for key, value in options.items() if key not in given or key in ("autocommit", "options")}
 
     def _close_abandoned(self):
         """Close the connections of threads that have ended (a thread-per-request server)."""
@@ -302,10 +309,14 @@ class PostgresDatabase:
             return f"PostgreSQL at {self.location} is read-only (a standby, or failing over)"
         if isinstance(error, errors.DiskFull):
             return f"the disk of PostgreSQL at {self.location} is full"
-        text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        text = first_line(error)
         if isinstance(error, (self.psycopg.OperationalError, self.psycopg.InterfaceError)):
             return f"PostgreSQL at {self.location} is unavailable: {text}"
         return f"PostgreSQL at {self.location} failed: {text}"
+
+
+def first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 class Connection:

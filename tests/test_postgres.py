@@ -281,3 +281,18 @@ def test_while_the_server_is_down_the_dmp_gets_503_and_everything_resumes_when_i
     assert after.status == 200
     assert receiver.members == {"4711": {"before", "after"}}
     assert not [r for r in caplog.records if r.exc_info and r.name == "diy.receiver"], "no traceback per request"
+
+
+def test_the_urls_own_options_are_kept_beside_ours(url):
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE SCHEMA elsewhere")
+    database = PostgresDatabase(url + "?options=-csearch_path%3Delsewhere", write_timeout=0.75)
+    try:
+        add(Outbox(database), "aud", "u1")
+        settings = database.read("SELECT current_setting('search_path'), current_setting('lock_timeout')")[0]
+        assert settings == ("elsewhere", "750ms")
+        assert database.read("SELECT COUNT(*) FROM elsewhere.batches")[0][0] == 1
+    finally:
+        database.close()
