@@ -360,16 +360,17 @@ def _tree(processes, roots):
     return found
 
 
-def cpu_usage(before, after, server_pids):
+def cpu_usage(before, after, server_pids, started_by_bench=()):
     """Cores used between two snapshots: by the server processes (and their children), by the
-    whole bench (this process's tree), and by everything else on the machine ("foreign")."""
+    whole bench (this process's tree, and the trees of `started_by_bench`: daemons it started
+    that left its tree, like PostgreSQL's postmaster), and by everything else ("foreign")."""
     elapsed = after[0] - before[0]
 
     def spent(pids):
         return sum(after[2][p][1] - before[2].get(p, (0, 0))[1] for p in pids if p in after[2]) / TICKS
 
     server = spent(_tree(after[2], server_pids))
-    ours = spent(_tree(after[2], [os.getpid()]))
+    ours = spent(_tree(after[2], [os.getpid(), *started_by_bench]))
     total = (after[1] - before[1]) / TICKS
     return {"server_cores": server / elapsed, "bench_cores": ours / elapsed,
             "foreign_cores": max(0.0, total - ours) / elapsed}
@@ -401,7 +402,7 @@ def wait_quiet(max_wait, threshold=0.15):
             return foreign
 
 
-def during(run, seconds, server_pids, head=2.0, tail=1.0, probe=None, groups=None):
+def during(run, seconds, server_pids, head=2.0, tail=1.0, probe=None, groups=None, started_by_bench=()):
     """Run `run()` in a thread and measure CPU use over its middle (skipping head and tail);
     with `probe`, also call it half-way and return (usage, its answer) as the second value;
     with `groups` ({name: pids}), the usage also says how many cores each group's trees used."""
@@ -422,7 +423,7 @@ def during(run, seconds, server_pids, head=2.0, tail=1.0, probe=None, groups=Non
     thread.join()
     if "result" not in box:
         raise RuntimeError("bench: a load run failed; see the work folder's logs")
-    usage = cpu_usage(before, after, server_pids)
+    usage = cpu_usage(before, after, server_pids, started_by_bench)
     if groups:
         usage["groups"] = {name: cpu_usage(before, after, pids)["server_cores"] for name, pids in groups.items()}
     return box["result"], (usage, probed) if probe else usage

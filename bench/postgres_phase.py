@@ -125,7 +125,8 @@ class PostgresPhase:
         from tests.postgres import PostgresServer, unavailable, wait_until_accepting
 
         reason = unavailable()
-        results = self.bench.results["postgres"] = {}
+        whole = self.bench.results
+        results = whole["postgres"] = {"run": {key: whole[key] for key in ("command", "started", "workdir")}}
         if reason:
             results["skipped"] = reason
             self.log(f"skipped: {reason}")
@@ -264,7 +265,7 @@ class PostgresPhase:
         before = measure.cpu_snapshot()
         time.sleep(seconds)
         after = measure.cpu_snapshot()
-        usage = measure.cpu_usage(before, after, self.server_pids(group))
+        usage = measure.cpu_usage(before, after, self.server_pids(group), [self.postmaster()])
         usage["groups"] = {"gunicorn": measure.cpu_usage(before, after, group.master_pids)["server_cores"],
                            "postgresql": measure.cpu_usage(before, after, [self.postmaster()])["server_cores"]}
         if counters:
@@ -307,7 +308,8 @@ class PostgresPhase:
         result, (cpu, connections) = measure.during(
             lambda: self.driver.saturate_many(group.ports, seconds, SATURATION_PHASES[:len(group.ports)]), seconds,
             server_pids, probe=lambda: [self.bench_connections(instance) for instance in group.instances],
-            groups={"gunicorn": group.master_pids, "postgresql": [self.postmaster()]})
+            groups={"gunicorn": group.master_pids, "postgresql": [self.postmaster()]},
+            started_by_bench=[self.postmaster()])
         ended = time.monotonic()
         after = self.counters(group)
         result.update(cpu=cpu, connections_by_worker=connections, foreign_before=quiet, cpu_probe_ms=speed)
@@ -339,7 +341,8 @@ class PostgresPhase:
         before = self.counters(group)
         parts, cpu = measure.during(lambda: self.driver.open_loop_many(group.ports, rate, seconds, phases), seconds,
                                     self.server_pids(group),
-                                    groups={"gunicorn": group.master_pids, "postgresql": [self.postmaster()]})
+                                    groups={"gunicorn": group.master_pids, "postgresql": [self.postmaster()]},
+                                    started_by_bench=[self.postmaster()])
         after = self.counters(group)
         drain = group.queue.wait_empty(self.settings["drain_wait"])
         trace = receiver.trace()

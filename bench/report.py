@@ -423,7 +423,9 @@ def foreign_summary(results):
     for entry in results.get("ingest", {}).values():
         values += [run["cpu"]["foreign_cores"] for run in entry.get("rounds", [])]
         values += [run["cpu"]["foreign_cores"] for run in entry.get("open_loop", [])]
-    for entry in results.get("postgres", {}).get("contenders", {}).values():
+    postgres = results.get("postgres", {})
+    same_run = postgres.get("run", {}).get("started", results["started"]) == results["started"]
+    for entry in postgres.get("contenders", {}).values() if same_run else ():
         values += [run["cpu"]["foreign_cores"] for run in entry.get("rounds", [])]
         values += [entry["open_loop"]["cpu"]["foreign_cores"]] if entry.get("open_loop") else []
     if not values:
@@ -432,13 +434,21 @@ def foreign_summary(results):
             f"measured windows (max {max(values):.2f}).")
 
 
+def other_runs(results):
+    run = results.get("postgres", {}).get("run")
+    if not run or run["started"] == results["started"]:
+        return ""
+    return (f" The PostgreSQL section alone comes from another run (`{run['command']}`, started {run['started']}, raw "
+            f"results in `{run['workdir']}`); its other-programs figures are in that section.")
+
+
 def render(results):
     parts = [
         "# diy-wsgi benchmarks",
         "",
         f"Produced by `{results['command']}` ({results['mode']} run) from {results['started']} to "
         f"{results['finished']} ({results['elapsed_s'] / 60:.1f} min). Raw numbers and logs were in "
-        f"`{results['workdir']}` (outside the repository). {foreign_summary(results)}",
+        f"`{results['workdir']}` (outside the repository). {foreign_summary(results)}" + other_runs(results),
         "",
         "## Targets",
         "",

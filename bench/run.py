@@ -55,6 +55,10 @@ def parse_args(argv=None):
     parser.add_argument("--client-cpus", default="1", help="taskset CPUs of the load side (default 1)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin anything with taskset")
     parser.add_argument("--only", help="comma-separated phases: " + ",".join(PHASES) + " (default all)")
+    parser.add_argument("--report-from", metavar="RESULTS_JSON", help="run nothing: render the report from a saved "
+                                                                       "run's results.json")
+    parser.add_argument("--postgres-from", metavar="RESULTS_JSON", help="with --report-from: the postgres phase's "
+                        "results from another run's results.json (its section says which run it comes from)")
     parser.add_argument("--keep-data", action="store_true", help="keep the databases in the work folder (the logs, "
                                                                   "raw results and report are always kept)")
     return parser.parse_args(argv)
@@ -66,8 +70,21 @@ def reexec_in_venv():
     os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
+def render_saved(args):
+    import report
+
+    results = json.loads(Path(args.report_from).read_text())
+    if args.postgres_from:
+        results["postgres"] = json.loads(Path(args.postgres_from).read_text())["postgres"]
+    out = Path(args.out) if args.out else BENCH / "RESULTS.md"
+    out.write_text(report.render(results))
+    print(f"bench: report {out} from {args.report_from}" + (f" and {args.postgres_from}" if args.postgres_from else ""))
+
+
 def main():
     args = parse_args()
+    if args.report_from:
+        return render_saved(args)
     if not env.in_bench_venv():
         reexec_in_venv()
     import contenders
