@@ -126,7 +126,8 @@ class PostgresPhase:
 
         reason = unavailable()
         whole = self.bench.results
-        results = whole["postgres"] = {"run": {key: whole[key] for key in ("command", "started", "workdir")}}
+        results = whole["postgres"] = {"run": {key: whole.get(key) for key in ("command", "started", "workdir",
+                                                                                "code")}}
         if reason:
             results["skipped"] = reason
             self.log(f"skipped: {reason}")

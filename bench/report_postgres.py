@@ -23,8 +23,12 @@ def postgres_section(results):
     run = pg.get("run")
     if run and run["started"] != results["started"]:
         lines += [f"**From another run**: this section's numbers come from `{run['command']}`, started "
-                  f"{run['started']} (raw results in `{run['workdir']}`), a run of this phase alone; every other section comes from the "
-                  "run named at the top. Its three contenders ran side by side in that one run.", ""]
+                  f"{run['started']} (raw results in `{run['workdir']}`), a run of this phase alone"
+                  + (f", measuring commit {run['code']['head']}"
+                     + (" with uncommitted changes to the runtime files" if run["code"]["runtime_modified"] else "")
+                     if run.get("code") else "")
+                  + "; every other section comes from the run named at the top. Its three contenders ran side by "
+                  "side in that one run.", ""]
     if pg.get("skipped"):
         return "\n".join(lines + [f"Not measured in this run: {pg['skipped']}.", ""])
     entries = {key: pg["contenders"][key] for key in KEYS if pg.get("contenders", {}).get(key, {}).get("saturation")}

@@ -75,7 +75,9 @@ def render_saved(args):
 
     results = json.loads(Path(args.report_from).read_text())
     if args.postgres_from:
-        results["postgres"] = json.loads(Path(args.postgres_from).read_text())["postgres"]
+        other = json.loads(Path(args.postgres_from).read_text())
+        results["postgres"] = other["postgres"]
+        results["postgres"]["run"].setdefault("code", other.get("code"))
     out = Path(args.out) if args.out else BENCH / "RESULTS.md"
     out.write_text(report.render(results))
     print(f"bench: report {out} from {args.report_from}" + (f" and {args.postgres_from}" if args.postgres_from else ""))
