@@ -35,7 +35,7 @@ from diy.http_errors import (
     Unauthorized,
 )
 from diy.health import PATHS as PROBE_PATHS
-from diy.health import Probes, Reply
+from diy.health import Probes, Reply, public_reason
 from diy.service import Service
 from diy.signature import verify
 from outbox.errors import StoreError
@@ -91,7 +91,7 @@ class DiyApp:
             status, reason, headers = error.status, error.reason, error.headers
             reply = {"error": error.message}
             if status >= 500:
-                log.warning("unavailable request_id=%s reason=%r", request_id, error.message)
+                log.warning("unavailable request_id=%s reason=%r", request_id, error.detail or error.message)
         except Exception:
             log.exception("request failed request_id=%s", request_id)
             status, reason, headers = 500, "Internal Server Error", []
@@ -155,7 +155,9 @@ class DiyApp:
                 return self.create_audience(integration, dmp.parse_new_audience(body))
             return self.enqueue(integration, request_type, dmp.parse_mutations(body))
         except StoreError as error:
-            raise ServiceUnavailable(f"the outbox cannot store the request now ({error}); nothing was stored, send it again") from None
+            reason = public_reason(error, self.outbox.location)
+            raise ServiceUnavailable(f"the outbox cannot store the request now ({reason}); nothing was stored, send it again",
+                                     detail=str(error)) from None
 
     def enqueue(self, integration, request_type, mutations):
         count = self.outbox.enqueue(
