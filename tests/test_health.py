@@ -13,7 +13,7 @@ from diy.metrics import Metrics, render
 from diy_wsgi import make_app
 from outbox.errors import StoreUnavailable
 from tests.processes import ROOT, write_config
-from tests.support import call, make_config, mutation, mutations_body, parse_metrics
+from tests.support import call, make_config, mode_of, mutation, mutations_body, parse_metrics
 
 LOOPBACK = {"REMOTE_ADDR": "127.0.0.1"}
 @pytest.fixture
@@ -234,6 +234,21 @@ def test_counts_of_an_exited_process_are_kept(tmp_path):
 
     assert merged["counters"] == [["diy_requests_total", [["integration", "demo"], ["type", "VALIDATE"], ["status", "200"]], 11]]
     assert sorted(p.name for p in directory.iterdir() if p.suffix == ".json")[-1] == "retired.json"
+
+
+def test_metrics_files_are_readable_by_their_owner_alone(tmp_path, permissive_umask):
+    directory = tmp_path / "metrics"
+    exited = "from diy.metrics import Metrics; m = Metrics({!r}); m.count('diy_requests_total', ()); m.flush()"
+    subprocess.run([sys.executable, "-c", exited.format(str(directory))], cwd=ROOT, check=True)
+    mine = Metrics(directory)
+    mine.count("diy_requests_total", ())
+    mine.flush()
+
+    modes = {path.name: mode_of(path) for path in directory.iterdir()}
+
+    assert mode_of(directory) == 0o700
+    assert "retired.json" in modes and "lock" in modes and len(modes) == 3
+    assert set(modes.values()) == {0o600}, modes
 
 
 def test_render_escapes_label_values():
