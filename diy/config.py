@@ -109,6 +109,9 @@ class Config:
     """`text` (key=value lines) or `json` (one object a line)."""
     metrics_token: Optional[str] = field(default=None, repr=False)
     """When set, /metrics needs `Authorization: Bearer <token>`; else it answers loopback only."""
+    server_name: Optional[str] = None
+    """The name nginx passes as Host (its `server_name`): /metrics's loopback-only answer takes it
+    besides localhost, 127.0.0.1 and [::1]."""
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     integrations: tuple[Integration, ...] = ()
     source: str = "<string>"
@@ -226,6 +229,7 @@ def _diy_settings(source, items, base_dir, resolve):
         "log_level": _choice("debug", "info", "warning", "error"),
         "log_format": _choice("text", "json"),
         "metrics_token": lambda raw: _metrics_token(resolve(raw)),
+        "server_name": _server_name,
     })
     if "database" not in settings:
         raise _error(source, "diy", "database", "required: the path of the SQLite file or a postgresql:// URL")
@@ -354,6 +358,7 @@ _LONGEST = 3650 * 86400
 _SIZE = re.compile(r"([0-9]+)\s*([kKmM]?)")
 _BYTES_PER_UNIT = {"": 1, "k": 1024, "m": 1024 * 1024}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_SERVER_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 _SECTION_BEFORE_ANY_COMMENT = re.compile(r"\[(?P<header>[^]]+)\]")
 _CREDENTIAL_KEY = re.compile(r"hmac_secrets|basic_auth|metrics_token|target\.(header\..+|.*(secret|token|password).*)")
 _TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -452,6 +457,13 @@ def _postgres_url(raw):
     if not parts.path.strip("/") and "dbname=" not in parts.query:
         raise _Invalid("the postgresql:// URL must name a database: postgresql://USER@HOST:PORT/DBNAME")
     return raw
+
+
+def _server_name(raw):
+    name = raw.strip().lower()
+    if not _SERVER_NAME.fullmatch(name):
+        raise _Invalid("expected a host name such as dmp.example.com (the nginx site's server_name)")
+    return name
 
 
 def _folder(raw, base_dir):

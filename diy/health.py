@@ -1,6 +1,5 @@
 """`/healthz`, `/readyz` and `/metrics`: answered before any integration path, without HMAC."""
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -8,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from diy.hosts import addressed_to_this_machine, is_loopback
 from diy.http_errors import Forbidden, MethodNotAllowed, ServiceUnavailable, Unauthorized
 from diy.metrics import render
 from outbox.admin import Admin
@@ -93,6 +93,10 @@ class Probes:
                                [("WWW-Authenticate", 'Bearer realm="diy-wsgi metrics"')])
         if not is_loopback(environ.get("REMOTE_ADDR", "")):
             raise Forbidden("/metrics answers loopback only unless [diy] metrics_token is set")
+        host = environ.get("HTTP_HOST")
+        if host is not None and not addressed_to_this_machine(host, self.config.server_name):
+            raise Forbidden("/metrics answers requests addressed to this machine only (Host localhost, "
+                            "127.0.0.1, [::1] or [diy] server_name) unless [diy] metrics_token is set")
 
     def metrics_text(self):
         status = self.admin.status(now=self.service.clock())
@@ -178,10 +182,3 @@ def public_reason(error, location):
 
 def json_reply(document):
     return Reply(json.dumps(document).encode())
-
-
-def is_loopback(address):
-    try:
-        return ipaddress.ip_address(address.split("%")[0]).is_loopback
-    except ValueError:
-        return False

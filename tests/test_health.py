@@ -197,6 +197,19 @@ def test_metrics_answers_loopback_only_by_default(build, address, status):
     assert response.status == status
 
 
+@pytest.mark.parametrize("host, status", [
+    ("127.0.0.1:8000", 200), ("localhost", 200), ("[::1]:8000", 200), ("dmp.example.com", 200), ("DMP.Example.COM:443", 200),
+    ("rebound.example:8000", 403), ("localhost.rebound.example", 403), ("", 403),
+], ids=["ipv4-loopback", "localhost", "ipv6-loopback", "server-name", "server-name-any-case", "rebound-name",
+        "name-ending-elsewhere", "empty"])
+def test_metrics_from_loopback_must_be_addressed_to_this_machine(build, host, status):
+    app = build(diy={"server_name": "dmp.example.com"})
+
+    response = call(app, "GET", path="/metrics", environ={"REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": host})
+
+    assert response.status == status
+
+
 @pytest.mark.parametrize("authorization,status", [(None, 401), ("Bearer wrong", 401), ("Bearer metrics-secret", 200)],
                          ids=["missing", "wrong", "right"])
 def test_a_metrics_token_is_required_when_configured(build, authorization, status):
