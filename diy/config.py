@@ -136,9 +136,11 @@ def load_config(path, environ: Optional[Mapping[str, str]] = None) -> Config:
                           f"({error.strerror or type(error).__name__})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: the configuration file is not UTF-8 text") from None
-    return parse_config(
+    config = parse_config(
         text, source=source, base_dir=os.path.dirname(os.path.abspath(source)),
         environ=os.environ if environ is None else environ)
+    _warn_if_inline_secrets_are_open_to_everyone(source, _inline_secrets(_read_ini(text, source)))
+    return config
 
 
 def parse_config(text: str, *, source: str = "<string>", base_dir=".",
@@ -533,6 +535,17 @@ def _basic_auth(value):
     return user, password
 
 
+def load_secret(raw, where, environ=None):
+    """One secret given outside a configuration file (`diy-wsgi sign --secret`): written inline,
+    `env:NAME` or `file:PATH` (relative to the working directory), read and checked as the
+    configuration's own secrets are; a problem is a ConfigError naming `where`."""
+    resolve = _secret_resolver(os.getcwd(), os.environ if environ is None else environ, where)
+    try:
+        return resolve(raw)
+    except _Invalid as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
 def _secret_resolver(base_dir, environ, source) -> Callable[[str], str]:
     """Return a function giving the value a secret's text stands for.
 
@@ -563,8 +576,38 @@ def _secret_resolver(base_dir, environ, source) -> Callable[[str], str]:
     return resolve
 
 
-def _warn_if_open_to_everyone(source, path):
+def _warn_if_open_to_everyone(source, path, what=None):
+    """One `unsafe configuration` line when every user of the machine may read or change the
+    secret file `path` (`what` names it otherwise: "the secret file PATH")."""
     mode = os.stat(path).st_mode
     if mode & (stat.S_IROTH | stat.S_IWOTH):
-        _warn(source, f"the secret file {path} can be read or changed by every user of this machine "
+        what = what or f"the secret file {path}"
+        _warn(source, f"{what} can be read or changed by every user of this machine "
                       f"(mode {stat.S_IMODE(mode):o}); chmod 600 it")
+
+
+def _inline_secrets(ini):
+    """`[section] key` of every credential written inline (neither env: nor file:), a
+    PostgreSQL URL's password included."""
+    found = []
+    for section in ini.sections():
+        for key, value in ini.items(section):
+            inline = [item for item in value.split(",") if item.strip() and not item.strip().startswith(("env:", "file:"))]
+            credential = _CREDENTIAL_KEY.fullmatch(key) or key == "database_password"
+            if (credential and inline) or (key == "database" and _url_password(value)):
+                found.append(f"[{section}] {key}")
+    return found
+
+
+def _url_password(value):
+    try:
+        return is_postgres_url(value) and urlsplit(value.strip()).password is not None
+    except ValueError:
+        return False
+
+
+def _warn_if_inline_secrets_are_open_to_everyone(source, inline):
+    """A configuration file holding secrets written inline is itself a secret file."""
+    if inline:
+        _warn_if_open_to_everyone(source, source, what=f"the configuration file {source}, which holds "
+                                  f"secrets written inline ({', '.join(inline)}),")
