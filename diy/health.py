@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from diy.hosts import addressed_to_this_machine, is_loopback
 from diy.http_errors import Forbidden, MethodNotAllowed, ServiceUnavailable, Unauthorized
-from diy.metrics import render
+from diy.metrics import CREDENTIALS_GAUGE, live_gauges, render
 from outbox.admin import Admin
 from outbox.errors import StoreError
 
@@ -19,6 +19,8 @@ CHECK_INTERVAL = 1.0
 """Seconds a process reuses its last database check for /readyz."""
 ABSOLUTE_PATH = re.compile(r"(?<![\w.])/[^\s:'\"]+")
 SERVER_ADDRESS = re.compile(r' at "[^"]*", port [0-9]+')
+HELD_FOR_CREDENTIALS = ("the platform refuses diy-wsgi's credentials: requests are stored, deliveries wait "
+                        "until they are accepted again (diy-wsgi status, the service log)")
 log = logging.getLogger("diy.health")
 
 
@@ -34,7 +36,7 @@ class Probes:
         self.config = app.config
         self.service = app.service
         self.admin = Admin(app.outbox, clock=app.service.clock)
-        self.readiness = Readiness(self.database_problems)
+        self.readiness = Readiness(self.shared_state)
         self._database_fault = None
 
     def answer(self, path, environ):
@@ -48,13 +50,31 @@ class Probes:
         return Reply(self.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     def ready(self):
-        """Ready when the database takes a write and a dispatcher is alive."""
-        problems = list(self.readiness.problems())
+        """Ready when the database takes a write and a dispatcher is alive.
+
+        An integration whose platform refuses our credentials is named under `held` but does not
+        make the answer 503: the service still stores every request, and a load balancer that
+        took each VM out over one platform's credentials would refuse the DMP's requests for
+        every integration (alert on `diy_account_credentials_refused` instead)."""
+        problems, held = self.readiness.current()
+        problems = list(problems)
         if self.config.dispatcher.embedded and not self.service.dispatcher.alive:
             problems.append("dispatcher: the embedded dispatcher is not running in this process")
+        held = {name: HELD_FOR_CREDENTIALS for name in held}
         if problems:
-            raise ServiceUnavailable("; ".join(problems))
-        return json_reply({"status": "ready"})
+            raise ServiceUnavailable("; ".join(problems + [f"integration {name}: {why}" for name, why in held.items()]))
+        return json_reply({"status": "ready", **({"held": held} if held else {})})
+
+    def shared_state(self):
+        """What /readyz reads beyond this process, once a second: the database's problems
+        and the integrations held because a platform refuses our credentials."""
+        return self.database_problems(), self.held_integrations()
+
+    def held_integrations(self):
+        """Integrations with an account whose credentials a platform refuses, as any process of
+        this machine last found (the gauge the dispatchers keep in the metrics folder)."""
+        refused = live_gauges(self.service.metrics.collect(), CREDENTIALS_GAUGE)
+        return sorted({dict(labels)["integration"] for labels, value in refused.items() if value})
 
     def database_problems(self):
         """What /readyz must ask the database: whether it takes a write now and, without an
@@ -148,9 +168,10 @@ class Readiness:
         self.interval = interval
         self._checking = threading.Lock()
         self._last = None
-        """(problems, when the check ended) of the last check."""
+        """(result, when the check ended) of the last check."""
 
-    def problems(self):
+    def current(self):
+        """The last check's result, checking first if it is older than the interval."""
         last = self._last
         if self._fresh(last):
             return last[0]
@@ -159,8 +180,7 @@ class Readiness:
         try:
             last = self._last
             if not self._fresh(last):
-                problems = self.check()
-                last = self._last = (problems, self.clock())
+                last = self._last = (self.check(), self.clock())
         finally:
             self._checking.release()
         return last[0]

@@ -125,7 +125,8 @@ def test_probes_arriving_together_wait_for_one_check_at_most(build, clock):
 
 
 def test_public_answers_name_no_file_path(tmp_path, caplog):
-    config = make_config(tmp_path, "http://127.0.0.1:9/events", diy={"database": str(tmp_path / "gone" / "outbox.sqlite3")})
+    config = make_config(tmp_path, "http://127.0.0.1:9/events", diy={"database": str(tmp_path / "gone" / "outbox.sqlite3"),
+                                                                       "metrics_dir": str(tmp_path / "metrics")})
     app = make_app(config)
     try:
         ready = call(app, "GET", path="/readyz")
