@@ -215,7 +215,8 @@ class DiyApp:
             log.exception("create_audience crashed integration=%s audience=%s", integration.name, new.dmp_id)
             reason, retry_after = f"{type(error).__name__} in the target", None
         else:
-            self._credentials_changed(integration, account, account.guard.record("ok"))
+            if account.target.creates_on_the_platform:
+                self._credentials_changed(integration, account, account.guard.record("ok"))
             return self._record_created(integration, new, target_id)
         return self._queue_creation(integration, new, reason, retry_after)
 

@@ -364,7 +364,7 @@ class Dispatcher:
         log.info("audience created integration=%s audience=%s target_id=%s", audience.integration, audience.dmp_id, target_id)
         self._settle(claim, self.outbox.created, claim, str(target_id), now=self.clock())
         self.wake()
-        return "ok"
+        return "ok" if target.creates_on_the_platform else "other"
 
     def _deliver_mutations(self, claim, target):
         audience = claim.audience

@@ -118,6 +118,7 @@ class TheTradeDeskTarget(Target):
     """Adds and removes TDIDs in TTD advertiser first-party data segments."""
 
     max_batch = MAX_ITEMS
+    creates_on_the_platform = False
 
     def __init__(
         self, settings: Mapping[str, str], http, *, clock: Callable[[], float] = time.time

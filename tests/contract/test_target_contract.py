@@ -129,6 +129,24 @@ def test_the_dispatcher_holds_an_account_whose_credentials_are_refused_and_resum
     assert deliver.counts() == {"pending": 0, "done": 2, "dead": 0}
 
 
+def test_while_credentials_are_refused_creating_an_audience_never_ends_the_hold(platform, pipeline, clock, caplog):
+    deliver = pipeline(platform.target())
+    deliver.ready()
+    platform.refuse_credentials()
+    deliver.enqueue(ADD, [platform.user(1)])
+    deliver.run_once()
+    deliver.enqueue(ADD, [platform.user(2)], audience=dataclasses.replace(AUDIENCE, dmp_id="b0000000000000.1"))
+
+    for _ in range(3):
+        clock.advance(700)
+        deliver.run_once()
+
+    said = [record.getMessage().split(" account=")[0] for record in caplog.records
+            if record.getMessage().startswith("credentials ")]
+    assert said == ["credentials refused"], "one line, and no 'accepted' while the platform still refuses"
+    assert deliver.counts() == {"pending": 2, "done": 0, "dead": 0}
+
+
 def test_a_full_batch_goes_in_one_call_and_one_more_is_cut_by_the_dispatcher(platform, pipeline):
     target = platform.target()
     assert target.max_batch == platform.max_batch, "the target declares what the platform takes"
