@@ -35,12 +35,12 @@ from diy.http_errors import (
     Unauthorized,
 )
 from diy.health import PATHS as PROBE_PATHS
-from diy.health import Probes, Reply
+from diy.health import Probes, Reply, public_reason
 from diy.service import Service
 from diy.signature import verify
 from outbox.errors import StoreError
 from targets.base import Audience
-from targets.errors import PermanentError, TargetError
+from targets.errors import CredentialsRefused, PermanentError, TargetError
 
 __version__ = "0.1.0"
 
@@ -91,7 +91,7 @@ class DiyApp:
             status, reason, headers = error.status, error.reason, error.headers
             reply = {"error": error.message}
             if status >= 500:
-                log.warning("unavailable request_id=%s reason=%r", request_id, error.message)
+                log.warning("unavailable request_id=%s reason=%r", request_id, error.detail or error.message)
         except Exception:
             log.exception("request failed request_id=%s", request_id)
             status, reason, headers = 500, "Internal Server Error", []
@@ -155,7 +155,9 @@ class DiyApp:
                 return self.create_audience(integration, dmp.parse_new_audience(body))
             return self.enqueue(integration, request_type, dmp.parse_mutations(body))
         except StoreError as error:
-            raise ServiceUnavailable(f"the outbox cannot store the request now ({error}); nothing was stored, send it again") from None
+            reason = public_reason(error, self.outbox.location)
+            raise ServiceUnavailable(f"the outbox cannot store the request now ({reason}); nothing was stored, send it again",
+                                     detail=str(error)) from None
 
     def enqueue(self, integration, request_type, mutations):
         count = self.outbox.enqueue(
@@ -172,8 +174,10 @@ class DiyApp:
         """Create the audience on the platform within the budget, or queue its creation.
 
         A known, created audience is answered from the database (idempotent). A platform that is
-        slow or down does not fail the request: the creation is queued and the dispatcher makes
-        it; later mutations wait for it. Only a refusal is passed back to the marketer.
+        slow or down, or that refuses our own credentials, does not fail the request: the
+        creation is queued and the dispatcher makes it (for refused credentials, once they are
+        accepted again); later mutations wait for it. Only a refusal of the audience itself is
+        passed back to the marketer, who can do nothing about our credentials.
         """
         known = self.outbox.audience(integration.name, new.dmp_id)
         if known is None or known.state != "ready":
@@ -187,9 +191,11 @@ class DiyApp:
             log.warning("audience refused integration=%s audience=%s reason=%s", integration.name, new.dmp_id, "no account")
             raise AudienceRefused(f"this DMP client ({new.customer}) has no platform account in this integration; "
                                   "ask the integrator to add one")
-        if account.guard.breaker.state == "open":
-            reason = f"the platform is failing ({account.label} circuit open)"
-            return self._queue_creation(integration, new, reason, account.guard.breaker.wait())
+        breaker = account.guard.breaker
+        if breaker.state == "open":
+            held = "refuses our credentials" if breaker.credentials_refused else "is failing"
+            reason = f"the platform {held} ({account.label} circuit open)"
+            return self._queue_creation(integration, new, reason, breaker.held_for)
         future = self._creation_pool().submit(account.target.create_audience, dmp_audience(integration, new))
         try:
             target_id = str(future.result(timeout=self.config.create_timeout))
@@ -197,6 +203,9 @@ class DiyApp:
             future.add_done_callback(lambda done: self._record_late_creation(integration, new, done))
             reason = f"the platform did not answer within {self.config.create_timeout:g}s"
             retry_after = None
+        except CredentialsRefused as error:
+            self._credentials_changed(integration, account, account.guard.record("unauthorized"), error)
+            reason, retry_after = error.message, breaker.held_for
         except PermanentError as error:
             log.warning("audience refused integration=%s audience=%s reason=%r", integration.name, new.dmp_id, error.message)
             raise AudienceRefused(error.message) from None
@@ -206,8 +215,13 @@ class DiyApp:
             log.exception("create_audience crashed integration=%s audience=%s", integration.name, new.dmp_id)
             reason, retry_after = f"{type(error).__name__} in the target", None
         else:
+            if account.target.creates_on_the_platform:
+                self._credentials_changed(integration, account, account.guard.record("ok"))
             return self._record_created(integration, new, target_id)
         return self._queue_creation(integration, new, reason, retry_after)
+
+    def _credentials_changed(self, integration, account, change, refusal=None):
+        self.service.dispatcher.credentials_changed(integration.name, account, change, refusal)
 
     def _queue_creation(self, integration, new, reason, retry_after):
         """The dispatcher creates the audience later: after the platform's `Retry-After`, or

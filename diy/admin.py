@@ -10,10 +10,12 @@ import sys
 
 from diy.config import ConfigError, load_config, parse_duration
 from diy.logs import escape_unprintable as printable
+from diy.metrics import live_gauges, read_all
 from diy.signature import verify
 from outbox import disk
 from outbox.admin import Admin, DeadFilter
 from outbox.backends import open_database
+from outbox.dispatcher import CREDENTIALS_GAUGE
 from outbox.clock import clock_of
 from outbox.errors import StoreError
 from outbox.move import move
@@ -129,6 +131,8 @@ def duration(text):
 
 
 FILE_LABELS = {"database_bytes": "size", "wal_bytes": "WAL"}
+HELD_REASON = ("the platform refuses its credentials; fix them and it resumes by itself "
+               "(the log's 'credentials refused' line has the platform's answer)")
 
 
 def open_admin(args):
@@ -159,8 +163,9 @@ def progress(label):
 
 
 def run_status(args):
-    _, admin = open_admin(args)
+    config, admin = open_admin(args)
     status = admin.status(now=admin.clock())
+    status["held_accounts"] = held_accounts(config)
     if args.json:
         return emit(status)
     rows = [
@@ -170,10 +175,25 @@ def run_status(args):
     ]
     table(("integration", "pending", "leased", "dead", "oldest", "audiences", "creating", "failed", "last error"), rows)
     print()
+    if status["held_accounts"]:
+        table(("held account", "integration", "why"),
+              [(held["account"], held["integration"], held["reason"]) for held in status["held_accounts"]])
+        print()
     table(("dispatcher", "last seen"), [(d["owner"], age(d["seen_age"]) + " ago") for d in status["dispatchers"]])
     files = status["files"]
     print("\ndatabase " + ", ".join(f"{FILE_LABELS[key]} {size:,} bytes" for key, size in files.items()))
     return 0
+
+
+def held_accounts(config):
+    """The accounts whose work this machine's dispatchers hold because the platform refuses their
+    credentials (the gauge each process keeps in the metrics folder while it lives)."""
+    refused = live_gauges(read_all(config.metrics_dir), CREDENTIALS_GAUGE)
+    return [
+        {"integration": labels["integration"], "account": labels["account"], "reason": HELD_REASON}
+        for labels in sorted((dict(key) for key, value in refused.items() if value),
+                             key=lambda labels: (labels["integration"], labels["account"]))
+    ]
 
 
 def run_dead_list(args):

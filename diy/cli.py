@@ -10,7 +10,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from diy import logs
 from diy.admin import add_commands as add_admin_commands
-from diy.config import ConfigError, load_config
+from diy.config import ConfigError, load_config, load_secret
 from diy.signature import sign
 from outbox.errors import StoreError
 
@@ -140,7 +140,7 @@ def run_dispatch(args):
 
 def run_sign(args):
     if args.secret:
-        secret = resolve_secret(args.secret)
+        secret = load_secret(args.secret, "--secret").encode()
     else:
         config = load_config(args.config)
         integrations = [i for i in config.integrations if args.integration in (None, i.name)]
@@ -154,18 +154,6 @@ def run_sign(args):
         body = sys.stdin.buffer.read()
     print(sign(secret, body))
     return 0
-
-
-def resolve_secret(value):
-    kind, _, rest = value.partition(":")
-    if kind == "env":
-        if rest not in os.environ:
-            raise ConfigError(f"--secret: the environment variable {rest} is not set")
-        value = os.environ[rest]
-    elif kind == "file":
-        with open(rest, encoding="utf-8") as stream:
-            value = stream.read().rstrip("\r\n")
-    return value.encode()
 
 
 def configure_logging(config):

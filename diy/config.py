@@ -109,6 +109,9 @@ class Config:
     """`text` (key=value lines) or `json` (one object a line)."""
     metrics_token: Optional[str] = field(default=None, repr=False)
     """When set, /metrics needs `Authorization: Bearer <token>`; else it answers loopback only."""
+    server_name: Optional[str] = None
+    """The name nginx passes as Host (its `server_name`): /metrics's loopback-only answer takes it
+    besides localhost, 127.0.0.1 and [::1]."""
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     integrations: tuple[Integration, ...] = ()
     source: str = "<string>"
@@ -133,9 +136,11 @@ def load_config(path, environ: Optional[Mapping[str, str]] = None) -> Config:
                           f"({error.strerror or type(error).__name__})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: the configuration file is not UTF-8 text") from None
-    return parse_config(
+    config = parse_config(
         text, source=source, base_dir=os.path.dirname(os.path.abspath(source)),
         environ=os.environ if environ is None else environ)
+    _warn_if_inline_secrets_are_open_to_everyone(source, _inline_secrets(_read_ini(text, source)))
+    return config
 
 
 def parse_config(text: str, *, source: str = "<string>", base_dir=".",
@@ -226,6 +231,7 @@ def _diy_settings(source, items, base_dir, resolve):
         "log_level": _choice("debug", "info", "warning", "error"),
         "log_format": _choice("text", "json"),
         "metrics_token": lambda raw: _metrics_token(resolve(raw)),
+        "server_name": _server_name,
     })
     if "database" not in settings:
         raise _error(source, "diy", "database", "required: the path of the SQLite file or a postgresql:// URL")
@@ -354,6 +360,7 @@ _LONGEST = 3650 * 86400
 _SIZE = re.compile(r"([0-9]+)\s*([kKmM]?)")
 _BYTES_PER_UNIT = {"": 1, "k": 1024, "m": 1024 * 1024}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_SERVER_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 _SECTION_BEFORE_ANY_COMMENT = re.compile(r"\[(?P<header>[^]]+)\]")
 _CREDENTIAL_KEY = re.compile(r"hmac_secrets|basic_auth|metrics_token|target\.(header\..+|.*(secret|token|password).*)")
 _TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -454,6 +461,13 @@ def _postgres_url(raw):
     return raw
 
 
+def _server_name(raw):
+    name = raw.strip().lower()
+    if not _SERVER_NAME.fullmatch(name):
+        raise _Invalid("expected a host name such as dmp.example.com (the nginx site's server_name)")
+    return name
+
+
 def _folder(raw, base_dir):
     if not raw:
         raise _Invalid("expected the path of a folder")
@@ -521,6 +535,17 @@ def _basic_auth(value):
     return user, password
 
 
+def load_secret(raw, where, environ=None):
+    """One secret given outside a configuration file (`diy-wsgi sign --secret`): written inline,
+    `env:NAME` or `file:PATH` (relative to the working directory), read and checked as the
+    configuration's own secrets are; a problem is a ConfigError naming `where`."""
+    resolve = _secret_resolver(os.getcwd(), os.environ if environ is None else environ, where)
+    try:
+        return resolve(raw)
+    except _Invalid as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
 def _secret_resolver(base_dir, environ, source) -> Callable[[str], str]:
     """Return a function giving the value a secret's text stands for.
 
@@ -551,8 +576,38 @@ def _secret_resolver(base_dir, environ, source) -> Callable[[str], str]:
     return resolve
 
 
-def _warn_if_open_to_everyone(source, path):
+def _warn_if_open_to_everyone(source, path, what=None):
+    """One `unsafe configuration` line when every user of the machine may read or change the
+    secret file `path` (`what` names it otherwise: "the secret file PATH")."""
     mode = os.stat(path).st_mode
     if mode & (stat.S_IROTH | stat.S_IWOTH):
-        _warn(source, f"the secret file {path} can be read or changed by every user of this machine "
+        what = what or f"the secret file {path}"
+        _warn(source, f"{what} can be read or changed by every user of this machine "
                       f"(mode {stat.S_IMODE(mode):o}); chmod 600 it")
+
+
+def _inline_secrets(ini):
+    """`[section] key` of every credential written inline (neither env: nor file:), a
+    PostgreSQL URL's password included."""
+    found = []
+    for section in ini.sections():
+        for key, value in ini.items(section):
+            inline = [item for item in value.split(",") if item.strip() and not item.strip().startswith(("env:", "file:"))]
+            credential = _CREDENTIAL_KEY.fullmatch(key) or key == "database_password"
+            if (credential and inline) or (key == "database" and _url_password(value)):
+                found.append(f"[{section}] {key}")
+    return found
+
+
+def _url_password(value):
+    try:
+        return is_postgres_url(value) and urlsplit(value.strip()).password is not None
+    except ValueError:
+        return False
+
+
+def _warn_if_inline_secrets_are_open_to_everyone(source, inline):
+    """A configuration file holding secrets written inline is itself a secret file."""
+    if inline:
+        _warn_if_open_to_everyone(source, source, what=f"the configuration file {source}, which holds "
+                                  f"secrets written inline ({', '.join(inline)}),")

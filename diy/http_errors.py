@@ -9,10 +9,12 @@ class HttpError(Exception):
     status = 500
     reason = "Internal Server Error"
 
-    def __init__(self, message, headers=()):
+    def __init__(self, message, headers=(), *, detail=None):
+        """`detail`: what the service log says beside `message` (never shown to the caller)."""
         super().__init__(message)
         self.message = message
         self.headers = list(headers)
+        self.detail = detail
 
 
 class BadRequest(HttpError):

@@ -4,7 +4,10 @@ Each process (gunicorn worker, `diy-wsgi dispatch`) keeps its counts in memory a
 at most once a second, to its own file in a shared folder; a scrape in any process merges every
 file, so `/metrics` shows the whole service, not one worker's view. Files of processes that
 have exited are folded into `retired.json` so their counts survive and never go backwards.
-Gauges (outbox depth, ages, file sizes) are read from the database at scrape time.
+Gauges (outbox depth, ages, file sizes) are read from the database at scrape time; the few that
+are a process's own state (`set`: an account whose credentials the platform refuses) are kept
+only while their process lives and merged by their largest value, like prometheus_client's
+multiprocess gauges in `livemax` mode. Files are 0600 in a 0700 folder (outbox/files.py).
 """
 import fcntl
 import json
@@ -14,6 +17,9 @@ import re
 import secrets
 import threading
 import time
+
+from outbox.dispatcher import CREDENTIALS_GAUGE
+from outbox.files import make_private_folder, open_private
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 3.0, 5.0, 10.0)
 """Seconds; dense below the DMP's targets (1 s for mutations, 3 s for creation)."""
@@ -26,6 +32,7 @@ HELP = {
     "diy_delivered_mutations_total": ("counter", "Mutations settled by the dispatcher, by integration and result."),
     "diy_delivery_call_seconds": ("histogram", "Duration of one platform call, by integration."),
     "diy_delivery_latency_seconds": ("histogram", "From the 200 to the DMP until the platform accepted, by integration."),
+    CREDENTIALS_GAUGE: ("gauge", "1 while the platform refuses an account's credentials and its work is held."),
 }
 FILE = re.compile(r"(\d+)\.[0-9a-f]+\.json")
 log = logging.getLogger("diy.metrics")
@@ -39,6 +46,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._counters = {}
         self._histograms = {}
+        self._gauges = {}
         self._file = None
         self._pid = None
         self._flushed_at = 0.0
@@ -64,6 +72,13 @@ class Metrics:
                     histogram["counts"][index] += count
             histogram["sum"] += seconds * count
             histogram["count"] += count
+            self._dirty = True
+        self._maybe_flush()
+
+    def set(self, name, labels, value):
+        """A gauge of this process's own state, shown while the process lives."""
+        with self._lock:
+            self._gauges[(name, tuple(labels))] = value
             self._dirty = True
         self._maybe_flush()
 
@@ -98,10 +113,11 @@ class Metrics:
             if not self._dirty and self._pid == os.getpid():
                 return
             if self._pid != os.getpid():
-                self._counters, self._histograms = ({}, {}) if self._pid is not None else (self._counters, self._histograms)
+                if self._pid is not None:
+                    self._counters, self._histograms, self._gauges = {}, {}, {}
                 self._pid = os.getpid()
                 self._file = os.path.join(self.directory, f"{self._pid}.{secrets.token_hex(4)}.json")
-                os.makedirs(self.directory, exist_ok=True)
+                make_private_folder(self.directory)
                 self._retire_dead_processes()
             snapshot = self._snapshot()
             self._dirty = False
@@ -112,11 +128,12 @@ class Metrics:
         return {
             "counters": [[name, list(map(list, labels)), value] for (name, labels), value in self._counters.items()],
             "histograms": [[name, list(map(list, labels)), h] for (name, labels), h in self._histograms.items()],
+            "gauges": [[name, list(map(list, labels)), value] for (name, labels), value in self._gauges.items()],
         }
 
     def _retire_dead_processes(self):
         """Fold the files of exited processes into retired.json, under a lock shared by all."""
-        with open(os.path.join(self.directory, "lock"), "a") as lock:
+        with os.fdopen(open_private(os.path.join(self.directory, "lock"), os.O_WRONLY | os.O_APPEND), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             retired_path = os.path.join(self.directory, "retired.json")
             retired = read_json(retired_path) or {"counters": [], "histograms": []}
@@ -127,7 +144,7 @@ class Metrics:
                     gone.append(os.path.join(self.directory, name))
             if not gone:
                 return
-            merged = merge([retired] + [read_json(path) or {} for path in gone])
+            merged = merge([retired] + [read_json(path) or {} for path in gone], live=False)
             write_atomically(retired_path, merged)
             for path in gone:
                 os.unlink(path)
@@ -135,16 +152,41 @@ class Metrics:
     def collect(self):
         """Every process's counts merged: this one's current state plus every file."""
         self.flush()
-        documents = []
-        for name in os.listdir(self.directory):
-            if FILE.fullmatch(name) or name == "retired.json":
-                documents.append(read_json(os.path.join(self.directory, name)) or {})
-        return merge(documents)
+        return read_all(self.directory)
 
 
-def merge(documents):
-    counters, histograms = {}, {}
+def read_all(directory):
+    """The merged counts and live gauges of every process's file in `directory`, read only
+    (`diy-wsgi status` reads them without writing a file of its own); empty when there is none."""
+    documents = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        names = []
+    for name in names:
+        match = FILE.fullmatch(name)
+        if match or name == "retired.json":
+            document = read_json(os.path.join(directory, name)) or {}
+            if not (match and alive(int(match.group(1)))):
+                document.pop("gauges", None)
+            documents.append(document)
+    return merge(documents)
+
+
+def live_gauges(merged, name):
+    """{labels as a tuple of pairs: value} of gauge `name` in `merged` (read_all)."""
+    return {tuple(map(tuple, labels)): value for gauge, labels, value in merged["gauges"] if gauge == name}
+
+
+def merge(documents, *, live=True):
+    """Counters and histograms summed; gauges (unless not `live`: a retired process has none)
+    by their largest value."""
+    counters, histograms, gauges = {}, {}, {}
     for document in documents:
+        if live:
+            for name, labels, value in document.get("gauges", []):
+                key = (name, tuple(map(tuple, labels)))
+                gauges[key] = max(value, gauges.get(key, value))
         for name, labels, value in document.get("counters", []):
             key = (name, tuple(map(tuple, labels)))
             counters[key] = counters.get(key, 0) + value
@@ -160,6 +202,7 @@ def merge(documents):
     return {
         "counters": [[name, list(map(list, labels)), value] for (name, labels), value in counters.items()],
         "histograms": [[name, list(map(list, labels)), h] for (name, labels), h in histograms.items()],
+        "gauges": [[name, list(map(list, labels)), value] for (name, labels), value in gauges.items()],
     }
 
 
@@ -174,11 +217,13 @@ def render(merged, gauges):
         by_name.setdefault(name, []).append(("counter", labels, value))
     for name, labels, histogram in merged["histograms"]:
         by_name.setdefault(name, []).append(("histogram", labels, histogram))
+    for name, labels, value in merged.get("gauges", []):
+        by_name.setdefault(name, []).append(("gauge", labels, value))
     for name in sorted(by_name):
         kind, help_text = HELP.get(name, (by_name[name][0][0], name))
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         for kind, labels, value in sorted(by_name[name], key=lambda entry: entry[1]):
-            if kind == "counter":
+            if kind in ("counter", "gauge"):
                 lines.append(f"{name}{label_text(labels)} {number(value)}")
                 continue
             for bound, count in zip(value["buckets"], value["counts"]):
@@ -230,6 +275,6 @@ def write_atomically(path, document):
     """One write of the whole text: json.dump would write it in hundreds of small pieces, and the
     flush runs in whichever request finds it due (about 1 ms that way, 0.35 ms this way)."""
     temporary = f"{path}.{secrets.token_hex(4)}.tmp"
-    with open(temporary, "w", encoding="utf-8") as stream:
+    with os.fdopen(open_private(temporary, new=True), "w", encoding="utf-8") as stream:
         stream.write(json.dumps(document))
     os.replace(temporary, path)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from outbox.errors import StoreError
+from outbox.files import open_private
 from outbox.store import batch_of, encode_batch
 
 SQLITE_ONLY = ("{command} works on the SQLite file; on PostgreSQL use the server's own tools "
@@ -294,8 +295,10 @@ class Admin:
     def backup(self, destination, *, progress=None, pages=1024):
         """An online, consistent copy through SQLite's backup API (writers keep going)."""
         self.require_sqlite("backup")
-        if os.path.exists(destination):
-            raise StoreError(f"{destination} exists; choose a new file for the backup")
+        try:
+            os.close(open_private(destination, new=True))
+        except FileExistsError:
+            raise StoreError(f"{destination} exists; choose a new file for the backup") from None
         target = sqlite3.connect(destination)
         try:
             self.database.connection().backup(

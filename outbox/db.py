@@ -17,6 +17,7 @@ import threading
 import time
 
 from outbox.errors import StoreError, StoreUnavailable
+from outbox.files import create_private
 from outbox.schema import MUTATION_ID_BITS
 
 MINIMUM_SQLITE = (3, 35, 0)
@@ -76,6 +77,7 @@ class Database:
 
         self._close_abandoned()
         with self._lock:
+            create_outbox_file(self.path)
             try:
                 connection = sqlite3.connect(
                     self.path, timeout=self.write_timeout, isolation_level=None, check_same_thread=False
@@ -342,6 +344,15 @@ class Write:
         if self.error is not None:
             raise self.error
         return self.result
+
+
+def create_outbox_file(path):
+    """Create the database file 0600 before SQLite does: SQLite would make it 0644 less the
+    umask, readable by every user of the machine under the usual 0022, and its -wal and -shm
+    take the database file's mode. A folder that is missing or read-only is left for SQLite's
+    own error to explain."""
+    with contextlib.suppress(OSError):
+        create_private(path)
 
 
 def size_of(path):

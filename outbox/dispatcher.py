@@ -23,7 +23,8 @@ from outbox.accounts import Accounts
 from outbox.errors import StoreUnavailable
 from outbox.retry import RetryPolicy
 from targets.base import ADD, REMOVE
-from targets.errors import AudienceGone, PartialFailure, PayloadTooLarge, TargetError, TransientError
+from outbox.guard import CREDENTIALS_REFUSED
+from targets.errors import AudienceGone, CredentialsRefused, PartialFailure, PayloadTooLarge, TargetError, TransientError
 
 log = logging.getLogger("diy.dispatcher")
 SETTLE_ATTEMPTS = 8
@@ -31,6 +32,8 @@ BEATS_PER_TAKEOVER = 5
 """Heartbeats a dispatcher may miss in a row (a slow disk, a busy database) before others take
 its leases over."""
 FORGET_DISPATCHERS_AFTER = 3600.0
+CREDENTIALS_GAUGE = "diy_account_credentials_refused"
+"""1 while a platform refuses an account's credentials (labels integration, account)."""
 DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
@@ -41,6 +44,9 @@ class NoMetrics:
         pass
 
     def observe(self, name, labels, seconds, buckets=None, count=1):
+        pass
+
+    def set(self, name, labels, value):
         pass
 
 
@@ -279,21 +285,52 @@ class Dispatcher:
             log.debug("held back account=%s audience=%s for=%.2fs", account.label, claim.audience.key, wait)
             self._settle(claim, self.outbox.postpone, claim, at=now + wait, now=now)
             return
-        outcome = "other"
+        outcome, refusal, change = "other", None, None
         started = time.monotonic()
         try:
-            if claim.audience.state == "creating":
-                outcome = self._create(claim, account.target)
-            else:
-                outcome = self._deliver_mutations(claim, account.target)
+            try:
+                if claim.audience.state == "creating":
+                    outcome = self._create(claim, account.target)
+                else:
+                    outcome = self._deliver_mutations(claim, account.target)
+            except CredentialsRefused as error:
+                outcome, refusal = "unauthorized", error
         finally:
-            account.guard.release(outcome, claim.audience.id)
+            change = account.guard.release(outcome, claim.audience.id)
             self.metrics.observe(
                 "diy_delivery_call_seconds", (("integration", claim.audience.integration),),
                 time.monotonic() - started, DELIVERY_BUCKETS,
             )
-        if outcome == "transient" and account.guard.breaker.state == "open":
+        self.credentials_changed(claim.audience.integration, account, change, refusal)
+        if refusal is not None:
+            self._hold_refused(claim, account, refusal)
+        elif outcome == "transient" and account.guard.breaker.state == "open":
             log.warning("circuit open account=%s for=%.0fs", account.label, account.guard.breaker.cooldown)
+
+    def _hold_refused(self, claim, account, refusal):
+        """The platform refused the account's credentials: nothing is wrong with this claim, so
+        it waits, without an attempt counted, until the breaker lets a trial call through."""
+        self._count(claim, "unauthorized")
+        now = self.clock()
+        log.debug("held: credentials refused account=%s audience=%s reason=%r", account.label, claim.audience.key,
+                  refusal.message)
+        self._settle(claim, self.outbox.postpone, claim, at=now + account.guard.breaker.held_for, now=now)
+
+    def credentials_changed(self, integration, account, change, refusal=None):
+        """Say it loudly, once, when a platform starts or stops refusing an account's credentials
+        (`change` from Guard.release or Guard.record; None: nothing to say), and keep the
+        CREDENTIALS_GAUGE that /readyz and `diy-wsgi status` read."""
+        if change is None:
+            return
+        refused = change == CREDENTIALS_REFUSED
+        labels = (("integration", integration), ("account", account.label))
+        self.metrics.set(CREDENTIALS_GAUGE, labels, 1 if refused else 0)
+        if refused:
+            log.error("credentials refused account=%s reason=%r; its work is held (no attempt counted, nothing "
+                      "dead-lettered) and one call is tried again in %.0fs: fix the credentials and it resumes by itself",
+                      account.label, refusal.message if refusal else "", account.guard.breaker.held_for)
+        else:
+            log.warning("credentials accepted again account=%s; its held work resumes", account.label)
 
     def _refuse(self, claim, reason):
         """Work that no call can do: a creation fails, a batch is dead-lettered, with `reason`."""
@@ -312,6 +349,8 @@ class Dispatcher:
             self._count(claim, "retry")
             self._retry(claim, error.message, error.retry_after)
             return "transient"
+        except CredentialsRefused:
+            raise
         except TargetError as error:
             self._count(claim, "refused")
             log.error("audience refused integration=%s audience=%s reason=%r", audience.integration, audience.dmp_id, error.message)
@@ -325,7 +364,7 @@ class Dispatcher:
         log.info("audience created integration=%s audience=%s target_id=%s", audience.integration, audience.dmp_id, target_id)
         self._settle(claim, self.outbox.created, claim, str(target_id), now=self.clock())
         self.wake()
-        return "ok"
+        return "ok" if target.creates_on_the_platform else "other"
 
     def _deliver_mutations(self, claim, target):
         audience = claim.audience
@@ -342,6 +381,8 @@ class Dispatcher:
             self._settle(claim, self.outbox.recreate, claim, error.message, now=self.clock())
             self.wake()
             return "ok"
+        except CredentialsRefused:
+            raise
         except TargetError as error:
             self._count(claim, "dead")
             self._count_mutations(claim, "dead", len(claim.mutations))

@@ -2,8 +2,8 @@
 
 Pure logic on an injected clock. The dispatcher asks `admit()` before a platform call; a
 refusal says how long to wait, and the dispatcher postpones the audience that long without
-counting an attempt, so a platform that is down or saturated burns no retries and holds no
-delivery thread that another platform could use.
+counting an attempt, so a platform that is down or saturated, or that refuses our credentials,
+burns no retries and holds no delivery thread that another platform could use.
 """
 import threading
 
@@ -11,6 +11,9 @@ TRIAL_RECHECK = 1.0
 """Seconds the account's other calls wait while a half-open breaker's trial is in flight: they
 ask again this soon, so a trial that succeeds lets the work flow within a second, not a
 cooldown later."""
+CREDENTIALS_REFUSED = "credentials refused"
+CREDENTIALS_ACCEPTED = "credentials accepted"
+"""What `Guard.release` returns when a call changed whether an account's credentials are refused."""
 
 
 class TokenBucket:
@@ -42,6 +45,10 @@ class CircuitBreaker:
 
     One audience failing again and again is that audience's problem, held back by its own
     backoff: it must not open the breaker and stall the account's healthy audiences.
+
+    A platform refusing our credentials (`refused`) opens it at once: that is the account's
+    problem whichever audience the call was for. `credentials_refused` stays true until a call
+    succeeds.
     """
 
     def __init__(self, failures, cooldown, clock, max_cooldown=600.0):
@@ -54,6 +61,7 @@ class CircuitBreaker:
         self.cooldown = cooldown
         self.open_until = None
         self.trial_in_flight = False
+        self.credentials_refused = False
 
     @property
     def state(self):
@@ -79,6 +87,20 @@ class CircuitBreaker:
         self.cooldown = self.base_cooldown
         self.open_until = None
         self.trial_in_flight = False
+        self.credentials_refused = False
+
+    def refused(self):
+        """The platform refused our credentials: open now, for twice as long after a trial."""
+        if self.trial_in_flight:
+            self.cooldown = min(self.max_cooldown, self.cooldown * 2)
+        self.open_until = self.clock() + self.cooldown
+        self.trial_in_flight = False
+        self.credentials_refused = True
+
+    @property
+    def held_for(self):
+        """Seconds until the breaker lets a trial through (0 when it is not open)."""
+        return 0.0 if self.open_until is None else max(0.0, self.open_until - self.clock())
 
     def failed(self, audience=None):
         self.failures += 1
@@ -122,12 +144,30 @@ class Guard:
             return 0.0
 
     def release(self, outcome, audience=None):
-        """`outcome`: "ok", "transient" (counts toward the breaker) or "other"."""
+        """`outcome`: "ok", "transient" (counts toward the breaker), "unauthorized" (the platform
+        refused our credentials) or "other". Returns CREDENTIALS_REFUSED or CREDENTIALS_ACCEPTED
+        when the call changed whether the account's credentials are refused, else None."""
         with self._lock:
             self.in_flight -= 1
-            if outcome == "ok":
-                self.breaker.succeeded()
-            elif outcome == "transient":
-                self.breaker.failed(audience)
-            else:
-                self.breaker.settled()
+            return self._record(outcome, audience)
+
+    def record(self, outcome, audience=None):
+        """The outcome of a call made without `admit` (a CREATE_AUDIENCE answered within its
+        request), as `release` takes and returns it."""
+        with self._lock:
+            return self._record(outcome, audience)
+
+    def _record(self, outcome, audience):
+        breaker = self.breaker
+        refused_before = breaker.credentials_refused
+        if outcome == "ok":
+            breaker.succeeded()
+        elif outcome == "transient":
+            breaker.failed(audience)
+        elif outcome == "unauthorized":
+            breaker.refused()
+        else:
+            breaker.settled()
+        if breaker.credentials_refused == refused_before:
+            return None
+        return CREDENTIALS_REFUSED if breaker.credentials_refused else CREDENTIALS_ACCEPTED

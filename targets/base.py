@@ -6,6 +6,7 @@ A target is a class with this shape (subclassing `Target` is the easy way to get
         max_batch = 1000                       # most mutations one add/remove call accepts
         calls_per_second = None                # the platform's documented rate limit, if any
         concurrent_calls = None                # most calls in flight it tolerates, if known
+        creates_on_the_platform = True         # False if create_audience only names the audience
 
         def __init__(self, settings, http):    # `target.*` keys of the integration, prefix cut
             ...                                # raise TargetConfigError(key, why) on bad ones
@@ -66,6 +67,9 @@ class Target:
     max_batch = 1000
     calls_per_second: Optional[float] = None
     concurrent_calls: Optional[int] = None
+    creates_on_the_platform = True
+    """False when `create_audience` calls nothing and only names the audience (The Trade Desk):
+    its success then says nothing about the platform, e.g. whether it accepts our credentials."""
 
     def __init__(self, settings: Mapping[str, str], http):
         self.settings = settings

@@ -28,9 +28,11 @@ What the platform answers, and what the target raises:
 | 2xx with `errors` in the body                     | PermanentError with the first error (a   |
 |                                                   | taken name: the existing segment's id)   |
 | 401 (any code)                                    | new token, call repeated once; then      |
-|                                                   | PermanentError                           |
-| token endpoint 400/401                            | PermanentError: check client id/secret   |
-| 403                                               | PermanentError (no access)               |
+|                                                   | CredentialsRefused                       |
+| token endpoint 400/401                            | CredentialsRefused: check client         |
+|                                                   | id/secret                                |
+| 403                                               | CredentialsRefused (no access to the     |
+|                                                   | advertiser)                              |
 | 404 `audience-invalid`                            | AudienceGone (a PermanentError)          |
 | other 4xx                                         | PermanentError                           |
 | 413                                               | PayloadTooLarge                          |
@@ -74,6 +76,7 @@ from urllib.parse import quote, urlencode
 from targets.base import ADD, REMOVE, Audience, Mutation, Target
 from targets.errors import (
     AudienceGone,
+    CredentialsRefused,
     PartialFailure,
     PayloadTooLarge,
     PermanentError,
@@ -228,7 +231,7 @@ class CriteoTarget(Target):
         self.tokens.discard(token)
         response = self._send(method, path, document, self.tokens.get())
         if response.status == 401:
-            raise PermanentError(
+            raise CredentialsRefused(
                 f"Criteo refused a freshly fetched access token while {action}"
                 f" ({criteo_summary(response)}); check the app's credentials and its access"
                 f" to advertiser {self.advertiser_id}"
@@ -281,7 +284,7 @@ class CriteoTarget(Target):
         )
         status = response.status
         if status in (400, 401):
-            raise PermanentError(
+            raise CredentialsRefused(
                 f"Criteo refused the client credentials ({token_error_summary(response)});"
                 " check target.client_id and target.client_secret"
             )
@@ -298,7 +301,7 @@ class CriteoTarget(Target):
         if status == 404 and error_code(response.json()) == SEGMENT_GONE:
             raise AudienceGone(f"the segment is gone at Criteo while {action} ({summary})")
         if status == 403:
-            raise PermanentError(
+            raise CredentialsRefused(
                 f"Criteo denied access while {action} ({summary}); check that the app may"
                 f" manage advertiser {self.advertiser_id}"
             )

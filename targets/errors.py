@@ -7,6 +7,8 @@
 | PartialFailure     | dead-letters the named mutations, marks the rest delivered  |
 | PayloadTooLarge    | splits the batch in halves and delivers each                |
 | AudienceGone       | forgets the platform id, recreates the audience, redelivers |
+| CredentialsRefused | holds the account's work (no attempt counted, nothing      |
+|                    | dead-lettered) and tries one call after a cooldown          |
 
 Messages are shown to operators (and, for audience creation, to the marketer in the DMP):
 they say what the platform answered and never contain a credential or a request body.
@@ -35,6 +37,13 @@ class PermanentError(TargetError):
 
 class AudienceGone(PermanentError):
     """The platform no longer knows the audience's id (deleted there): create it again."""
+
+
+class CredentialsRefused(TargetError):
+    """The platform refused our own credentials or signature (HTTP 401, 403): the account is
+    unusable until someone fixes its configuration, and nothing is wrong with the data. Neither
+    transient (retrying each batch would burn its attempts) nor permanent (dead-lettering would
+    blame the mutations): the dispatcher holds all of the account's work until a trial call passes."""
 
 
 class PayloadTooLarge(TargetError):

@@ -22,7 +22,7 @@ from datetime import timezone
 from typing import Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
-from targets.errors import PayloadTooLarge, PermanentError, TransientError
+from targets.errors import CredentialsRefused, PayloadTooLarge, PermanentError, TransientError
 
 Origin = Tuple[str, str, int]
 
@@ -30,6 +30,8 @@ STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError,
 """What a reused idle connection raises when the server closed it while it sat in the pool."""
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+CREDENTIAL_STATUSES = frozenset({401, 403})
+"""Who we are (401) or what we may do (403): our configuration, not the data."""
 EXCERPT_CHARS = 200
 _DELAY_SECONDS = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
 
@@ -210,6 +212,9 @@ def raise_for_status(response: HttpResponse, what: str, now: Optional[float] = N
     if 200 <= status < 300:
         return
     message = f"{what} answered {status_summary(response)}"
+    if status in CREDENTIAL_STATUSES:
+        raise CredentialsRefused(f"{what} refused our credentials ({status_summary(response)}); a configuration "
+                                 "error on our side: check the target's credentials")
     if status == 413:
         raise PayloadTooLarge(message)
     if status in RETRYABLE_STATUSES or status >= 500:

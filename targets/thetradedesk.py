@@ -47,9 +47,9 @@ Answers, read into `targets.errors`:
                                                one is matched by its `TDID`, and a line matching
                                                nothing fails every item of its request)
     400 without `FailedLines`                  PermanentError for the request's items
-    401, 403                                   CredentialsRefused (a PermanentError): a
-                                               configuration error, target.token/secret or
-                                               target.advertiser_id is wrong
+    401, 403                                   CredentialsRefused: a configuration error,
+                                               target.token/secret or target.advertiser_id is
+                                               wrong; the account is held, nothing dead-lettered
     413                                        PayloadTooLarge: the dispatcher halves the batch
     408, 429, 5xx, no answer                   TransientError, `retry_after` from Retry-After
     anything else                              `targets.http.raise_for_status`
@@ -94,7 +94,7 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from targets.base import Audience, Mutation, Target
-from targets.errors import PartialFailure, PermanentError, TargetConfigError
+from targets.errors import CredentialsRefused, PartialFailure, PermanentError, TargetConfigError
 from targets import settings as read
 from targets.http import _excerpt, raise_for_status, status_summary
 
@@ -114,14 +114,11 @@ SIGNATURE_ONLY = ("secret", "data_provider_id", "data_provider_secret")
 _NOT_NAME_CHARACTER = re.compile(r"[^A-Za-z0-9._-]")
 
 
-class CredentialsRefused(PermanentError):
-    """TTD answered 401 or 403: the token, the secret or the advertiser id is wrong."""
-
-
 class TheTradeDeskTarget(Target):
     """Adds and removes TDIDs in TTD advertiser first-party data segments."""
 
     max_batch = MAX_ITEMS
+    creates_on_the_platform = False
 
     def __init__(
         self, settings: Mapping[str, str], http, *, clock: Callable[[], float] = time.time
@@ -174,8 +171,6 @@ class TheTradeDeskTarget(Target):
                 self._send(body, batch)
             except PartialFailure as error:
                 failed.update(error.failed)
-            except CredentialsRefused:
-                raise
             except PermanentError as error:
                 if len(requests) == 1:
                     raise

@@ -37,7 +37,12 @@ null for an audience first seen in a mutation:
 `audience.members_removed` has the same shape. The receiver answers audience.created with a
 2xx, optionally `{"id": "<its id>"}` (a string or an integer), which becomes the audience's
 `id` in later events; without it the `id` is the `dmp_id`. A 410 means the receiver is gone and
-dead-letters the batch; other statuses follow `targets.http.raise_for_status`.
+dead-letters the batch; a 401 or 403 means it refuses our signature or headers (the sandbox's
+receiver, diy/sandbox/webhook.py, answers a failed verification 401, as HTTP's own meaning of the
+two statuses has it, and so does an auth proxy in front checking `header.Authorization`):
+CredentialsRefused, the integration is held until it accepts them. A receiver that answers a
+bad signature 400 instead is read as refusing the data. Other statuses follow
+`targets.http.raise_for_status`.
 """
 from __future__ import annotations
 
@@ -52,8 +57,8 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, U
 
 from targets.base import ADD, REMOVE, Audience, Mutation, Target
 from targets import settings as read
-from targets.errors import PermanentError, TargetConfigError
-from targets.http import raise_for_status, status_summary
+from targets.errors import CredentialsRefused, PermanentError, TargetConfigError
+from targets.http import CREDENTIAL_STATUSES, raise_for_status, status_summary
 
 RECEIVER = "the webhook receiver"
 MAX_BATCH_LIMIT = 100_000
@@ -241,6 +246,9 @@ def _raise_for_receiver(response, now: float, refused: Optional[str] = None) -> 
     """`raise_for_status`, plus 410 meaning gone and, for `refused`, a message a marketer reads."""
     if response.status == 410:
         raise PermanentError(f"{RECEIVER} is gone ({status_summary(response)}); check target.url")
+    if response.status in CREDENTIAL_STATUSES:
+        raise CredentialsRefused(f"{RECEIVER} refused our signature or credentials ({status_summary(response)});"
+                                 " check target.secret and any target.header.* against the receiver's")
     try:
         raise_for_status(response, RECEIVER, now)
     except PermanentError:

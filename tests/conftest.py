@@ -28,6 +28,14 @@ def clock():
     return Clock()
 
 
+@pytest.fixture
+def permissive_umask():
+    """The umask of a shell or a container (0022): files would be readable by every user."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """A PostgreSQL server of the test run's own (tests/postgres.py), or a skip saying why there is

@@ -42,6 +42,11 @@ def make_config(tmp_path, receiver_url, **sections):
     return parse_config(text, source="test.ini", base_dir=tmp_path, environ={})
 
 
+def mode_of(path):
+    """The permission bits of a file or folder (0o600: its owner's alone)."""
+    return path.stat().st_mode & 0o777
+
+
 def body_of(payload):
     return payload if isinstance(payload, bytes) else json.dumps(payload).encode()
 

@@ -12,7 +12,7 @@ from outbox.admin import Admin, DeadFilter
 from outbox.backends import open_database
 from outbox.store import Outbox, ReceivedMutation
 from tests.processes import config_text, write_config
-from tests.support import DMP_SECRET
+from tests.support import DMP_SECRET, mode_of
 
 SIZES = {"demo": 100}
 
@@ -298,6 +298,14 @@ def test_backup_copies_the_live_database(sqlite_populated, sqlite_config_path, t
     copy = sqlite3.connect(destination)
     assert copy.execute("SELECT COUNT(*) FROM mutations WHERE state = 'pending'").fetchone() == (2,)
     assert run(capsys, "backup", str(destination), "--config", str(sqlite_config_path))[0] == 2, "never overwrites"
+
+
+def test_a_backup_is_readable_by_its_owner_alone(sqlite_populated, sqlite_config_path, tmp_path, capsys, permissive_umask):
+    destination = tmp_path / "backup.sqlite3"
+
+    run_json(capsys, sqlite_config_path, "backup", str(destination))
+
+    assert mode_of(destination) == 0o600
 
 
 def test_check_finds_a_sound_database_sound_while_it_is_in_use(sqlite_populated, sqlite_config_path, capsys):

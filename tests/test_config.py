@@ -10,6 +10,8 @@ import pytest
 
 from diy.config import (Config, ConfigError, DispatcherSettings, Integration, load_config,
                         parse_config)
+from diy.cli import main as cli_main
+from diy.signature import sign
 from tests.processes import ROOT
 
 EXAMPLE = """\
@@ -164,6 +166,8 @@ BAD_VALUES = [
     ("diy", "max_body = 1G", "[diy] max_body: expected a number of bytes"),
     ("diy", "max_body = 0", "[diy] max_body: must be more than 0"),
     ("diy", "log_level = verbose", "[diy] log_level: expected one of debug, info"),
+    ("diy", "server_name = https://dmp.example.com", "[diy] server_name: expected a host name"),
+    ("diy", "server_name = dmp.example.com:443", "[diy] server_name: expected a host name"),
     ("dispatcher", "embedded = maybe", "[dispatcher] embedded: expected yes or no"),
     ("dispatcher", "threads = 0", "[dispatcher] threads: expected a whole number from 1 to 256"),
     ("dispatcher", "threads = 257", "[dispatcher] threads: expected a whole number from 1"),
@@ -525,6 +529,56 @@ def test_a_secret_file_open_to_every_user_is_warned_about(tmp_path, caplog, mode
     expected = [f"unsafe configuration at=diy.ini problem=the secret file {secret} can be read or changed by "
                 f"every user of this machine (mode {mode:o}); chmod 600 it"]
     assert unsafe_warnings(caplog) == (expected if warned else [])
+
+
+@pytest.mark.parametrize("mode, secrets, warned", [
+    (0o644, "hmac_secrets = 0123456789abcdef-inline", "[integration:demo] hmac_secrets"),
+    (0o604, "hmac_secrets = env:DIY_SECRET\ndatabase = postgresql://diy:hunter2-hunter2@db.internal/outbox", "[diy] database"),
+    (0o666, "hmac_secrets = env:DIY_SECRET\ntarget.header.Authorization = Bearer abc", "[integration:demo] target.header.Authorization"),
+    (0o644, "hmac_secrets = env:DIY_SECRET, file:hmac", None),
+    (0o640, "hmac_secrets = 0123456789abcdef-inline", None),
+    (0o600, "hmac_secrets = 0123456789abcdef-inline", None),
+], ids=["world-readable-inline-hmac", "world-readable-password-in-the-url", "world-writable-inline-header",
+        "world-readable-without-inline-secrets", "group-readable", "owner-only"])
+def test_a_config_file_holding_inline_secrets_open_to_every_user_is_warned_about(tmp_path, caplog, mode, secrets, warned):
+    (tmp_path / "hmac").write_text("0123456789abcdef-in-a-file\n")
+    (tmp_path / "hmac").chmod(0o600)
+    text = MINIMAL.replace("hmac_secrets = s3cr3t", secrets.split("\n")[0])
+    for extra in secrets.split("\n")[1:]:
+        if extra.startswith("database"):
+            text = text.replace("database = /var/lib/diy/diy.sqlite3", extra)
+        else:
+            text = text.replace("target = webhook\n", f"target = webhook\n{extra}\n")
+    path = tmp_path / "diy.ini"
+    path.write_text(text)
+    path.chmod(mode)
+
+    load_config(path, environ={"DIY_SECRET": "0123456789abcdef-from-env"})
+
+    expected = [f"unsafe configuration at={path} problem=the configuration file {path}, which holds secrets written "
+                f"inline ({warned}), can be read or changed by every user of this machine (mode {mode:o}); chmod 600 it"]
+    assert unsafe_warnings(caplog) == (expected if warned else [])
+    assert not [secret for secret in ("0123456789abcdef", "hunter2", "Bearer abc") if secret in caplog.text]
+
+
+def test_sign_checks_a_secret_file_as_the_configuration_does(tmp_path, caplog, capsys):
+    secret, body = tmp_path / "hmac", tmp_path / "body.json"
+    secret.write_text("0123456789abcdef-secret\n")
+    secret.chmod(0o644)
+    body.write_bytes(b'{"Type":"VALIDATE"}')
+
+    assert cli_main(["sign", "--secret", f"file:{secret}", str(body)]) == 0
+
+    assert capsys.readouterr().out.strip() == sign(b"0123456789abcdef-secret", body.read_bytes())
+    assert unsafe_warnings(caplog) == [f"unsafe configuration at=--secret problem=the secret file {secret} can be read "
+                                       "or changed by every user of this machine (mode 644); chmod 600 it"]
+
+
+def test_sign_names_a_secret_file_it_cannot_read_in_one_line(tmp_path, capsys):
+    assert cli_main(["sign", "--secret", f"file:{tmp_path / 'missing'}", "/dev/null"]) == 2
+
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == f"diy-wsgi: --secret: cannot read {tmp_path / 'missing'} (No such file or directory)"
 
 
 def test_the_warnings_reach_stderr_as_one_line_each_before_logging_is_set_up(tmp_path):

@@ -18,6 +18,7 @@ from targets.criteo import (
     segment_name,
 )
 from targets.errors import (
+    CredentialsRefused,
     PartialFailure,
     PayloadTooLarge,
     PermanentError,
@@ -196,12 +197,12 @@ def test_a_refused_token_is_replaced_and_the_call_repeated_once(fake, http, cloc
     assert fake.members[segment] == {"g1", "g2"}
 
 
-def test_a_second_401_in_a_row_is_permanent(fake, http, clock):
+def test_a_second_401_in_a_row_is_a_credentials_refusal(fake, http, clock):
     target = criteo(fake, http, clock)
     segment = fake.create_segment("s")
     fake.fail_next(401, times=2)
 
-    with pytest.raises(PermanentError) as raised:
+    with pytest.raises(CredentialsRefused) as raised:
         target.add_users(on(segment), users("g1"))
 
     assert "freshly fetched access token" in raised.value.message
@@ -219,12 +220,12 @@ def test_a_second_401_in_a_row_is_permanent(fake, http, clock):
     ],
     ids=["wrong-secret-401", "wrong-client-id-401", "token-endpoint-400"],
 )
-def test_refused_client_credentials_are_permanent_and_say_which_settings(fake, http, clock, settings, script):
+def test_refused_client_credentials_are_a_credentials_refusal_naming_the_settings(fake, http, clock, settings, script):
     target = criteo(fake, http, clock, **settings)
     if script:
         fake.fail_next(script["status"], body=script["body"], token=True)
 
-    with pytest.raises(PermanentError) as raised:
+    with pytest.raises(CredentialsRefused) as raised:
         target.create_audience(AUDIENCE)
 
     message = raised.value.message
@@ -388,7 +389,7 @@ def test_more_identifiers_than_criteo_takes_is_payload_too_large(fake, http, clo
     "status, code, error",
     [
         (400, "invalid-request", PermanentError),
-        (403, "access-denied", PermanentError),
+        (403, "access-denied", CredentialsRefused),
         (404, "not-found", PermanentError),
         (413, "payload-too-large", PayloadTooLarge),
         (429, "too-many-requests", TransientError),

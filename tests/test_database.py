@@ -5,7 +5,9 @@ import time
 
 import pytest
 
+from outbox.db import Database
 from outbox.errors import StoreUnavailable
+from tests.support import mode_of
 
 
 @pytest.fixture
@@ -150,3 +152,14 @@ def test_a_background_checkpoint_lets_the_next_commit_start_the_wal_afresh(datab
 
     assert (busy, copied) == (0, in_wal)
     assert wal_pages(database.path) < 100
+
+
+def test_the_database_and_its_wal_and_shm_are_created_for_their_owner_alone(tmp_path, permissive_umask):
+    database = Database(tmp_path / "outbox.sqlite3")
+    try:
+        database.write(insert("d1"))
+        files = {name: mode_of(tmp_path / name) for name in ("outbox.sqlite3", "outbox.sqlite3-wal", "outbox.sqlite3-shm")}
+    finally:
+        database.close()
+
+    assert files == {name: 0o600 for name in files}

@@ -189,6 +189,11 @@ def test_nginx_refuses_exactly_the_bodies_the_app_refuses():
     assert nginx_size(site_directive("client_body_buffer_size")[0]) >= config.max_body
 
 
+def test_the_app_knows_the_name_nginx_passes_as_host():
+    """nginx sends `Host: $server_name`; /metrics, answered to loopback, refuses other names."""
+    assert example_settings().server_name in {value.strip() for value in site_directive("server_name")}
+
+
 def test_nginx_has_a_location_for_every_integration_path():
     config = example_settings()
     locations = set(re.findall(r"location = (\S+)", SITE.read_text()))

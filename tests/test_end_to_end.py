@@ -87,7 +87,8 @@ def test_a_dispatcher_killed_mid_batch_loses_nothing_and_is_taken_over_before_it
 def test_serve_keeps_its_open_files_flat_however_many_requests_touch_the_database(httpserver, tmp_path):
     """The stdlib server starts a thread per request, and each thread opens its own database
     connection: those of ended threads must be closed, or every request leaks two descriptors
-    (the file and its WAL) until the process runs out of them and answers every write 503."""
+    (the file and its WAL) until the process runs out of them and answers every write 503.
+    (/metrics reads the outbox on every call; /readyz asks the database once a second.)"""
     receiver = WebhookReceiver(httpserver)
     config = write_config(tmp_path, receiver.url)
     port = free_port()
@@ -96,7 +97,7 @@ def test_serve_keeps_its_open_files_flat_however_many_requests_touch_the_databas
     def probe(times):
         for _ in range(times):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            connection.request("GET", "/readyz")
+            connection.request("GET", "/metrics")
             assert connection.getresponse().status == 200
             connection.close()
 
@@ -114,3 +115,30 @@ def test_serve_keeps_its_open_files_flat_however_many_requests_touch_the_databas
         server.kill(signal.SIGTERM)
 
     assert after <= before + 10, f"{before} open files after 50 requests, {after} after 2050 more"
+
+
+def test_serve_answers_metrics_only_to_requests_addressed_to_this_machine(httpserver, tmp_path):
+    """A page whose name an attacker points at 127.0.0.1 (DNS rebinding) reaches serve from
+    loopback, with its own name as the Host: the client's address alone would let it read /metrics."""
+    config = write_config(tmp_path, WebhookReceiver(httpserver).url, diy={"server_name": "dmp.example.com"})
+    port = free_port()
+    server = Process(tmp_path, "serve", "--config", config, "--port", port)
+
+    def metrics_status(host):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request("GET", "/metrics", headers={"Host": host})
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    try:
+        wait_for_port(port, server)
+        statuses = {host: metrics_status(host) for host in
+                    (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "dmp.example.com",
+                     f"rebound.example:{port}", "127.0.0.1.rebound.example")}
+    finally:
+        server.kill(signal.SIGTERM)
+
+    assert statuses == {f"127.0.0.1:{port}": 200, f"localhost:{port}": 200, f"[::1]:{port}": 200,
+                        "dmp.example.com": 200, f"rebound.example:{port}": 403, "127.0.0.1.rebound.example": 403}

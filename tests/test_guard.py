@@ -1,7 +1,7 @@
 """Admission per account: token bucket, circuit breaker, calls in flight (pure, clock by hand)."""
 import pytest
 
-from outbox.guard import TRIAL_RECHECK, CircuitBreaker, Guard, TokenBucket
+from outbox.guard import CREDENTIALS_ACCEPTED, CREDENTIALS_REFUSED, TRIAL_RECHECK, CircuitBreaker, Guard, TokenBucket
 
 
 def test_a_token_bucket_allows_a_burst_then_paces_calls(clock):
@@ -120,3 +120,38 @@ def test_refusals_do_not_count_toward_the_breaker(clock):
     guard.release("other", "a")
 
     assert guard.breaker.state == "closed"
+
+
+def test_one_refusal_of_the_credentials_holds_the_whole_account_at_once(clock):
+    guard = Guard(clock, breaker_failures=5, breaker_cooldown=30)
+    guard.admit()
+
+    assert guard.release("unauthorized", "any audience") == CREDENTIALS_REFUSED
+    assert guard.admit() == 30
+    assert guard.breaker.held_for == 30
+
+
+def test_refused_credentials_are_reported_once_until_a_call_passes(clock):
+    guard = Guard(clock, breaker_cooldown=30)
+    changes = []
+    for _ in range(2):
+        guard.admit()
+    changes += [guard.release("unauthorized", "a"), guard.release("unauthorized", "b")]
+    clock.advance(30)
+    assert guard.admit() == 0, "the trial"
+    changes.append(guard.release("unauthorized", "a"))
+    assert guard.breaker.held_for == 60, "a refused trial waits twice as long"
+    clock.advance(60)
+    guard.admit()
+    changes.append(guard.release("ok", "a"))
+
+    assert changes == [CREDENTIALS_REFUSED, None, None, CREDENTIALS_ACCEPTED]
+    assert guard.breaker.state == "closed" and not guard.breaker.credentials_refused
+
+
+def test_a_call_made_outside_admission_is_recorded_the_same_way(clock):
+    guard = Guard(clock, breaker_cooldown=30)
+
+    assert guard.record("unauthorized") == CREDENTIALS_REFUSED
+    assert guard.in_flight == 0 and guard.breaker.state == "open"
+    assert guard.record("ok") == CREDENTIALS_ACCEPTED

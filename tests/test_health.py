@@ -3,14 +3,17 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
+from diy.health import public_reason
 from diy.metrics import Metrics, render
 from diy_wsgi import make_app
+from outbox.errors import StoreUnavailable
 from tests.processes import ROOT, write_config
-from tests.support import call, make_config, mutation, mutations_body, parse_metrics
+from tests.support import call, make_config, mode_of, mutation, mutations_body, parse_metrics
 
 LOOPBACK = {"REMOTE_ADDR": "127.0.0.1"}
 @pytest.fixture
@@ -42,12 +45,14 @@ def test_readyz_needs_the_embedded_dispatcher_running(build):
     assert call(app, "GET", path="/readyz").json() == {"status": "ready"}
 
 
-def test_readyz_without_an_embedded_dispatcher_looks_for_a_heartbeat(build):
+def test_readyz_without_an_embedded_dispatcher_looks_for_a_heartbeat(build, clock):
     app = build(dispatcher={"embedded": "no"})
+    app.probes.readiness.clock = clock
     response = call(app, "GET", path="/readyz")
     assert response.status == 503 and "diy-wsgi dispatch" in response.json()["error"]
 
     app.outbox.heartbeat("elsewhere:1:abc", now=time.time())
+    clock.advance(1.0)
 
     assert call(app, "GET", path="/readyz").status == 200
 
@@ -64,6 +69,91 @@ def test_readyz_reports_a_database_that_cannot_take_writes(build):
         blocker.close()
 
     assert response.status == 503 and response.json()["error"].startswith("database:")
+
+
+def locked(database):
+    """Another process's connection holding the SQLite write lock (close it to let go)."""
+    blocker = sqlite3.connect(database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
+
+
+def test_readyz_asks_the_database_at_most_once_a_second(build, clock):
+    app = build()
+    app.start()
+    app.probes.readiness.clock = clock
+    assert call(app, "GET", path="/readyz").status == 200
+    blocker = locked(app.config.database)
+    try:
+        started = time.monotonic()
+        within_the_second = call(app, "GET", path="/readyz")
+        waited = time.monotonic() - started
+        clock.advance(1.0)
+        a_second_later = call(app, "GET", path="/readyz")
+    finally:
+        blocker.close()
+
+    assert within_the_second.status == 200 and waited < app.config.write_timeout / 2, "no second check, no wait"
+    assert a_second_later.status == 503 and "locked" in a_second_later.json()["error"]
+
+
+def test_probes_arriving_together_wait_for_one_check_at_most(build, clock):
+    app = build()
+    app.start()
+    app.probes.readiness.clock = clock
+    call(app, "GET", path="/readyz")
+    clock.advance(1.0)
+    blocker = locked(app.config.database)
+    answers = []
+
+    def probe():
+        started = time.monotonic()
+        status = call(app, "GET", path="/readyz").status
+        answers.append((status, time.monotonic() - started))
+
+    try:
+        threads = [threading.Thread(target=probe) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        blocker.close()
+
+    waited = [status for status, seconds in answers if seconds >= app.config.write_timeout * 0.8]
+    assert waited == [503], f"one check waited for the lock, the others answered at once: {sorted(answers)}"
+
+
+def test_public_answers_name_no_file_path(tmp_path, caplog):
+    config = make_config(tmp_path, "http://127.0.0.1:9/events", diy={"database": str(tmp_path / "gone" / "outbox.sqlite3"),
+                                                                       "metrics_dir": str(tmp_path / "metrics")})
+    app = make_app(config)
+    try:
+        ready = call(app, "GET", path="/readyz")
+        stored = call(app, query="type=ADD_TO_AUDIENCE", body=mutations_body("ADD_TO_AUDIENCE", mutation("a", "u1")))
+    finally:
+        app.stop()
+
+    assert (ready.status, stored.status) == (503, 503)
+    assert "cannot open" in ready.json()["error"] and "cannot open" in stored.json()["error"]
+    assert str(tmp_path) not in ready.body.decode() + stored.body.decode()
+    assert str(tmp_path / "gone") in caplog.text, "the log keeps the details"
+
+
+SQLITE_FILE = "/srv/diy/outbox.sqlite3"
+POSTGRES_URL = "postgresql://diy@db.internal:5432/outbox"
+
+
+@pytest.mark.parametrize("location, message, public", [
+    (SQLITE_FILE, f"cannot open the database {SQLITE_FILE}: disk I/O error", "cannot open the database: disk I/O error"),
+    (POSTGRES_URL, f"PostgreSQL at {POSTGRES_URL} is unavailable: connection failed: connection to server"
+     ' at "10.0.0.5", port 5432 failed: Connection refused',
+     "PostgreSQL is unavailable: connection failed: connection to server failed: Connection refused"),
+    (SQLITE_FILE, f"the database {SQLITE_FILE} has schema version 99, see /usr/share/doc/diy",
+     "the database has schema version 99, see <path>"),
+], ids=["sqlite-path", "postgresql-url-and-address", "other-paths"])
+def test_a_public_reason_keeps_what_is_wrong_and_drops_where(location, message, public):
+    assert public_reason(StoreUnavailable(message), location) == public
 
 
 def test_probes_need_no_signature_and_refuse_posts(build):
@@ -108,6 +198,19 @@ def test_metrics_answers_loopback_only_by_default(build, address, status):
     assert response.status == status
 
 
+@pytest.mark.parametrize("host, status", [
+    ("127.0.0.1:8000", 200), ("localhost", 200), ("[::1]:8000", 200), ("dmp.example.com", 200), ("DMP.Example.COM:443", 200),
+    ("rebound.example:8000", 403), ("localhost.rebound.example", 403), ("", 403),
+], ids=["ipv4-loopback", "localhost", "ipv6-loopback", "server-name", "server-name-any-case", "rebound-name",
+        "name-ending-elsewhere", "empty"])
+def test_metrics_from_loopback_must_be_addressed_to_this_machine(build, host, status):
+    app = build(diy={"server_name": "dmp.example.com"})
+
+    response = call(app, "GET", path="/metrics", environ={"REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": host})
+
+    assert response.status == status
+
+
 @pytest.mark.parametrize("authorization,status", [(None, 401), ("Bearer wrong", 401), ("Bearer metrics-secret", 200)],
                          ids=["missing", "wrong", "right"])
 def test_a_metrics_token_is_required_when_configured(build, authorization, status):
@@ -145,6 +248,21 @@ def test_counts_of_an_exited_process_are_kept(tmp_path):
 
     assert merged["counters"] == [["diy_requests_total", [["integration", "demo"], ["type", "VALIDATE"], ["status", "200"]], 11]]
     assert sorted(p.name for p in directory.iterdir() if p.suffix == ".json")[-1] == "retired.json"
+
+
+def test_metrics_files_are_readable_by_their_owner_alone(tmp_path, permissive_umask):
+    directory = tmp_path / "metrics"
+    exited = "from diy.metrics import Metrics; m = Metrics({!r}); m.count('diy_requests_total', ()); m.flush()"
+    subprocess.run([sys.executable, "-c", exited.format(str(directory))], cwd=ROOT, check=True)
+    mine = Metrics(directory)
+    mine.count("diy_requests_total", ())
+    mine.flush()
+
+    modes = {path.name: mode_of(path) for path in directory.iterdir()}
+
+    assert mode_of(directory) == 0o700
+    assert "retired.json" in modes and "lock" in modes and len(modes) == 3
+    assert set(modes.values()) == {0o600}, modes
 
 
 def test_render_escapes_label_values():

@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from targets.errors import PayloadTooLarge, PermanentError, TransientError
+from targets.errors import CredentialsRefused, PayloadTooLarge, PermanentError, TransientError
 from targets.http import HttpClient, HttpResponse, parse_retry_after, raise_for_status
 
 NOW = 1_795_757_661.0  # 2026-11-27T05:34:21Z
@@ -272,7 +272,7 @@ def test_parse_retry_after(value, expected):
         (413, PayloadTooLarge),
         (408, TransientError), (425, TransientError), (429, TransientError),
         (500, TransientError), (502, TransientError), (503, TransientError), (504, TransientError),
-        (301, PermanentError), (400, PermanentError), (401, PermanentError), (403, PermanentError),
+        (301, PermanentError), (400, PermanentError), (401, CredentialsRefused), (403, CredentialsRefused),
         (404, PermanentError), (410, PermanentError), (422, PermanentError),
     ],
     ids=lambda value: getattr(value, "__name__", str(value)) if value else "returns",

@@ -190,6 +190,27 @@ def test_a_read_only_server_is_not_ready_and_takes_no_write(url, pg_outbox):
         fresh.database.close()
 
 
+def test_readyz_says_a_read_only_server_cannot_take_requests_without_naming_it(url, tmp_path):
+    name = url.rsplit("/", 1)[1]
+    app = make_app(make_config(tmp_path, "http://127.0.0.1:9/events", diy={"database": url}))
+    app.start()
+    assert call(app, method="GET", path="/readyz").status == 200
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    app.stop()
+    app = make_app(make_config(tmp_path, "http://127.0.0.1:9/events", diy={"database": url}))
+    app.start()
+    try:
+        ready = call(app, method="GET", path="/readyz")
+    finally:
+        app.stop()
+
+    assert ready.status == 503 and "read-only" in ready.json()["error"]
+    assert name not in ready.body.decode()
+
+
 def test_the_password_never_appears_in_messages(postgres_server):
     url = postgres_server.url("no_such_database").replace("@", ":hunter2-secret@")
     database = PostgresDatabase(url, write_timeout=0.5)
@@ -277,7 +298,8 @@ def test_while_the_server_is_down_the_dmp_gets_503_and_everything_resumes_when_i
 
     assert [r.status for r in down] == [503, 503, 503]
     assert all("nothing was stored" in r.json()["error"] for r in down)
-    assert ready.status == 503 and "database: PostgreSQL at" in ready.json()["error"]
+    assert ready.status == 503 and "database: PostgreSQL is unavailable" in ready.json()["error"]
+    assert url.split("@")[1] not in ready.body.decode(), "no host, port or database name in a public answer"
     assert after.status == 200
     assert receiver.members == {"4711": {"before", "after"}}
     assert not [r for r in caplog.records if r.exc_info and r.name == "diy.receiver"], "no traceback per request"

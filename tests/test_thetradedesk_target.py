@@ -11,12 +11,10 @@ from outbox.store import ReceivedMutation
 from targets import BUILTIN, load_target_class
 from targets.base import ADD, REMOVE, Audience, Mutation
 from targets.errors import (
-    PartialFailure, PayloadTooLarge, PermanentError, TargetConfigError, TransientError,
+    CredentialsRefused, PartialFailure, PayloadTooLarge, PermanentError, TargetConfigError, TransientError,
 )
 from targets.http import HttpClient
-from targets.thetradedesk import (
-    CredentialsRefused, TheTradeDeskTarget, build_requests, segment_name,
-)
+from targets.thetradedesk import TheTradeDeskTarget, build_requests, segment_name
 from tests.fakes.thetradedesk import FakeTheTradeDesk
 from tests.support import make_config
 
@@ -107,13 +105,13 @@ def test_token_mode_sends_the_token_and_no_signature(fake, http, httpserver_ipv4
         pytest.param({}, {"advertiser_id": "adv2"}, id="other-advertiser-403"),
     ],
 )
-def test_refused_credentials_are_a_permanent_configuration_error(httpserver_ipv4, http, fake_options, wrong):
+def test_refused_credentials_are_a_configuration_error_not_the_datas(httpserver_ipv4, http, fake_options, wrong):
     fake = FakeTheTradeDesk(httpserver_ipv4, **fake_options)
 
     with pytest.raises(CredentialsRefused) as raised:
         ttd(fake, http, **wrong).add_users(AUDIENCE, mutations(TDIDS[0]))
 
-    assert isinstance(raised.value, PermanentError)
+    assert not isinstance(raised.value, PermanentError), "nothing to dead-letter: the data is fine"
     assert "configuration error" in raised.value.message
     assert "target.advertiser_id" in raised.value.message
     assert fake.rejections[0][0] in (401, 403)

@@ -29,7 +29,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from diy.sandbox.criteo import CriteoApi
 from diy.sandbox.faults import Decision, Faults
-from diy.sandbox.settings import SandboxSettings, is_loopback
+from diy.hosts import host_name, is_loopback
+from diy.sandbox.settings import SandboxSettings
 from diy.sandbox.state import RequestStats, SandboxState
 from diy.sandbox.thetradedesk import TheTradeDeskApi
 from diy.sandbox.views import home_page
@@ -170,14 +171,6 @@ def refuse_other_origins(request: Request) -> None:
     origin = request.header("origin")
     if origin is not None and (host is None or origin.lower() != f"http://{host.lower()}"):
         raise Forbidden("cross-origin requests are refused: a page of another site must not drive the sandbox")
-
-
-def host_name(host: str) -> str:
-    """The name or address in a Host header ("[::1]:9000" -> "::1"); "" when malformed."""
-    try:
-        return urlsplit(f"//{host}").hostname or ""
-    except ValueError:
-        return ""
 
 
 def fault_reply(decision: Decision) -> Reply:

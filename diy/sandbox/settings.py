@@ -4,10 +4,10 @@ The default credentials are public on purpose (the sandbox listens on loopback o
 nothing real); `diy-wsgi sandbox --help` prints them. The webhook secret is the quick start's,
 so examples/quickstart.ini delivers to the sandbox once its target.url points here.
 """
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Tuple
 
+from diy.hosts import is_loopback
 from diy.sandbox.faults import FaultSettings, Outage, parse_duration, parse_outage, parse_rate, parse_retry_after
 from diy.sandbox.wire import SandboxConfigError
 from targets.webhook import decode_secret
@@ -84,12 +84,3 @@ def settings_from_flags(
         outages=tuple(parse_outage(outage) for outage in outages),
         **{name: value for name, value in credentials.items() if value is not None},
     )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -17,6 +17,9 @@ An adapter (`Platform`) knows, for one target:
     throttle_headers(s) the headers of a 429 that say "try again in s seconds", platform-worded
     refusal_body(r)     a 4xx body giving the reason `r` the way the platform words it
     refuse(users)       partial_failures: the platform refuses these users, accepts the rest
+    refuse_credentials()  the platform stops accepting the target's credentials (rotated or
+                        revoked on its side), as it answers such calls: 401 or 403
+    accept_credentials()  ... and accepts them again (the operator fixed it)
     revoke_tokens()     token_refresh: every access token issued so far stops working
     token_requests()    token_refresh: how many tokens were asked for
 
@@ -99,6 +102,13 @@ class WebhookPlatform(Platform):
     def make_fake(self):
         return FakeWebhook(self.server, clock=self.clock, max_members=self.max_batch)
 
+    def refuse_credentials(self):
+        """The receiver's secret rotated without us: its signature check answers 401."""
+        self.secret, self.fake.secret = self.fake.secret, self.wrong_credentials["secret"]
+
+    def accept_credentials(self):
+        self.fake.secret = self.secret
+
     def credentials(self):
         return [self.fake.secret, self.wrong_credentials["secret"]]
 
@@ -122,6 +132,13 @@ class TheTradeDeskPlatform(Platform):
 
     def make_fake(self):
         return FakeTheTradeDesk(self.server, max_items=self.max_batch)
+
+    def refuse_credentials(self):
+        """The Data API token revoked at TTD: TTD-Auth answers 401."""
+        self.token, self.fake.token = self.fake.token, "a-token-issued-since"
+
+    def accept_credentials(self):
+        self.fake.token = self.token
 
     def credentials(self):
         return [self.fake.token, self.wrong_credentials["token"]]
@@ -148,6 +165,15 @@ class CriteoPlatform(Platform):
 
     def make_fake(self):
         return FakeCriteo(self.server, clock=self.clock)
+
+    def refuse_credentials(self):
+        """The app's client secret rotated at Criteo: its tokens stop working (401) and the old
+        secret gets no new one (401 invalid_client)."""
+        self.client_secret, self.fake.client_secret = self.fake.client_secret, "a-secret-issued-since"
+        self.fake.revoke_token()
+
+    def accept_credentials(self):
+        self.fake.client_secret = self.client_secret
 
     def credentials(self):
         return [self.fake.client_secret, self.wrong_credentials["client_secret"]]
@@ -251,6 +277,10 @@ class Pipeline:
 
     def counts(self):
         return self.outbox.counts(INTEGRATION)
+
+    def audience(self, audience=AUDIENCE):
+        """The outbox's record of `audience` (state, attempts, last error)."""
+        return self.outbox.audience(INTEGRATION, audience.dmp_id)
 
 
 @pytest.fixture

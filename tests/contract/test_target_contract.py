@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from targets.base import ADD, REMOVE
-from targets.errors import PartialFailure, PayloadTooLarge, PermanentError, TransientError
+from targets.errors import CredentialsRefused, PartialFailure, PayloadTooLarge, PermanentError, TransientError
 from tests.contract.conftest import AUDIENCE, created, mutations
 
 RETRY_AFTER = 30
@@ -83,15 +83,68 @@ def test_requests_have_the_shape_and_credentials_the_platform_requires(platform)
     assert platform.members(audience.target_id) == {platform.user(1)}
 
 
-def test_wrong_credentials_are_permanent_and_never_named_in_the_message(platform):
+def test_wrong_credentials_are_a_credentials_refusal_never_named_in_the_message(platform):
     audience = created(platform.target())
     target = platform.target(**platform.wrong_credentials)
 
-    with pytest.raises(PermanentError) as raised:
+    with pytest.raises(CredentialsRefused) as raised:
         target.add_users(audience, mutations(ADD, platform.user(1)))
 
     assert platform.members(audience.target_id) == set()
     assert not [secret for secret in platform.credentials() if secret in raised.value.message]
+
+
+def test_a_403_is_a_credentials_refusal(platform):
+    audience = created(platform.target())
+    platform.fail_next(403, body=platform.refusal_body("this account may not manage the advertiser"))
+
+    with pytest.raises(CredentialsRefused) as raised:
+        platform.target().add_users(audience, mutations(ADD, platform.user(1)))
+
+    assert "403" in raised.value.message
+
+
+def test_the_dispatcher_holds_an_account_whose_credentials_are_refused_and_resumes_when_they_are_accepted(
+        platform, pipeline, clock):
+    deliver = pipeline(platform.target())
+    target_id = deliver.ready()
+    users = [platform.user(1), platform.user(2)]
+    deliver.enqueue(ADD, users[:1])
+    platform.refuse_credentials()
+
+    deliver.run_once()
+    calls = platform.calls()
+    deliver.enqueue(ADD, users[1:])
+    clock.advance(10)
+    deliver.run_once()
+
+    assert platform.calls() == calls, "held: no call until the breaker's cooldown is over"
+    assert deliver.counts() == {"pending": 2, "done": 0, "dead": 0}, "nothing dead-lettered"
+    assert deliver.audience().attempts == 0, "no attempt burnt"
+    platform.accept_credentials()
+    clock.advance(30)
+    deliver.drain()
+
+    assert platform.members(target_id) == set(users)
+    assert deliver.counts() == {"pending": 0, "done": 2, "dead": 0}
+
+
+def test_while_credentials_are_refused_creating_an_audience_never_ends_the_hold(platform, pipeline, clock, caplog):
+    deliver = pipeline(platform.target())
+    deliver.ready()
+    platform.refuse_credentials()
+    deliver.enqueue(ADD, [platform.user(1)])
+    deliver.run_once()
+    deliver.enqueue(ADD, [platform.user(2)], audience=dataclasses.replace(AUDIENCE, dmp_id="b0000000000000.1"))
+
+    for _ in range(3):
+        clock.advance(700)
+        deliver.run_once()
+
+    said = [record.getMessage().split(" account=")[0] for record in caplog.records
+            if record.getMessage().startswith("credentials ")]
+    assert said == ["credentials refused"], "one line, and no 'accepted' while the platform still refuses"
+    assert deliver.counts() == {"pending": 2, "done": 0, "dead": 0}
 
 
 def test_a_full_batch_goes_in_one_call_and_one_more_is_cut_by_the_dispatcher(platform, pipeline):
@@ -177,7 +230,7 @@ def test_a_503_is_transient_and_the_repeated_call_delivers(platform):
     assert platform.members(audience.target_id) == {platform.user(1)}
 
 
-@pytest.mark.parametrize("status", [400, 403, 422])
+@pytest.mark.parametrize("status", [400, 422])
 def test_a_permanent_4xx_is_permanent_and_names_the_platforms_reason(platform, status):
     target = platform.target()
     audience = created(target)
