@@ -19,6 +19,7 @@ SQLite.
 """
 import contextlib
 import os
+import secrets
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
@@ -83,6 +84,7 @@ class PostgresDatabase:
         self._opened = []
         self._lock = threading.Lock()
         self._migrated_in = None
+        self._sender_suffix = secrets.token_hex(4)
 
     def __repr__(self):
         return f"PostgresDatabase({self.location!r})"
@@ -259,10 +261,15 @@ class PostgresDatabase:
         """The text of a stored JSON value: a number as its digits, a string without quotes."""
         return f"({expression} #>> '{{}}')"
 
-    @staticmethod
-    def notify_work(connection):
-        """Wake the dispatchers of every VM once this transaction commits."""
-        connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    def notify_work(self, connection):
+        """Wake the dispatchers of every other process and VM once this transaction commits
+        (this process's own dispatcher is woken directly, so its listener skips the echo)."""
+        connection.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, self.sender))
+
+    @property
+    def sender(self):
+        """Who sent a notification: this process (a forked worker is another sender)."""
+        return f"{os.getpid()}-{self._sender_suffix}"
 
     def checkpoint(self, *, truncate):
         """PostgreSQL checkpoints by itself."""
@@ -285,7 +292,8 @@ class PostgresDatabase:
                 with psycopg.connect(self.url, **self._connect_options()) as raw:
                     raw.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     while not stopping.is_set():
-                        if any(True for _ in raw.notifies(timeout=timeout, stop_after=1)):
+                        notes = list(raw.notifies(timeout=timeout, stop_after=1))
+                        if any(note.payload != self.sender for note in notes):
                             wake()
             except psycopg.Error:
                 stopping.wait(timeout)

@@ -274,6 +274,31 @@ def test_a_commit_on_another_machine_wakes_the_dispatcher_at_once(url, tmp_path,
     assert receiver.members == {"4711": {"u1"}}
 
 
+def test_a_listener_skips_its_own_processs_notifications_and_wakes_for_anyone_elses(url, pg_outbox):
+    """The process that commits wakes its own dispatcher directly; the echo of its own NOTIFY
+    would only cost every one of its dispatchers another claim."""
+    wakes, stopping = [], threading.Event()
+    listener = threading.Thread(target=pg_outbox.listen, args=(lambda: wakes.append(time.monotonic()), stopping))
+    other = Outbox(PostgresDatabase(url))
+    listener.start()
+    try:
+        time.sleep(1.0)
+        add(pg_outbox, "4711", "u1")
+        time.sleep(1.5)
+        echoes = len(wakes)
+        add(other, "4711", "u2")
+        deadline = time.monotonic() + 10
+        while len(wakes) == echoes and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stopping.set()
+        listener.join(5)
+        other.database.close()
+
+    assert echoes == 0
+    assert len(wakes) == 1
+
+
 def test_while_the_server_is_down_the_dmp_gets_503_and_everything_resumes_when_it_is_back(
         postgres_server, url, tmp_path, httpserver, caplog):
     receiver = WebhookReceiver(httpserver)
