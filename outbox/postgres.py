@@ -32,6 +32,12 @@ LOCK_DUE_ROWS = " FOR UPDATE OF audiences SKIP LOCKED"
 """Dispatchers claiming at once never lease one audience twice: a claim locks the audience rows
 it takes, and skips (never waits for) those another transaction holds: another claim, or a
 write adding batches to that audience."""
+LOCK_ROWS = " FOR UPDATE"
+"""Lock the rows a SELECT returns, in its ORDER BY: a transaction that touches several
+audiences locks them all first, in the order requests do (integration, key), so two such
+transactions never wait for each other in a circle."""
+CODE_POINT_ORDER = ' COLLATE "C"'
+"""Text in Python's order (sorted()), whatever the database's own collation."""
 TCP_USER_TIMEOUT_MS = 10000
 """A connection whose server stopped answering (a network cut, a dead VM) fails after this
 instead of hanging a request or a dispatcher for the kernel's TCP timeout (minutes)."""
@@ -72,6 +78,8 @@ def load_psycopg():
 class PostgresDatabase:
     kind = "postgresql"
     LOCK_DUE_ROWS = LOCK_DUE_ROWS
+    LOCK_ROWS = LOCK_ROWS
+    CODE_POINT_ORDER = CODE_POINT_ORDER
 
     def __init__(self, url, *, password=None, write_timeout=3.0, application_name="diy-wsgi"):
         self.psycopg = load_psycopg()
