@@ -1,10 +1,14 @@
 """CriteoTarget against FakeCriteo on 127.0.0.1 (pytest-httpserver), clock moved by hand."""
 import dataclasses
+import json
 import threading
 import time
 
 import pytest
 
+from diy.cli import main as cli_main
+from diy.config import load_config
+from diy.service import Service
 from outbox.dispatcher import Dispatcher
 from outbox.store import ReceivedMutation
 from targets import load_target_class
@@ -29,6 +33,7 @@ from targets.errors import (
 )
 from targets.http import HttpClient
 from tests.fakes.criteo import FakeCriteo
+from tests.support import config_text
 
 NOW = 1_000_000.0  # the `clock` fixture's start
 DMP_ID = "a5940e473cea659.356693871497425011"
@@ -707,3 +712,73 @@ def test_another_client_id_or_secret_is_another_application(fake, http, clock):
     assert criteo(fake, http, clock, client_id="other").application != target.application
     assert criteo(fake, http, clock, client_secret="other").application != target.application
     assert "csecret" not in repr(target.application)
+
+
+# The service: accounts of one app, and what status shows.
+
+
+def criteo_service(tmp_path, fake, clock, accounts):
+    """A Service whose integration `demo` is Criteo, one account per {customer: settings}."""
+    settings = fake.settings()
+    base = {"target": "criteo", **{f"target.{key}": value for key, value in settings.items()}}
+    text = config_text(tmp_path / "outbox.sqlite3", "http://unused.invalid", integration=base, sections={
+        f"integration:demo:customer:{customer}": {f"target.{key}": value for key, value in more.items()}
+        for customer, more in accounts.items()})
+    for key in ("target.url", "target.secret"):
+        text = text.replace(f"{key} = ", f"; {key} = ")
+    path = tmp_path / "diy.ini"
+    path.write_text(text)
+    path.chmod(0o600)
+    service = Service(load_config(path), clock=clock)
+    service.dispatcher.rand = lambda: 0.0
+    return path, service
+
+
+def test_accounts_sharing_a_client_id_share_one_rate_limit_and_one_token(tmp_path, fake, clock):
+    _, service = criteo_service(tmp_path, fake, clock, {1: {}, 2: {}})
+    try:
+        first, second = (service.accounts["demo"].for_customer(c) for c in (1, 2))
+        while first.guard.admit() == 0:
+            first.guard.release("ok")
+
+        assert second.guard.admit() > 0, "the app's 250 calls a minute are used up for both"
+        segment = fake.create_segment("s")
+        first.target.add_users(on(segment), users("g1"))
+        second.target.add_users(on(segment), users("g2"))
+        assert fake.token_requests == 1
+    finally:
+        service.close()
+
+
+def test_accounts_of_different_apps_keep_their_own_rate_limits(tmp_path, fake, clock):
+    _, service = criteo_service(tmp_path, fake, clock, {1: {}, 2: {"client_id": "another-app"}})
+    try:
+        first, second = (service.accounts["demo"].for_customer(c) for c in (1, 2))
+        while first.guard.admit() == 0:
+            first.guard.release("ok")
+
+        assert second.guard.admit() == 0
+    finally:
+        service.close()
+
+
+def test_status_shows_a_deprecated_api_version_with_its_sunset(tmp_path, fake, clock, capsys):
+    fake.deprecated["2026-01"] = SUNSET
+    path, service = criteo_service(tmp_path, fake, clock, {1: {"api_version": "2026-01"}})
+    try:
+        service.outbox.enqueue("demo", "add", [ReceivedMutation(DMP_ID, "g1", customer=1)],
+                               pass_through=False, now=clock())
+        drain(service.dispatcher, clock)
+        service.metrics.flush()
+
+        capsys.readouterr()
+        assert cli_main(["status", "--config", str(path), "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)["deprecated_api_versions"]
+        assert cli_main(["status", "--config", str(path)]) == 0
+        table = capsys.readouterr().out
+    finally:
+        service.close()
+
+    assert shown == [{"integration": "demo", "account": "demo/customer:1", "api_version": "2026-01",
+                      "sunset": "2027-01-27"}]
+    assert "2026-01" in table and "2027-01-27" in table
