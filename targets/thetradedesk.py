@@ -58,6 +58,9 @@ Answers, read into `targets.errors`:
                                                TargetingDataLimitReached): all are the account's
                                                problem, never the data's, so the account is held
                                                and nothing is dead-lettered
+    410                                        VersionRetired: TTD retired the endpoint or a
+                                               property we send; our code, never the data's, so
+                                               the account is held until diy-wsgi is updated
     413                                        PayloadTooLarge: the dispatcher halves the batch
     408, 429, 5xx, no answer                   TransientError, `retry_after` from Retry-After
     anything else                              `targets.http.raise_for_status`
@@ -88,7 +91,9 @@ What each fact rests on (nothing was tried against a live endpoint; tests use
   reached"), 413 MaxRequestSizeExceeded, in an `{"ErrorCode", "Message"}` envelope: TTD's Data
   API return codes (open.thetradedesk.com .../post-data-advertiser-firstparty and
   .../Foundations/resources/doc/ReturnCodes, as summarised in api-evangelist/trade-desk
-  `errors/trade-desk-error-codes.yml`); a 403 body in plain text is read as well.
+  `errors/trade-desk-error-codes.yml`); a 403 body in plain text is read as well. 410 "The
+  request uses a deprecated endpoint or property" (ReturnCodes, same summary,
+  `errors/trade-desk-problem-types.yml`): TTD's deprecation signal, sent instead of headers.
 - TTL default 30 days, at most 180 days: RudderStack's "The Trade Desk Audience" setup guide
   (rudderstack.com/docs/destinations/audience-list-destinations/trade-desk-audience/setup-guide/).
 - The key is spelled `TtlInMinutes` as in the SDK's schema; RudderStack sends `TTLInMinutes`,
@@ -113,7 +118,7 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from targets.base import Audience, Mutation, Target
-from targets.errors import CredentialsRefused, PartialFailure, PermanentError, TargetConfigError
+from targets.errors import CredentialsRefused, PartialFailure, PermanentError, TargetConfigError, VersionRetired
 from targets import settings as read
 from targets.http import _excerpt, raise_for_status, status_summary
 
@@ -292,6 +297,12 @@ def read_answer(response, batch: Sequence[Mutation], *, advertiser_id: str, now:
         )
     if status == 403:
         raise CredentialsRefused(refusal_message(response, advertiser_id))
+    if status == 410:
+        raise VersionRetired(
+            f"{PLATFORM} no longer serves {PATH} as diy-wsgi calls it ({status_summary(response)}):"
+            " the endpoint or a property we send is retired; update diy-wsgi. The work waits,"
+            " nothing is dead-lettered"
+        )
     if status == 400:
         raise PermanentError(f"{PLATFORM} refused the request: {status_summary(response)}")
     raise_for_status(response, PLATFORM, now)

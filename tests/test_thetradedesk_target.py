@@ -12,6 +12,7 @@ from targets import BUILTIN, load_target_class
 from targets.base import ADD, REMOVE, Audience, Mutation
 from targets.errors import (
     CredentialsRefused, PartialFailure, PayloadTooLarge, PermanentError, TargetConfigError, TransientError,
+    VersionRetired,
 )
 from targets.http import HttpClient
 from targets.thetradedesk import TheTradeDeskTarget, build_requests, segment_name
@@ -135,6 +136,15 @@ def test_a_403_says_the_platforms_own_code_and_message_and_holds_the_account(
     assert f"HTTP 403, {said}" in raised.value.message
     assert "not the data's" in raised.value.message and advice in raised.value.message
     assert fake.members == {}
+
+
+def test_a_410_is_a_retired_endpoint_that_holds_the_account(fake, http):
+    fake.fail_next(410, body="Gone")
+
+    with pytest.raises(VersionRetired) as raised:
+        ttd(fake, http).add_users(AUDIENCE, mutations(TDIDS[0]))
+
+    assert "nothing is dead-lettered" in raised.value.message
 
 
 def test_a_403_in_plain_text_is_reported_as_it_came(fake, http):
