@@ -34,6 +34,10 @@ HELP = {
     "diy_delivery_latency_seconds": ("histogram", "From the 200 to the DMP until the platform accepted, by integration."),
     CREDENTIALS_GAUGE: ("gauge", "1 while the platform refuses an account's credentials and its work is held."),
 }
+API_DEPRECATION_NOTICES = "diy_api_deprecation_notices_total"
+API_DEPRECATED_GAUGE = "diy_api_deprecated"
+HELP[API_DEPRECATION_NOTICES] = ("counter", "Platform answers saying the API version in use is deprecated.")
+HELP[API_DEPRECATED_GAUGE] = ("gauge", "1 while a platform announces the end (sunset) of the API version in use.")
 FILE = re.compile(r"(\d+)\.[0-9a-f]+\.json")
 log = logging.getLogger("diy.metrics")
 

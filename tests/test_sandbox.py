@@ -4,6 +4,7 @@ Each test starts a real sandbox server in a thread on port 0 and talks to it ove
 http.client or with our real targets; clocks, random sources and sleeps are injected, so
 nothing here waits for time to pass.
 """
+import calendar
 import http.client
 import json
 import random
@@ -38,7 +39,7 @@ from tests.processes import ROOT, Process, free_port, wait_for_port
 OTHER_SECRET = "whsec_b3RoZXIta2V5LW5vdC10aGUtc2FuZGJveGVz"
 TDID_1 = "df2df528-e032-4851-b7c6-99287c7d6bce"
 TDID_2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
-SEGMENTS = "/2026-01/marketing-solutions/audience-segments"
+SEGMENTS = "/2026-07/marketing-solutions/audience-segments"
 
 
 # Starting sandboxes and talking to them.
@@ -192,8 +193,7 @@ def test_the_trade_desk_names_a_malformed_tdid_in_failed_lines_and_applies_the_r
     answer = call(sandbox, "POST", "/data/advertiser", upload, {"TTD-Auth": DEFAULT_TTD_TOKEN})
 
     assert answer.status == 200
-    assert answer.json() == {"FailedLines": [{"ErrorCode": "InvalidUserId", "ItemNumber": "2", "TDID": "not-a-uuid",
-                                              "Message": "TDID must be a 36-character UUID"}]}
+    assert answer.json() == {"FailedLines": [{"ErrorCode": "MissingUserId", "Message": "Invalid TDID, item #2"}]}
     assert audiences(sandbox)["thetradedesk"] == {"mapp_1_a1": {"advertiser_ids": ["adv1"], "members": [TDID_1]}}
 
 
@@ -222,13 +222,13 @@ def test_the_trade_desk_takes_its_token_or_a_body_signature(sandbox, headers, st
     assert answer.status == status
 
 
-def test_the_trade_desk_refuses_more_than_10000_items_with_413(sandbox):
-    upload = ttd_upload(*[(TDID_1, "seg", 60)] * 10_001)
+def test_the_trade_desk_refuses_a_body_over_2_5_mb_with_413_whatever_its_item_count(sandbox):
+    headers = {"TTD-Auth": DEFAULT_TTD_TOKEN}
+    many = call(sandbox, "POST", "/data/advertiser", ttd_upload(*[(TDID_1, "seg", 60)] * 10_001), headers)
+    large = call(sandbox, "POST", "/data/advertiser", ttd_upload((TDID_2, "s" * 2_500_000, 60)), headers)
 
-    answer = call(sandbox, "POST", "/data/advertiser", upload, {"TTD-Auth": DEFAULT_TTD_TOKEN})
-
-    assert answer.status == 413
-    assert audiences(sandbox)["thetradedesk"] == {}
+    assert (many.status, large.status) == (200, 413)
+    assert audiences(sandbox)["thetradedesk"] == {"seg": {"advertiser_ids": ["adv1"], "members": [TDID_1]}}
 
 
 def test_the_trade_desk_target_adds_and_reports_a_malformed_tdid(sandbox, http_client):
@@ -247,15 +247,15 @@ def test_the_trade_desk_target_adds_and_reports_a_malformed_tdid(sandbox, http_c
 
 # Criteo.
 
-def test_criteo_creates_a_segment_and_refuses_a_second_of_the_same_name(sandbox):
+def test_criteo_creates_a_segment_and_warns_of_a_second_of_the_same_name(sandbox):
     token = criteo_token(sandbox)
 
     first = criteo_create(sandbox, token, "mapp Summer buyers (a1)")
     second = criteo_create(sandbox, token, "mapp Summer buyers (a1)")
 
     assert first.status == 200 and first.json()["data"][0]["id"] == "1"
-    assert second.status == 400
-    assert second.json()["errors"][0]["code"] == "name-must-be-unique"
+    assert (second.status, second.json()["data"], second.json()["errors"]) == (200, [], [])
+    assert second.json()["warnings"][0]["code"] == "name-must-be-unique"
 
 
 def test_criteo_search_pages_with_limit_offset_and_total_items(sandbox):
@@ -292,11 +292,40 @@ def test_criteo_reports_invalid_identifiers(sandbox):
     assert attributes["sampleInvalidIdentifiers"] == ["has space"]
 
 
-def test_criteo_answers_404_audience_invalid_for_an_unknown_segment(sandbox):
+def test_criteo_answers_404_segment_not_found_for_an_unknown_segment(sandbox):
     answer = criteo_amend(sandbox, criteo_token(sandbox), "4711", "add", "111")
 
     assert answer.status == 404
-    assert answer.json()["errors"][0]["code"] == "audience-invalid"
+    assert answer.json()["errors"][0]["code"] == "segment-not-found"
+
+
+def test_criteo_takes_more_than_50000_identifiers(sandbox):
+    token = criteo_token(sandbox)
+    segment_id = criteo_create(sandbox, token, "seg").json()["data"][0]["id"]
+
+    answer = criteo_amend(sandbox, token, segment_id, "add", *(str(n) for n in range(50_001)))
+
+    assert answer.status == 200
+
+
+@pytest.mark.parametrize(
+    "today, status, headers",
+    [
+        ("2026-10-01", 200, {}),
+        ("2026-12-03", 200, {"deprecation": "true", "sunset": "Wed, 27 Jan 2027 00:00:00 GMT"}),
+        ("2027-01-27", 410, {}),
+    ],
+    ids=["before-its-last-3-months", "in-its-last-3-months", "after-its-sunset"],
+)
+def test_criteo_announces_then_retires_an_api_version(start_sandbox, clock, today, status, headers):
+    clock.now = calendar.timegm(time.strptime(today, "%Y-%m-%d"))
+    sandbox = start_sandbox(clock=clock)
+
+    answer = criteo(sandbox, "POST", "/2026-01/marketing-solutions/audience-segments/search", {},
+                    criteo_token(sandbox))
+
+    assert answer.status == status
+    assert {k: v for k, v in answer.headers.items() if k in ("deprecation", "sunset")} == headers
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-token"}], ids=["none", "unknown"])
