@@ -7,6 +7,7 @@ nothing here waits for time to pass.
 import http.client
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -162,9 +163,34 @@ def test_the_webhook_target_creates_an_audience_and_moves_its_members(sandbox, h
     target.add_users(audience, mutations(ADD, "u1", "u2", "u3"))
     target.remove_users(audience, mutations(REMOVE, "u2", first_id=4))
 
-    assert receiver_id == "sbx-1"
+    assert re.fullmatch(r"sbx-\d+", receiver_id)
     assert audiences(sandbox)["webhook"] == {
-        SUMMER.dmp_id: {"id": "sbx-1", "name": "Summer buyers", "members": ["u1", "u3"]}}
+        SUMMER.dmp_id: {"id": receiver_id, "name": "Summer buyers", "members": ["u1", "u3"]}}
+
+
+def created_ids(server):
+    """The ids of one new webhook audience and one new Criteo segment."""
+    answer = post_event(server, {"type": "audience.created", "timestamp": "2026-11-27T05:34:21Z",
+                                 "data": {"integration": "shop", "audience": {"dmp_id": "a1", "name": "A"}}},
+                        f"msg_{time.monotonic_ns()}")
+    segment = criteo_create(server, criteo_token(server), "seg").json()["data"][0]["id"]
+    return [answer.json()["id"], segment]
+
+
+def test_ids_are_never_handed_out_again_after_a_reset(sandbox):
+    before = created_ids(sandbox)
+
+    call(sandbox, "POST", "/api/reset")
+
+    assert set(created_ids(sandbox)).isdisjoint(before)
+
+
+def test_ids_are_never_handed_out_again_after_a_restart(start_sandbox):
+    """A restarted sandbox that answered `sbx-1` again would have diy-wsgi, which still maps
+    sbx-1 to the old audience, send both audiences' users to the new one."""
+    before = created_ids(start_sandbox())
+
+    assert set(created_ids(start_sandbox())).isdisjoint(before)
 
 
 def test_a_webhook_with_a_wrong_signature_is_refused_and_not_applied(sandbox):
@@ -253,7 +279,7 @@ def test_criteo_creates_a_segment_and_refuses_a_second_of_the_same_name(sandbox)
     first = criteo_create(sandbox, token, "mapp Summer buyers (a1)")
     second = criteo_create(sandbox, token, "mapp Summer buyers (a1)")
 
-    assert first.status == 200 and first.json()["data"][0]["id"] == "1"
+    assert first.status == 200 and first.json()["data"][0]["id"].isdigit()
     assert second.status == 400
     assert second.json()["errors"][0]["code"] == "name-must-be-unique"
 
