@@ -242,6 +242,7 @@ class DiyApp:
         record = self.outbox.record_created(
             integration.name, new.dmp_id, name=new.name, customer=new.customer, target_id=target_id, key=key, now=self.clock()
         )
+        self.service.dispatcher.check_target_id(integration.name, new.dmp_id, target_id)
         self.service.dispatcher.wake()
         return record
 
@@ -249,11 +250,13 @@ class DiyApp:
         """A creation that outran the budget still finished: keep its result, if it has one."""
         if future.exception() is not None:
             return
+        target_id = str(future.result())
         try:
             self.outbox.record_created(
                 integration.name, new.dmp_id, name=new.name, customer=new.customer,
-                target_id=str(future.result()), key=new.dmp_id, now=self.clock(),
+                target_id=target_id, key=new.dmp_id, now=self.clock(),
             )
+            self.service.dispatcher.check_target_id(integration.name, new.dmp_id, target_id)
             self.service.dispatcher.wake()
         except StoreError:
             log.warning("late audience creation not recorded integration=%s audience=%s; the dispatcher creates it", integration.name, new.dmp_id)

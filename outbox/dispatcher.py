@@ -20,7 +20,7 @@ import threading
 import time
 
 from outbox.accounts import Accounts
-from outbox.errors import StoreUnavailable
+from outbox.errors import StoreError, StoreUnavailable
 from outbox.retry import RetryPolicy
 from targets.base import ADD, REMOVE
 from outbox.guard import CREDENTIALS_REFUSED
@@ -332,6 +332,21 @@ class Dispatcher:
         else:
             log.warning("credentials accepted again account=%s; its held work resumes", account.label)
 
+    def check_target_id(self, integration, dmp_id, target_id):
+        """Warn when the platform answered the creation of `dmp_id` with an id that another
+        audience already has (a platform that forgot its audiences, such as a restarted test
+        platform): the users of both would reach one platform audience. Call it once the
+        mapping is stored."""
+        try:
+            known = [other for other in self.outbox.audiences_of_target(integration, target_id) if other != dmp_id]
+        except StoreError as error:
+            log.debug("audience id not checked integration=%s audience=%s reason=%r", integration, dmp_id, str(error))
+            return
+        for other in known:
+            log.warning("audience id clash integration=%s audience=%s known_audience=%s target_id=%s; the platform "
+                        "answered the new audience with the known one's id, so both audiences' users reach one "
+                        "platform audience (was the platform reset?)", integration, dmp_id, other, target_id)
+
     def _refuse(self, claim, reason):
         """Work that no call can do: a creation fails, a batch is dead-lettered, with `reason`."""
         audience = claim.audience
@@ -362,7 +377,8 @@ class Dispatcher:
             return "other"
         self._count(claim, "created")
         log.info("audience created integration=%s audience=%s target_id=%s", audience.integration, audience.dmp_id, target_id)
-        self._settle(claim, self.outbox.created, claim, str(target_id), now=self.clock())
+        if self._settle(claim, self.outbox.created, claim, str(target_id), now=self.clock()):
+            self.check_target_id(audience.integration, audience.dmp_id, str(target_id))
         self.wake()
         return "ok" if target.creates_on_the_platform else "other"
 
