@@ -11,6 +11,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from diy import logs
 from diy.admin import add_commands as add_admin_commands
 from diy.config import ConfigError, load_config, load_secret
+from diy.servers import QuietDisconnects
 from diy.signature import sign
 from outbox.errors import StoreError
 
@@ -171,7 +172,7 @@ def stop_on_signals(stop):
     signal.signal(signal.SIGINT, handler)
 
 
-class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+class ThreadingWSGIServer(QuietDisconnects, socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 

@@ -6,9 +6,12 @@ nothing here waits for time to pass.
 """
 import http.client
 import json
+import logging
 import random
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -34,7 +37,7 @@ from targets.base import ADD, REMOVE, Audience, Mutation
 from targets.errors import PartialFailure
 from targets.http import HttpClient
 from targets.webhook import WebhookTarget, sign
-from tests.processes import ROOT, Process, free_port, wait_for_port
+from tests.processes import ROOT, Process, free_port, wait_for_port, wait_until
 
 OTHER_SECRET = "whsec_b3RoZXIta2V5LW5vdC10aGUtc2FuZGJveGVz"
 TDID_1 = "df2df528-e032-4851-b7c6-99287c7d6bce"
@@ -479,6 +482,28 @@ def test_latency_is_slept_before_the_platform_answers(start_sandbox):
     call(sandbox, "GET", "/api/stats")
 
     assert slept == [0.05]
+
+
+def hang_up(url, request):
+    """Send `request` and reset the connection without waiting for the answer."""
+    host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+    client = socket.create_connection((host, int(port)), timeout=10)
+    client.sendall(request)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+
+
+def test_a_client_that_gives_up_during_the_latency_is_one_debug_line_not_a_traceback(start_sandbox, capfd, caplog):
+    hung_up = threading.Event()
+    sandbox = start_sandbox(sleep=lambda seconds: hung_up.wait(10), faults=FaultSettings(latency=5))
+    caplog.set_level(logging.DEBUG, logger="diy")
+
+    hang_up(sandbox.url, b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}")
+    hung_up.set()
+    wait_until(lambda: any("client hung up" in r.getMessage() for r in caplog.records), what="the debug line")
+
+    assert "Traceback" not in capfd.readouterr().err + caplog.text
+    assert call(sandbox, "GET", "/api/stats").status == 200
 
 
 @pytest.mark.parametrize("text, seconds", [("50ms", 0.05), ("1.5s", 1.5), ("2m", 120), ("1h", 3600), ("30", 30)],
