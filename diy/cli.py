@@ -162,10 +162,18 @@ def configure_logging(config):
 
 
 def stop_on_signals(stop):
-    """SIGTERM and SIGINT stop the loop from another thread (shutdown() waits for the loop)."""
+    """SIGTERM and SIGINT stop the loop from another thread (shutdown() waits for the loop); a
+    second one exits at once: what was acknowledged is committed, and other dispatchers take the
+    audiences of calls still in flight over once this process's heartbeat is old."""
+    stopping = threading.Event()
 
     def handler(signum, frame):
-        log.info("stopping signal=%s", signal.Signals(signum).name)
+        if stopping.is_set():
+            log.warning("stopping now signal=%s; calls in flight are abandoned and delivered again", signal.Signals(signum).name)
+            logging.shutdown()
+            os._exit(128 + signum)
+        stopping.set()
+        log.info("stopping signal=%s; send it again to stop at once", signal.Signals(signum).name)
         threading.Thread(target=stop, daemon=True).start()
 
     signal.signal(signal.SIGTERM, handler)
