@@ -36,6 +36,7 @@ from diy.http_errors import (
 )
 from diy.health import PATHS as PROBE_PATHS
 from diy.health import Probes, Reply, public_reason
+from diy.metrics import request_labels
 from diy.service import Service
 from diy.signature import verify
 from outbox.errors import StoreError
@@ -123,10 +124,10 @@ class DiyApp:
         if path in PROBE_PATHS:
             return
         integration = self.config.integration_for_path(path)
-        kind = metric_kind(request_type, environ.get("REQUEST_METHOD"))
-        labels = (("integration", integration.name if integration else "-"), ("type", kind))
+        request = request_labels(request_type, environ.get("REQUEST_METHOD"))
+        labels = (("integration", integration.name if integration else "-"),) + request
         self.metrics.count("diy_requests_total", labels + (("status", str(status)),))
-        self.metrics.observe("diy_request_duration_seconds", (("type", kind),), elapsed)
+        self.metrics.observe("diy_request_duration_seconds", request, elapsed)
 
     def handle(self, environ, request_type):
         integration = self.config.integration_for_path(environ.get("PATH_INFO") or "/")
@@ -279,15 +280,6 @@ def make_app(config, *, clock=None):
 
 def dmp_audience(integration, new):
     return Audience(integration.name, new.dmp_id, new.name, new.customer)
-
-
-def metric_kind(request_type, method):
-    """A request's `type` label: a DMP request type, or the bare method, or "other"."""
-    if request_type in dmp.REQUEST_TYPES:
-        return request_type
-    if request_type is None and method in ("GET", "HEAD", "POST"):
-        return method
-    return "other"
 
 
 def request_type_of(environ):
