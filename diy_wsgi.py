@@ -62,6 +62,8 @@ class DiyApp:
         self.metrics = self.service.metrics
         self.probes = Probes(self)
         self._creations = None
+        self._creating = {}
+        """A creation call running in the pool -> (integration, monotonic time it times out, or None)."""
         self._started_in = None
         self._lock = threading.Lock()
 
@@ -76,6 +78,16 @@ class DiyApp:
         self.service.dispatcher.start()
 
     def stop(self):
+        """Stop the dispatcher, and say so when creation calls still run: the interpreter waits for
+        them at exit (their audiences are queued, and the dispatcher creates them)."""
+        with self._lock:
+            creating = list(self._creating.values())
+        if creating:
+            ends = [ends_at for _, ends_at in creating if ends_at is not None]
+            left = f"{max(0.0, max(ends) - time.monotonic()):.1f}s" if len(ends) == len(creating) else "unknown"
+            log.info("audience creations still running count=%d integrations=%s longest_call_left=%s; exit waits for "
+                     "them, and the dispatcher creates their audiences", len(creating),
+                     ",".join(sorted({name for name, _ in creating})), left)
         self.service.close()
 
     # Requests.
@@ -198,6 +210,10 @@ class DiyApp:
             reason = f"the platform {held} ({account.label} circuit open)"
             return self._queue_creation(integration, new, reason, breaker.held_for)
         future = self._creation_pool().submit(account.target.create_audience, dmp_audience(integration, new))
+        timeout = getattr(account.target, "timeout", None)
+        with self._lock:
+            self._creating[future] = (integration.name, time.monotonic() + timeout if timeout else None)
+        future.add_done_callback(self._creation_ended)
         try:
             target_id = str(future.result(timeout=self.config.create_timeout))
         except concurrent.futures.TimeoutError:
@@ -261,6 +277,10 @@ class DiyApp:
             self.service.dispatcher.wake()
         except StoreError:
             log.warning("late audience creation not recorded integration=%s audience=%s; the dispatcher creates it", integration.name, new.dmp_id)
+
+    def _creation_ended(self, future):
+        with self._lock:
+            self._creating.pop(future, None)
 
     def _creation_pool(self):
         with self._lock:

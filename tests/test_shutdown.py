@@ -90,3 +90,35 @@ def test_a_stop_that_outlasts_stop_timeout_says_which_calls_still_run(hanging_pl
     assert "dispatcher stopped with calls still running" in line and "unfinished=1 integrations=demo" in line
     assert code == 0
     assert "another dispatcher took it over" not in server.output(), "the lease was given back, not taken"
+
+
+def test_a_stop_names_the_audience_creations_still_running(httpserver, tmp_path):
+    """A CREATE_AUDIENCE the platform does not answer is queued after create_timeout, but its call
+    runs on until the platform's timeout, and the process waits for it before it exits."""
+    hung, release = threading.Event(), threading.Event()
+
+    def hang_the_creation(request):
+        hung.set()
+        release.wait(60)
+        return Response("{}", status=503)
+
+    httpserver.expect_request("/events").respond_with_handler(hang_the_creation)
+    config = write_config(tmp_path, httpserver.url_for("/events"), integration={"target.timeout": "30"},
+                          dispatcher={"embedded": "no"})
+    port = free_port()
+    server = Process(tmp_path, "serve", "--config", config, "--port", port)
+    try:
+        wait_for_port(port, server)
+        created = dmp_post(port, "CREATE_AUDIENCE", {"Type": "CREATE_AUDIENCE", "Name": "n", "Customer": 1, "Audience": "a1"})
+        assert created == (200, {}) and hung.is_set()
+
+        server.process.send_signal(signal.SIGINT)
+        wait_until(lambda: "audience creations still running" in server.output(), what="the line", processes=[server])
+        release.set()
+        assert server.process.wait(10) == 0
+    finally:
+        release.set()
+        server.kill()
+
+    (line,) = [line for line in server.output().splitlines() if "audience creations still running" in line]
+    assert "count=1 integrations=demo longest_call_left=" in line
