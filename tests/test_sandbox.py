@@ -7,8 +7,12 @@ nothing here waits for time to pass.
 import calendar
 import http.client
 import json
+import logging
 import random
+import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -34,7 +38,7 @@ from targets.base import ADD, REMOVE, Audience, Mutation
 from targets.errors import PartialFailure
 from targets.http import HttpClient
 from targets.webhook import WebhookTarget, sign
-from tests.processes import ROOT, Process, free_port, wait_for_port
+from tests.processes import ROOT, Process, free_port, wait_for_port, wait_until
 
 OTHER_SECRET = "whsec_b3RoZXIta2V5LW5vdC10aGUtc2FuZGJveGVz"
 TDID_1 = "df2df528-e032-4851-b7c6-99287c7d6bce"
@@ -163,9 +167,34 @@ def test_the_webhook_target_creates_an_audience_and_moves_its_members(sandbox, h
     target.add_users(audience, mutations(ADD, "u1", "u2", "u3"))
     target.remove_users(audience, mutations(REMOVE, "u2", first_id=4))
 
-    assert receiver_id == "sbx-1"
+    assert re.fullmatch(r"sbx-\d+", receiver_id)
     assert audiences(sandbox)["webhook"] == {
-        SUMMER.dmp_id: {"id": "sbx-1", "name": "Summer buyers", "members": ["u1", "u3"]}}
+        SUMMER.dmp_id: {"id": receiver_id, "name": "Summer buyers", "members": ["u1", "u3"]}}
+
+
+def created_ids(server):
+    """The ids of one new webhook audience and one new Criteo segment."""
+    answer = post_event(server, {"type": "audience.created", "timestamp": "2026-11-27T05:34:21Z",
+                                 "data": {"integration": "shop", "audience": {"dmp_id": "a1", "name": "A"}}},
+                        f"msg_{time.monotonic_ns()}")
+    segment = criteo_create(server, criteo_token(server), "seg").json()["data"][0]["id"]
+    return [answer.json()["id"], segment]
+
+
+def test_ids_are_never_handed_out_again_after_a_reset(sandbox):
+    before = created_ids(sandbox)
+
+    call(sandbox, "POST", "/api/reset")
+
+    assert set(created_ids(sandbox)).isdisjoint(before)
+
+
+def test_ids_are_never_handed_out_again_after_a_restart(start_sandbox):
+    """A restarted sandbox that answered `sbx-1` again would have diy-wsgi, which still maps
+    sbx-1 to the old audience, send both audiences' users to the new one."""
+    before = created_ids(start_sandbox())
+
+    assert set(created_ids(start_sandbox())).isdisjoint(before)
 
 
 def test_a_webhook_with_a_wrong_signature_is_refused_and_not_applied(sandbox):
@@ -253,7 +282,7 @@ def test_criteo_creates_a_segment_and_warns_of_a_second_of_the_same_name(sandbox
     first = criteo_create(sandbox, token, "mapp Summer buyers (a1)")
     second = criteo_create(sandbox, token, "mapp Summer buyers (a1)")
 
-    assert first.status == 200 and first.json()["data"][0]["id"] == "1"
+    assert first.status == 200 and first.json()["data"][0]["id"].isdigit()
     assert (second.status, second.json()["data"], second.json()["errors"]) == (200, [], [])
     assert second.json()["warnings"][0]["code"] == "name-must-be-unique"
 
@@ -482,6 +511,28 @@ def test_latency_is_slept_before_the_platform_answers(start_sandbox):
     call(sandbox, "GET", "/api/stats")
 
     assert slept == [0.05]
+
+
+def hang_up(url, request):
+    """Send `request` and reset the connection without waiting for the answer."""
+    host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+    client = socket.create_connection((host, int(port)), timeout=10)
+    client.sendall(request)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+
+
+def test_a_client_that_gives_up_during_the_latency_is_one_debug_line_not_a_traceback(start_sandbox, capfd, caplog):
+    hung_up = threading.Event()
+    sandbox = start_sandbox(sleep=lambda seconds: hung_up.wait(10), faults=FaultSettings(latency=5))
+    caplog.set_level(logging.DEBUG, logger="diy")
+
+    hang_up(sandbox.url, b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}")
+    hung_up.set()
+    wait_until(lambda: any("client hung up" in r.getMessage() for r in caplog.records), what="the debug line")
+
+    assert "Traceback" not in capfd.readouterr().err + caplog.text
+    assert call(sandbox, "GET", "/api/stats").status == 200
 
 
 @pytest.mark.parametrize("text, seconds", [("50ms", 0.05), ("1.5s", 1.5), ("2m", 120), ("1h", 3600), ("30", 30)],
