@@ -94,6 +94,7 @@ class Dispatcher:
         self.batch_sizes = {name: accounts.max_batch for name, accounts in self.accounts.items()}
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._heart_stopping = threading.Event()
         self._in_flight = set()
         self._in_flight_lock = threading.Lock()
         self._calls = {}
@@ -122,6 +123,7 @@ class Dispatcher:
         if self._loop is not None:
             return
         self._stopping.clear()
+        self._heart_stopping.clear()
         self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="diy-deliver")
         self._loop = threading.Thread(target=self._run, name="diy-dispatcher", daemon=True)
         self._heart = threading.Thread(target=self._beat, name="diy-heartbeat", daemon=True)
@@ -160,6 +162,7 @@ class Dispatcher:
             log.info("dispatcher stopping owner=%s in_flight=%d integrations=%s longest_call_left=%s stop_timeout=%gs; "
                      "waiting for them", self.owner, len(in_flight), integrations, left, timeout)
         _, unfinished = concurrent.futures.wait(in_flight, max(0.0, deadline - time.monotonic()))
+        self._heart_stopping.set()
         for thread in (self._heart, self._listener):
             if thread is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -191,8 +194,9 @@ class Dispatcher:
         return integrations, left
 
     def _beat(self):
-        """Beat the heart until stopped; one line when it cannot, and one when it can again."""
-        while not self._stopping.is_set():
+        """Beat the heart until stopped, and through a stop's wait for the calls in flight (their
+        leases stay this dispatcher's meanwhile); one line when it cannot, and one when it can again."""
+        while not self._heart_stopping.is_set():
             try:
                 self.outbox.heartbeat(self.owner, now=self.clock())
                 if not self._beating:
@@ -204,7 +208,7 @@ class Dispatcher:
                                 "dispatchers take this one's audiences over", self.owner, str(error),
                                 self.takeover_after)
                 self._beating = False
-            self._stopping.wait(self.heartbeat_interval)
+            self._heart_stopping.wait(self.heartbeat_interval)
 
     def _listen(self):
         try:

@@ -292,6 +292,42 @@ def test_a_graceful_stop_gives_back_the_lease_of_a_call_in_flight(httpserver, tm
         service.close()
 
 
+def test_a_stopping_dispatcher_keeps_its_leases_while_it_waits_for_a_call_in_flight(httpserver, tmp_path,
+                                                                                      database_location):
+    """A stop waits up to stop_timeout for calls in flight; if its heart stopped first, another
+    dispatcher would take the audience over after takeover_after and send the batch again while
+    the first call still runs."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hang(request):
+        entered.set()
+        release.wait(10)
+        from werkzeug import Response
+
+        return Response("{}", status=200)
+
+    httpserver.expect_request("/slow").respond_with_handler(hang)
+    service = Service(make_config(tmp_path, httpserver.url_for("/slow"), diy={"database": database_location},
+                                  dispatcher={"stop_timeout": "10s", "takeover_after": "1s"},
+                                  integration={"target.timeout": "10"}))
+    service.outbox.enqueue("demo", "add", [ReceivedMutation("4711", "u1")], pass_through=True, now=time.time())
+    service.dispatcher.start()
+    stopping = threading.Thread(target=service.dispatcher.stop)
+    try:
+        assert entered.wait(10)
+        stopping.start()
+        time.sleep(2.5)
+        now = time.time()
+        taken_over = service.outbox.claim("next", now=now, lease=60, limit=1, batch_sizes={"demo": 10},
+                                          alive_since=now - 1.0)
+    finally:
+        release.set()
+        stopping.join(15)
+        service.close()
+
+    assert taken_over == [], "the call in flight still holds its lease"
+
+
 # Accounts, rate limits, circuit breaker.
 
 def enqueue_for(service, customer, audience, *users, clock):
