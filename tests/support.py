@@ -180,3 +180,26 @@ def parse_metrics(text):
         pairs = tuple(re.findall(r'([a-z_]+)="((?:[^"\\]|\\.)*)"', labels or ""))
         samples[(name, pairs)] = float(value)
     return samples
+
+
+def hold_calls(httpserver, path="/events", *, status=200, after_first_delivery=None, wait=60):
+    """A platform that holds its calls to `path` until `release` is set, then answers `status`;
+    returns (held, release), `held` set once a call is held. With `after_first_delivery` (a
+    WebhookReceiver) only the first members delivery is held and every other call goes to it.
+    pytest-httpserver answers one request at a time: nothing else is answered meanwhile."""
+    import threading
+
+    from werkzeug import Response as WerkzeugResponse
+
+    held, release = threading.Event(), threading.Event()
+
+    def handle(request):
+        if after_first_delivery is not None and (held.is_set() or b"members_added" not in request.get_data()):
+            return after_first_delivery.handle(request)
+        held.set()
+        release.wait(wait)
+        return WerkzeugResponse("{}", status=status)
+
+    httpserver.clear_all_handlers()
+    httpserver.expect_request(path).respond_with_handler(handle)
+    return held, release

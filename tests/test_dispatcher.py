@@ -10,7 +10,7 @@ from outbox.dispatcher import call_splitting, coalesce
 from outbox.store import ReceivedMutation
 from targets.base import Mutation
 from targets.errors import PayloadTooLarge
-from tests.support import WebhookReceiver, make_config
+from tests.support import WebhookReceiver, hold_calls, make_config
 
 
 def service_builder(tmp_path, clock, database):
@@ -268,16 +268,7 @@ def test_a_running_dispatcher_beats_its_heart_and_retires_at_stop(httpserver, tm
 
 
 def test_a_graceful_stop_gives_back_the_lease_of_a_call_in_flight(httpserver, tmp_path, database_location):
-    entered, release = threading.Event(), threading.Event()
-
-    def hang(request):
-        entered.set()
-        release.wait(10)
-        from werkzeug import Response
-
-        return Response("{}", status=200)
-
-    httpserver.expect_request("/slow").respond_with_handler(hang)
+    entered, release = hold_calls(httpserver, "/slow")
     service = Service(make_config(tmp_path, httpserver.url_for("/slow"), diy={"database": database_location},
                                   dispatcher={"stop_timeout": "0.2s"}))
     service.outbox.enqueue("demo", "add", [ReceivedMutation("4711", "u1")], pass_through=True, now=time.time())
@@ -297,16 +288,7 @@ def test_a_stopping_dispatcher_keeps_its_leases_while_it_waits_for_a_call_in_fli
     """A stop waits up to stop_timeout for calls in flight; if its heart stopped first, another
     dispatcher would take the audience over after takeover_after and send the batch again while
     the first call still runs."""
-    entered, release = threading.Event(), threading.Event()
-
-    def hang(request):
-        entered.set()
-        release.wait(10)
-        from werkzeug import Response
-
-        return Response("{}", status=200)
-
-    httpserver.expect_request("/slow").respond_with_handler(hang)
+    entered, release = hold_calls(httpserver, "/slow")
     service = Service(make_config(tmp_path, httpserver.url_for("/slow"), diy={"database": database_location},
                                   dispatcher={"stop_timeout": "10s", "takeover_after": "1s"},
                                   integration={"target.timeout": "10"}))

@@ -5,12 +5,10 @@ import signal
 import socket
 import sqlite3
 import struct
-import threading
 
-from werkzeug import Response
 
 from tests.processes import Process, dmp_post, free_port, wait_for_port, wait_until, write_config
-from tests.support import WebhookReceiver, mutation
+from tests.support import WebhookReceiver, hold_calls, mutation
 
 
 def test_serve_answers_the_dmp_and_delivers_add_remove_add(httpserver, tmp_path):
@@ -44,18 +42,8 @@ def settled(database):
 
 def test_a_dispatcher_killed_mid_batch_loses_nothing_and_is_taken_over_before_its_lease_ends(httpserver, tmp_path):
     """The lease is the default 5 minutes: only the heartbeat takeover can deliver within 30 s."""
-    first_call, release = threading.Event(), threading.Event()
     receiver = WebhookReceiver(httpserver, path="/events")
-
-    def hang_on_the_first_batch(request):
-        if b"members_added" in request.get_data() and not first_call.is_set():
-            first_call.set()
-            release.wait(20)
-            return Response("{}", status=200)
-        return receiver.handle(request)
-
-    httpserver.clear_all_handlers()
-    httpserver.expect_request("/events").respond_with_handler(hang_on_the_first_batch)
+    first_call, release = hold_calls(httpserver, after_first_delivery=receiver, wait=20)
     config = write_config(tmp_path, receiver.url, dispatcher={"embedded": "no", "takeover_after": "2s", "threads": "2"},
                           integration={"target.timeout": "0.5"})
     port = free_port()

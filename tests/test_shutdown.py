@@ -1,14 +1,12 @@
 """Stopping `diy-wsgi serve` and `diy-wsgi dispatch` while a platform call hangs: the first
 Ctrl-C says what the stop waits for, a second one exits at once, and nothing acknowledged is lost."""
 import signal
-import threading
 import time
 
 import pytest
-from werkzeug import Response
 
 from tests.processes import Process, dmp_post, free_port, wait_for_port, wait_until, write_config
-from tests.support import WebhookReceiver, mutation
+from tests.support import WebhookReceiver, hold_calls, mutation
 
 
 @pytest.fixture
@@ -16,20 +14,9 @@ def hanging_platform(httpserver):
     """A webhook receiver whose first delivery hangs until `release` is set (pytest-httpserver
     answers one request at a time: nothing else is answered meanwhile)."""
     receiver = WebhookReceiver(httpserver)
-    hung, release = threading.Event(), threading.Event()
-
-    def hang_the_first_delivery(request):
-        if b"members_added" in request.get_data() and not hung.is_set():
-            hung.set()
-            release.wait(60)
-            return Response("{}", status=503)
-        return receiver.handle(request)
-
-    httpserver.clear_all_handlers()
-    httpserver.expect_request("/events").respond_with_handler(hang_the_first_delivery)
-    receiver.hung, receiver.release = hung, release
+    receiver.hung, receiver.release = hold_calls(httpserver, status=503, after_first_delivery=receiver)
     yield receiver
-    release.set()
+    receiver.release.set()
 
 
 @pytest.mark.parametrize("command", ["serve", "dispatch"])
@@ -95,14 +82,7 @@ def test_a_stop_that_outlasts_stop_timeout_says_which_calls_still_run(hanging_pl
 def test_a_stop_names_the_audience_creations_still_running(httpserver, tmp_path):
     """A CREATE_AUDIENCE the platform does not answer is queued after create_timeout, but its call
     runs on until the platform's timeout, and the process waits for it before it exits."""
-    hung, release = threading.Event(), threading.Event()
-
-    def hang_the_creation(request):
-        hung.set()
-        release.wait(60)
-        return Response("{}", status=503)
-
-    httpserver.expect_request("/events").respond_with_handler(hang_the_creation)
+    hung, release = hold_calls(httpserver, status=503)
     config = write_config(tmp_path, httpserver.url_for("/events"), integration={"target.timeout": "30"},
                           dispatcher={"embedded": "no"})
     port = free_port()
