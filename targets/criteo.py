@@ -98,18 +98,20 @@ account):
 Known limitation: Criteo reports only a *sample* of the invalid identifiers. Mutations named
 in the sample are reported as failed; invalid identifiers outside the sample cannot be told
 apart from valid ones and count as delivered (a warning logs the counts).
+
+This module is the target and its settings; this docstring, the configuration reference and
+its sources, is why it runs past 400 lines. An app's token cache and rate-limit pause are in
+`targets/criteo_access.py`, the request bodies and the reading of answers in
+`targets/criteo_wire.py`.
 """
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
-import math
 import re
-import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote, urlencode
 
 from targets.base import ADD, REMOVE, Audience, Mutation, Target
@@ -120,12 +122,31 @@ from targets.errors import (
     PayloadTooLarge,
     PermanentError,
     TargetConfigError,
-    TargetError,
     TransientError,
     VersionRetired,
 )
 from targets import settings as read
-from targets.http import RETRYABLE_STATUSES, parse_retry_after, status_summary
+from targets.criteo_access import MAX_PAUSE, AccessTokens, RatePause, parse_token, rate_limit_pause, reset_time
+from targets.criteo_wire import (
+    NAME_TAKEN,
+    SEGMENT_GONE,
+    amendment_body,
+    create_body,
+    created_segment_id,
+    criteo_summary,
+    deprecation_notice,
+    invalid_mutations,
+    problem_codes,
+    problems_under,
+    resources_of,
+    search_body,
+    segment_description,
+    segment_id_of,
+    segment_name,
+    token_error_summary,
+    total_items_of,
+)
+from targets.http import RETRYABLE_STATUSES, parse_retry_after
 
 log = logging.getLogger("diy.targets.criteo")
 
@@ -138,20 +159,8 @@ DEFAULT_BASE_URL = "https://api.criteo.com"
 DEFAULT_API_VERSION = "2026-07"
 MAX_BATCH_LIMIT = 50_000
 SEARCH_PAGE = 100
-REFRESH_MARGIN = 60.0
-"""Seconds before its expiry that a token is replaced (at most half its lifetime)."""
-DEFAULT_TOKEN_LIFETIME = 900.0
-RATE_LIMIT_WINDOW = 60.0
-MAX_PAUSE = 300.0
-"""Longest pause a rate-limit reset can impose, so a bogus reset cannot stop a target."""
-NAME_TAKEN = "name-must-be-unique"
-SEGMENT_GONE = frozenset({"segment-not-found", "audience-invalid"})
-"""Codes meaning the segment no longer exists: the first from Criteo's partial-approval
-warnings, the second from RudderStack's tests of the older contact-list path."""
-TEXT_CHARS = 200
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}|preview")
-_ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 class CriteoTarget(Target):
@@ -199,10 +208,10 @@ class CriteoTarget(Target):
             return self._find_segment(name)
         self._raise_for_status(response, action)
         self._raise_for_body_errors(response, action)
-        segment_id = _created_id(document)
+        segment_id = created_segment_id(document)
         if segment_id is not None:
             return segment_id
-        if _problems(document, "warnings"):
+        if problems_under(document, "warnings"):
             raise PermanentError(f"Criteo did not create the segment while {action}"
                                  f" ({criteo_summary(response, 'warnings')})")
         raise TransientError(f"Criteo's answer to {action} named no segment id")
@@ -254,15 +263,15 @@ class CriteoTarget(Target):
             self._raise_for_status(response, action)
             self._raise_for_body_errors(response, action)
             document = response.json()
-            page = _resources(document)
+            page = resources_of(document)
             for segment in page:
                 attributes = segment.get("attributes")
                 if isinstance(attributes, dict) and attributes.get("name") == name:
-                    found = _segment_id(segment)
+                    found = segment_id_of(segment)
                     if found is not None:
                         return found
             offset += len(page)
-            total = _total_items(document)
+            total = total_items_of(document)
             if not page or (total is not None and offset >= total) or (
                 total is None and len(page) < SEARCH_PAGE
             ):
@@ -390,7 +399,7 @@ class CriteoTarget(Target):
     def _rate_limited(self, response, now: float) -> Optional[float]:
         """Seconds until a call may pass after a 429, also pausing every later call."""
         reset = response.header("x-ratelimit-reset")
-        resume_at = _reset_time(reset, now) if reset is not None else None
+        resume_at = reset_time(reset, now) if reset is not None else None
         if resume_at is None:
             wait = parse_retry_after(response.header("retry-after"), now)
             if wait is None:
@@ -401,339 +410,13 @@ class CriteoTarget(Target):
 
     def _raise_for_body_errors(self, response, action: str) -> None:
         """A 2xx can still carry `errors`: the call failed for what they name."""
-        if _problems(response.json(), "errors"):
+        if problems_under(response.json(), "errors"):
             raise PermanentError(f"Criteo refused {action} ({criteo_summary(response)})")
-
-
-class RatePause:
-    """Until when an app's calls wait because Criteo said none are left (thread-safe)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._until: Optional[float] = None
-
-    def extend(self, resume_at: float) -> None:
-        with self._lock:
-            self._until = max(resume_at, self._until or 0.0)
-
-    def wait(self, now: float) -> Optional[float]:
-        """Seconds a call must still wait; None when it may go."""
-        with self._lock:
-            wait = postponement(self._until, now)
-            if wait is None:
-                self._until = None
-            return wait
-
-
-class AccessTokens:
-    """The cached bearer token of one app, shared by all threads.
-
-    `fetch()` returns (token, lifetime in seconds). At most one fetch runs at a time; threads
-    that need a token meanwhile wait for it (`waiting` counts them) and, should it fail, raise
-    an error of the same class. A token is replaced `REFRESH_MARGIN` seconds (at most half its
-    lifetime) before it expires.
-    """
-
-    def __init__(self, fetch: Callable[[], Tuple[str, float]], clock: Callable[[], float]):
-        self._fetch = fetch
-        self._clock = clock
-        self._condition = threading.Condition()
-        self._token: Optional[str] = None
-        self._refresh_at = 0.0
-        self._fetching = False
-        self._generation = 0
-        self._failure: Optional[BaseException] = None
-        self.waiting = 0
-
-    def get(self) -> str:
-        with self._condition:
-            while True:
-                if self._token is not None and self._clock() < self._refresh_at:
-                    return self._token
-                if not self._fetching:
-                    self._fetching = True
-                    break
-                generation = self._generation
-                self.waiting += 1
-                try:
-                    while self._fetching and self._generation == generation:
-                        self._condition.wait()
-                finally:
-                    self.waiting -= 1
-                if self._failure is not None and self._generation == generation + 1:
-                    raise _same_failure(self._failure)
-        started = self._clock()
-        token, lifetime, failure = None, 0.0, None
-        try:
-            token, lifetime = self._fetch()
-        except BaseException as error:
-            failure = error
-            raise
-        finally:
-            with self._condition:
-                self._fetching = False
-                self._generation += 1
-                self._failure = failure
-                if failure is None:
-                    self._token = token
-                    self._refresh_at = started + max(lifetime - REFRESH_MARGIN, lifetime / 2)
-                self._condition.notify_all()
-        return token
-
-    def discard(self, token: str) -> None:
-        """Forget `token` (Criteo refused it) unless another thread has replaced it already."""
-        with self._condition:
-            if self._token == token:
-                self._token = None
-
-
-def _same_failure(error: BaseException) -> TargetError:
-    """An error like the one a token fetch ended with, for the threads that waited for it."""
-    message = error.message if isinstance(error, TargetError) else type(error).__name__
-    message = f"the access token fetch this call waited for failed: {message}"
-    if isinstance(error, TransientError):
-        return TransientError(message, retry_after=error.retry_after)
-    if isinstance(error, TargetError) and not isinstance(error, PartialFailure):
-        return type(error)(message)
-    return TransientError(message)
-
-
-# Pure parts: payloads, answers, rate limit.
-
-
-def segment_name(prefix: str, audience: Audience) -> str:
-    """`<prefix> <name> (<dmp_id>)`: the same for every call about one DMP audience."""
-    words = [prefix] if prefix else []
-    if audience.name and audience.name.strip():
-        words.append(audience.name)
-    words.append(f"({audience.dmp_id})")
-    return " ".join(" ".join(words).split())
-
-
-def segment_description(audience: Audience) -> str:
-    customer = f", customer {audience.customer}" if audience.customer is not None else ""
-    return (
-        f"Mapp DMP audience {audience.dmp_id}{customer}, integration {audience.integration};"
-        " kept by diy-wsgi"
-    )
-
-
-def create_body(advertiser_id: str, name: str, description: str) -> Dict[str, Any]:
-    return {
-        "data": [
-            {
-                "type": "AudienceSegment",
-                "attributes": {
-                    "advertiserId": advertiser_id,
-                    "name": name,
-                    "description": description,
-                    "contactList": {},
-                },
-            }
-        ]
-    }
-
-
-def search_body(advertiser_id: str) -> Dict[str, Any]:
-    return {
-        "data": {
-            "attributes": {
-                "audienceSegmentTypes": ["ContactList"],
-                "advertiserIds": [advertiser_id],
-            }
-        }
-    }
-
-
-def amendment_body(
-    op: str, identifier_type: str, gum_caller_id: Optional[int], identifiers: List[str]
-) -> Dict[str, Any]:
-    attributes: Dict[str, Any] = {"operation": op, "identifierType": identifier_type}
-    if identifier_type == "gum":
-        attributes["gumCallerId"] = gum_caller_id
-    attributes["identifiers"] = identifiers
-    return {"data": {"type": "ContactlistAmendment", "attributes": attributes}}
-
-
-def invalid_mutations(
-    document: Any, mutations: Sequence[Mutation], identifier_type: str
-) -> Dict[int, str]:
-    """{mutation id: reason} for the mutations whose identifier Criteo's sample names."""
-    attributes = _path(document, "data", "attributes")
-    if not isinstance(attributes, dict):
-        return {}
-    sample = attributes.get("sampleInvalidIdentifiers")
-    if not isinstance(sample, list):
-        sample = []
-    named = {value for value in sample if isinstance(value, str)}
-    named &= {mutation.external_user_id for mutation in mutations}
-    invalid = attributes.get("nbInvalidIdentifiers")
-    if isinstance(invalid, int) and invalid > len(named):
-        log.warning(
-            "criteo counted invalid identifiers it did not name: invalid=%d named=%d;"
-            " the unnamed ones count as delivered",
-            invalid, len(named),
-        )
-    reason = f"Criteo: not a valid {identifier_type} identifier"
-    return {mutation.id: reason for mutation in mutations if mutation.external_user_id in named}
-
-
-def parse_token(document: Any) -> Tuple[str, float]:
-    """(access token, lifetime in seconds) from the token endpoint's JSON answer."""
-    if not isinstance(document, dict):
-        raise TransientError("Criteo's token endpoint answered without a JSON object")
-    token = document.get("access_token")
-    if not isinstance(token, str) or not token or any(c in token for c in "\r\n\0"):
-        raise TransientError("Criteo's token endpoint answered without a usable access_token")
-    token_type = document.get("token_type", "Bearer")
-    if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        raise PermanentError("Criteo's token endpoint handed out a token that is not Bearer")
-    lifetime = document.get("expires_in", DEFAULT_TOKEN_LIFETIME)
-    if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or not (
-        math.isfinite(lifetime) and lifetime > 0
-    ):
-        lifetime = DEFAULT_TOKEN_LIFETIME
-    return token, float(lifetime)
-
-
-def rate_limit_pause(headers: Mapping[str, str], now: float) -> Optional[float]:
-    """When calls may resume (Unix seconds) if `headers` say none are left; else None.
-
-    `headers` have lower-case names. Without a usable `x-ratelimit-reset` the pause is one
-    rate-limit window from `now`.
-    """
-    remaining = headers.get("x-ratelimit-remaining")
-    if remaining is None or remaining.strip() != "0":
-        return None
-    reset = headers.get("x-ratelimit-reset")
-    resume_at = _reset_time(reset, now) if reset is not None else None
-    return now + RATE_LIMIT_WINDOW if resume_at is None else resume_at
-
-
-def postponement(paused_until: Optional[float], now: float) -> Optional[float]:
-    """Seconds a call must still wait for the rate limit to reset; None when it may go."""
-    if paused_until is None or paused_until <= now:
-        return None
-    return paused_until - now
-
-
-def _reset_time(value: str, now: float) -> Optional[float]:
-    """`x-ratelimit-reset` (Unix seconds) as a time from now to at most MAX_PAUSE later."""
-    try:
-        reset = float(value.strip())
-    except ValueError:
-        return None
-    if not math.isfinite(reset):
-        return None
-    return min(max(reset, now), now + MAX_PAUSE)
-
-
-def deprecation_notice(headers: Mapping[str, str]) -> Optional[str]:
-    """None unless the answer carries `Deprecation`; then its `Sunset` as YYYY-MM-DD, or "".
-
-    `headers` have lower-case names. Criteo sends `Deprecation: true` (RFC 9745 would send
-    `@<epoch>`; either counts) and an HTTP-date `Sunset` (RFC 8594).
-    """
-    deprecation = headers.get("deprecation")
-    if deprecation is None or deprecation.strip().lower() in ("", "false"):
-        return None
-    sunset = headers.get("sunset")
-    try:
-        moment = email.utils.parsedate_to_datetime(sunset) if sunset else None
-    except (TypeError, ValueError, IndexError, OverflowError):
-        moment = None
-    return moment.strftime("%Y-%m-%d") if moment is not None else ""
-
-
-def error_code(document: Any) -> Optional[str]:
-    errors = _problems(document, "errors")
-    code = errors[0].get("code") if errors else None
-    return code if isinstance(code, str) else None
-
-
-def problem_codes(document: Any) -> List[str]:
-    """The codes of every entry under `errors` and `warnings` (Criteo puts an item it refused
-    in a partial approval under either)."""
-    entries = _problems(document, "errors") + _problems(document, "warnings")
-    return [entry["code"] for entry in entries if isinstance(entry.get("code"), str)]
-
-
-def criteo_summary(response, key: str = "errors") -> str:
-    """`HTTP 400 name-must-be-unique: <title>: <detail>` from Criteo's first error (or
-    warning, with `key`), if any."""
-    errors = _problems(response.json(), key)
-    if not errors:
-        return status_summary(response)
-    first = errors[0]
-    code, title, detail = (_text(first.get(key)) for key in ("code", "title", "detail"))
-    head = f"HTTP {response.status}" + (f" {code}" if code else "")
-    reasons = [part for part in (title, detail) if part and part != code]
-    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
-    return ": ".join([head, *reasons]) + more
-
-
-def token_error_summary(response) -> str:
-    """`HTTP 401: invalid_client`: the status and the OAuth error code, nothing else."""
-    document = response.json()
-    code = None
-    if isinstance(document, dict):
-        code = document.get("error")
-        if code is None:
-            code = error_code(document)
-    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
-        return f"HTTP {response.status}: {code}"
-    return f"HTTP {response.status}"
-
-
-def _problems(document: Any, key: str) -> List[Dict[str, Any]]:
-    entries = document.get(key) if isinstance(document, dict) else None
-    if not isinstance(entries, list):
-        return []
-    return [entry for entry in entries if isinstance(entry, dict)]
 
 
 def _digest(secret: str) -> str:
     """Tells apps apart without keeping the secret in a value that might be printed."""
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        return ""
-    printable = " ".join("".join(c if c.isprintable() else " " for c in value).split())
-    return printable if len(printable) <= TEXT_CHARS else printable[: TEXT_CHARS - 1] + "…"
-
-
-def _path(document: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(document, dict):
-            return None
-        document = document.get(key)
-    return document
-
-
-def _resources(document: Any) -> List[Dict[str, Any]]:
-    data = document.get("data") if isinstance(document, dict) else None
-    return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
-
-
-def _segment_id(resource: Mapping[str, Any]) -> Optional[str]:
-    value = resource.get("id")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, str) and value:
-        return value
-    return None
-
-
-def _created_id(document: Any) -> Optional[str]:
-    resources = _resources(document)
-    return _segment_id(resources[0]) if resources else None
-
-
-def _total_items(document: Any) -> Optional[int]:
-    total = _path(document, "meta", "totalItems")
-    return total if isinstance(total, int) and not isinstance(total, bool) else None
 
 
 # Settings.

@@ -13,16 +13,11 @@ from outbox.dispatcher import Dispatcher
 from outbox.store import ReceivedMutation
 from targets import load_target_class
 from targets.base import ADD, REMOVE, Audience, Mutation
-from targets.criteo import (
-    MAX_PAUSE,
-    AudienceGone,
-    CriteoTarget,
-    deprecation_notice,
-    postponement,
-    rate_limit_pause,
-    segment_name,
-)
+from targets.criteo import CriteoTarget
+from targets.criteo_access import MAX_PAUSE, postponement, rate_limit_pause
+from targets.criteo_wire import deprecation_notice, segment_name
 from targets.errors import (
+    AudienceGone,
     CredentialsRefused,
     PartialFailure,
     PayloadTooLarge,
