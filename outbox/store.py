@@ -118,8 +118,15 @@ class Outbox:
 
         def store(connection):
             for key, customer, count, batches in prepared:
-                audience_id = self._audience_for_key(connection, integration, key, customer, pass_through, now)
-                connection.execute("UPDATE audiences SET pending = pending + ? WHERE id = ?", (count, audience_id))
+                row = connection.execute(
+                    "UPDATE audiences SET pending = pending + ? WHERE integration = ? AND key = ? RETURNING id",
+                    (count, integration, key),
+                ).fetchone()
+                if row:
+                    audience_id = row[0]
+                else:
+                    audience_id = self._audience_for_key(connection, integration, key, customer, pass_through, now)
+                    connection.execute("UPDATE audiences SET pending = pending + ? WHERE id = ?", (count, audience_id))
                 connection.executemany(
                     "INSERT INTO batches (audience_id, op, size, mutations, received_at) VALUES (?, ?, ?, ?, ?)",
                     [(audience_id, op, size, text, now) for size, text in batches],
