@@ -106,6 +106,7 @@ class Dispatcher:
         self._next_maintenance = 0.0
         self._next_checkpoint = 0.0
         self._beating = True
+        self._beaten_at = None
 
     @property
     def owner(self):
@@ -198,7 +199,9 @@ class Dispatcher:
         leases stay this dispatcher's meanwhile); one line when it cannot, and one when it can again."""
         while not self._heart_stopping.is_set():
             try:
+                started = time.monotonic()
                 self.outbox.heartbeat(self.owner, now=self.clock())
+                self._beaten_at = started
                 if not self._beating:
                     log.info("heartbeat recorded again owner=%s", self.owner)
                 self._beating = True
@@ -264,11 +267,18 @@ class Dispatcher:
         self._wake.set()
 
     def _claim(self, limit):
-        now = self.clock()
-        return self.outbox.claim(
+        """Claim up to `limit` audiences; the claim beats the heart too unless the heart thread
+        did within the last beat interval (a lease is then fresh for most of takeover_after)."""
+        now, started = self.clock(), time.monotonic()
+        beaten_at = self._beaten_at
+        beat = beaten_at is None or started - beaten_at >= self.heartbeat_interval
+        claims = self.outbox.claim(
             self.owner, now=now, lease=self.lease, limit=limit, batch_sizes=self.batch_sizes,
-            alive_since=now - self.takeover_after,
+            alive_since=now - self.takeover_after, beat=beat,
         )
+        if beat and claims:
+            self._beaten_at = started
+        return claims
 
     def maintain(self):
         """Background checkpoints (so no request's commit pays for one), and now and then the

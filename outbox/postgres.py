@@ -189,9 +189,10 @@ class PostgresDatabase:
         again, never for what a 200 promised. Storage faults become `StoreUnavailable`."""
         connection = self.connection()
         try:
+            if connection.durable != durable:
+                connection.execute("RESET synchronous_commit" if durable else "SET synchronous_commit = off")
+                connection.durable = durable
             connection.execute("BEGIN")
-            if not durable:
-                connection.execute("SET LOCAL synchronous_commit = off")
             yield connection
             connection.execute("COMMIT")
         except BaseException as error:
@@ -336,13 +337,19 @@ def first_line(error):
 
 
 class Connection:
-    """A psycopg connection that takes the outbox's `?` placeholders and `JsonValue`s."""
+    """A psycopg connection that takes the outbox's `?` placeholders and `JsonValue`s.
 
-    __slots__ = ("raw", "database")
+    `durable` says whether the session commits with the server's own `synchronous_commit`
+    (durable) or with it off: a thread's transactions are mostly of one kind (requests'
+    durable, the dispatcher's bookkeeping not), so the setting changes for the session when
+    the kind changes, not in every transaction."""
+
+    __slots__ = ("raw", "database", "durable")
 
     def __init__(self, raw, database):
         self.raw = raw
         self.database = database
+        self.durable = True
 
     def execute(self, sql, parameters=()):
         return self.raw.execute(placeholders(sql), adapt(parameters, self.database.psycopg) if parameters else None)

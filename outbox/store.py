@@ -225,14 +225,14 @@ class Outbox:
 
     # The dispatcher's side.
 
-    def claim(self, owner, *, now, lease, limit, batch_sizes, alive_since=None):
+    def claim(self, owner, *, now, lease, limit, batch_sizes, alive_since=None, beat=True):
         """Lease up to `limit` audiences with due work, oldest due first.
 
         `batch_sizes` maps each integration this dispatcher serves to its target's max batch;
         audiences of other integrations are left alone. A lease whose holder has not beaten its
         heart since `alive_since` is taken over as if it had run out (None: only when it runs
-        out). Claiming beats `owner`'s heart in the same transaction, so a fresh lease never
-        looks abandoned.
+        out). Claiming beats `owner`'s heart in the same transaction (unless `beat` is False:
+        the caller beat it a moment ago), so a fresh lease never looks abandoned.
         """
         if limit <= 0 or not batch_sizes:
             return []
@@ -251,7 +251,8 @@ class Outbox:
         if not self.database.read(f"SELECT 1 FROM audiences WHERE {due} LIMIT 1", parameters):
             return []
         with self.database.transaction(durable=False) as connection:
-            beat(connection, owner, now)
+            if beat:
+                record_beat(connection, owner, now)
             audiences = [
                 AudienceRecord(*row)
                 for row in connection.execute(
@@ -420,7 +421,7 @@ class Outbox:
         """Record that dispatcher `owner` is alive: its leases stay its own (claim's
         `alive_since`), and readiness and status count it."""
         with self.database.transaction(durable=False) as connection:
-            beat(connection, owner, now)
+            record_beat(connection, owner, now)
 
     def retire(self, owner):
         with self.database.transaction(durable=False) as connection:
@@ -485,7 +486,7 @@ class Outbox:
         )
 
 
-def beat(connection, owner, now):
+def record_beat(connection, owner, now):
     connection.execute(
         "INSERT INTO dispatchers (owner, started_at, seen_at) VALUES (?, ?, ?)"
         " ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at",

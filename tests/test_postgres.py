@@ -275,6 +275,26 @@ def test_a_commit_on_another_machine_wakes_the_dispatcher_at_once(url, tmp_path,
     assert receiver.members == {"4711": {"u1"}}
 
 
+def test_what_a_200_promises_commits_with_the_servers_own_synchronous_commit(url):
+    """Bookkeeping commits with synchronous_commit off, set once per session; a durable commit
+    on the same connection afterwards must get the server's setting back (here the database's
+    remote_write, as a deployment with a synchronous standby would have), not a plain `on`."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET synchronous_commit = 'remote_write'")
+    database = PostgresDatabase(url)
+    seen = []
+    try:
+        for durable in (False, True, False, True):
+            with database.transaction(durable=durable) as connection:
+                seen.append(connection.execute("SHOW synchronous_commit").fetchone()[0])
+    finally:
+        database.close()
+
+    assert seen == ["off", "remote_write", "off", "remote_write"]
+
+
 def test_a_replay_and_a_request_touching_the_same_audiences_never_deadlock(url):
     """A replay requeues dead letters in id order (here b's, then a's) while a request locks
     its audiences by key (a, then b): the replay must take its audiences in the request's order
