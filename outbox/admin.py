@@ -202,6 +202,28 @@ class Admin:
             if count < chunk:
                 return deleted
 
+    # Retrying now.
+
+    def retry_now(self, *, integration=None, audience=None, now):
+        """Make the audiences waiting for a retry (a backoff, a postponement, a creation to try
+        again) due at `now`, when the operator knows the platform is back; attempts already
+        counted stay counted. Returns (audiences, their undelivered mutations)."""
+        clauses, parameters = ["(pending > 0 OR state = 'creating') AND next_attempt_at > ?"], [now]
+        if integration is not None:
+            clauses.append("integration = ?")
+            parameters.append(integration)
+        if audience is not None:
+            clauses.append("(dmp_id = ? OR key = ?)")
+            parameters += [audience, audience]
+        with self.database.transaction() as connection:
+            made_due = connection.execute(
+                f"UPDATE audiences SET next_attempt_at = ? WHERE {' AND '.join(clauses)} RETURNING pending",
+                (now, *parameters),
+            ).fetchall()
+            if made_due:
+                self.database.notify_work(connection)
+        return len(made_due), sum(pending for pending, in made_due)
+
     # The audience mapping.
 
     AUDIENCE_COLUMNS = "integration, dmp_id, key, name, customer, target_id, state, pending, attempts, last_error"
