@@ -1,0 +1,48 @@
+"""How `diy-wsgi` fails: one line on stderr, a non-zero exit, no traceback, nothing created."""
+import os
+import socket
+import subprocess
+import sys
+
+from diy.cli import main
+from tests.processes import ROOT
+from tests.support import config_text
+
+LONG_SECRET = "a-long-enough-secret-for-no-warning"
+
+
+def quiet_config(tmp_path):
+    """A configuration that draws no warning, so that stderr holds only what a failure says."""
+    path = tmp_path / "diy.ini"
+    path.write_text(config_text(tmp_path / "outbox.sqlite3", "http://127.0.0.1:9/events",
+                                integration={"hmac_secrets": LONG_SECRET}))
+    path.chmod(0o600)
+    return path
+
+
+def diy_wsgi(*args):
+    return subprocess.run([sys.executable, "-m", "diy_wsgi", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_serve_on_a_port_already_taken_says_so_in_one_line_and_creates_nothing(tmp_path):
+    config = quiet_config(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = diy_wsgi("serve", "--config", config, "--port", port)
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"diy-wsgi: cannot listen on 127.0.0.1:{port} (Address already in use); another process listens there "
+        "(another diy-wsgi?): stop it or choose another --port"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["diy.ini"], "no database, no metrics folder"
+
+
+def test_a_file_named_on_the_command_line_that_is_missing_is_one_line(tmp_path, capsys):
+    code = main(["verify", "--config", str(quiet_config(tmp_path)), "--signature", "00", str(tmp_path / "body.json")])
+
+    assert code == 2
+    assert capsys.readouterr().err == f"diy-wsgi: {tmp_path / 'body.json'}: No such file or directory\n"
