@@ -175,6 +175,7 @@ class Admin:
                         " LIMIT ?",
                         (*parameters, chunk),
                     ).fetchall()
+                    lock_audiences(connection, self.database, {row[1] for row in rows})
                     for row in rows:
                         if requeue(connection, later, row, now):
                             replayed += 1
@@ -364,6 +365,16 @@ class Admin:
     def require_sqlite(self, command):
         if self.database.kind != "sqlite":
             raise StoreError(SQLITE_ONLY.format(command=command))
+
+
+def lock_audiences(connection, database, audience_ids):
+    """Lock the audiences a chunk of dead letters touches before touching any, in the order a
+    request locks its audiences (by key), so a replay and a request never deadlock."""
+    if audience_ids:
+        among, ids = database.in_list("id", sorted(audience_ids))
+        in_order = database.CODE_POINT_ORDER
+        connection.execute(f"SELECT id FROM audiences WHERE {among} ORDER BY integration{in_order}, key{in_order}"
+                           f"{database.LOCK_ROWS}", (ids,)).fetchall()
 
 
 def requeue(connection, later, row, now):

@@ -7,7 +7,7 @@ another; those of threads that have ended are closed when another thread opens o
 
 `Database` and `outbox.postgres.PostgresDatabase` are the two backends behind `Outbox` and
 `Admin`: the same methods, and the few SQL fragments that differ (`in_list`, `LOCK_DUE_ROWS`,
-`text_of`, `notify_work`).
+`LOCK_ROWS`, `CODE_POINT_ORDER`, `text_of`, `notify_work`).
 """
 import contextlib
 import json
@@ -46,6 +46,9 @@ class Database:
     kind = "sqlite"
     LOCK_DUE_ROWS = ""
     """One writer at a time: the claim's transaction already holds the database."""
+    LOCK_ROWS = ""
+    CODE_POINT_ORDER = ""
+    """SQLite compares text byte by byte (UTF-8), which is Python's order already."""
 
     def __init__(self, path, *, synchronous="full", write_timeout=3.0):
         require_sqlite()

@@ -185,12 +185,17 @@ class Dispatcher:
             log.exception("listening for new work failed; polling every %.1fs finds it", self.poll_interval)
 
     def _run(self):
-        """Claim and maintain until stopped. While the database is away the loop pauses: one
-        warning when that begins (and when the reason changes), one line when it is back."""
+        """Claim and maintain until stopped. A wake while a claim runs is kept (the event is
+        cleared before the claim), so no commit waits for the poll. While the database is away
+        the loop pauses: one warning when that begins (and when the reason changes), one line
+        when it is back."""
         waiting_for = None
-        while not self._stopping.is_set():
+        while True:
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
             try:
-                claimed = self._claim_and_submit()
+                more = self._claim_and_submit()
                 self.maintain()
                 if waiting_for is not None:
                     log.info("dispatcher resumed: the database is back owner=%s", self.owner)
@@ -200,15 +205,17 @@ class Dispatcher:
                     log.warning("dispatcher waiting for the database reason=%r; retrying every %.1fs",
                                 str(error), self.poll_interval)
                     waiting_for = str(error)
-                claimed = 0
+                more = False
             except Exception:
                 log.exception("dispatcher loop failed; retrying in %.1fs", self.poll_interval)
-                claimed = 0
-            if not claimed:
+                more = False
+            if not more:
                 self._wake.wait(self.poll_interval)
-                self._wake.clear()
 
     def _claim_and_submit(self):
+        """Claim for every free delivery thread; True when they were all filled, so more work
+        may be due at once. A claim that filled fewer took all that was due: the loop then waits
+        for a wake (a commit, a finished delivery, a notification) or the poll interval."""
         with self._in_flight_lock:
             free = self.threads - len(self._in_flight)
         claims = self._claim(free)
@@ -217,7 +224,7 @@ class Dispatcher:
             with self._in_flight_lock:
                 self._in_flight.add(future)
             future.add_done_callback(self._finished)
-        return len(claims)
+        return free > 0 and len(claims) == free
 
     def _finished(self, future):
         with self._in_flight_lock:

@@ -19,6 +19,7 @@ SQLite.
 """
 import contextlib
 import os
+import secrets
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,6 +32,12 @@ LOCK_DUE_ROWS = " FOR UPDATE OF audiences SKIP LOCKED"
 """Dispatchers claiming at once never lease one audience twice: a claim locks the audience rows
 it takes, and skips (never waits for) those another transaction holds: another claim, or a
 write adding batches to that audience."""
+LOCK_ROWS = " FOR UPDATE"
+"""Lock the rows a SELECT returns, in its ORDER BY: a transaction that touches several
+audiences locks them all first, in the order requests do (integration, key), so two such
+transactions never wait for each other in a circle."""
+CODE_POINT_ORDER = ' COLLATE "C"'
+"""Text in Python's order (sorted()), whatever the database's own collation."""
 TCP_USER_TIMEOUT_MS = 10000
 """A connection whose server stopped answering (a network cut, a dead VM) fails after this
 instead of hanging a request or a dispatcher for the kernel's TCP timeout (minutes)."""
@@ -71,6 +78,8 @@ def load_psycopg():
 class PostgresDatabase:
     kind = "postgresql"
     LOCK_DUE_ROWS = LOCK_DUE_ROWS
+    LOCK_ROWS = LOCK_ROWS
+    CODE_POINT_ORDER = CODE_POINT_ORDER
 
     def __init__(self, url, *, password=None, write_timeout=3.0, application_name="diy-wsgi"):
         self.psycopg = load_psycopg()
@@ -83,6 +92,7 @@ class PostgresDatabase:
         self._opened = []
         self._lock = threading.Lock()
         self._migrated_in = None
+        self._sender_suffix = secrets.token_hex(4)
 
     def __repr__(self):
         return f"PostgresDatabase({self.location!r})"
@@ -259,10 +269,15 @@ class PostgresDatabase:
         """The text of a stored JSON value: a number as its digits, a string without quotes."""
         return f"({expression} #>> '{{}}')"
 
-    @staticmethod
-    def notify_work(connection):
-        """Wake the dispatchers of every VM once this transaction commits."""
-        connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    def notify_work(self, connection):
+        """Wake the dispatchers of every other process and VM once this transaction commits
+        (this process's own dispatcher is woken directly, so its listener skips the echo)."""
+        connection.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, self.sender))
+
+    @property
+    def sender(self):
+        """Who sent a notification: this process (a forked worker is another sender)."""
+        return f"{os.getpid()}-{self._sender_suffix}"
 
     def checkpoint(self, *, truncate):
         """PostgreSQL checkpoints by itself."""
@@ -285,7 +300,8 @@ class PostgresDatabase:
                 with psycopg.connect(self.url, **self._connect_options()) as raw:
                     raw.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     while not stopping.is_set():
-                        if any(True for _ in raw.notifies(timeout=timeout, stop_after=1)):
+                        notes = list(raw.notifies(timeout=timeout, stop_after=1))
+                        if any(note.payload != self.sender for note in notes):
                             wake()
             except psycopg.Error:
                 stopping.wait(timeout)

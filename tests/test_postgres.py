@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from outbox.admin import Admin, DeadFilter
 from outbox.errors import StoreError, StoreUnavailable
 from outbox.postgres import PostgresDatabase, without_password
 from outbox.store import Outbox, ReceivedMutation
@@ -272,6 +273,67 @@ def test_a_commit_on_another_machine_wakes_the_dispatcher_at_once(url, tmp_path,
         elsewhere.database.close()
 
     assert receiver.members == {"4711": {"u1"}}
+
+
+def test_a_replay_and_a_request_touching_the_same_audiences_never_deadlock(url):
+    """A replay requeues dead letters in id order (here b's, then a's) while a request locks
+    its audiences by key (a, then b): the replay must take its audiences in the request's order
+    first, or each waits for the other and PostgreSQL aborts one (a 503 or a failed replay)."""
+    import psycopg
+
+    outbox = Outbox(PostgresDatabase(url, write_timeout=10.0))
+    add(outbox, "b", "u1")
+    add(outbox, "a", "u2")
+    for claim in outbox.claim("test", now=1000.0, lease=60, limit=10, batch_sizes={"demo": 100}):
+        outbox.dead_letter(claim, "refused", now=1000.0)
+    results = {}
+
+    def replay():
+        try:
+            results["replay"] = Admin(outbox).replay(DeadFilter(), now=1001.0)
+        except Exception as error:
+            results["replay"] = error
+
+    with psycopg.connect(url) as request:
+        request.execute("UPDATE audiences SET pending = pending WHERE key = 'a'")
+        replaying = threading.Thread(target=replay)
+        replaying.start()
+        time.sleep(1.0)
+        try:
+            request.execute("UPDATE audiences SET pending = pending WHERE key = 'b'")
+            request.commit()
+            results["request"] = "committed"
+        except psycopg.Error as error:
+            results["request"] = error
+        replaying.join(30)
+    outbox.database.close()
+
+    assert results == {"request": "committed", "replay": (2, 0)}
+
+
+def test_a_listener_skips_its_own_processs_notifications_and_wakes_for_anyone_elses(url, pg_outbox):
+    """The process that commits wakes its own dispatcher directly; the echo of its own NOTIFY
+    would only cost every one of its dispatchers another claim."""
+    wakes, stopping = [], threading.Event()
+    listener = threading.Thread(target=pg_outbox.listen, args=(lambda: wakes.append(time.monotonic()), stopping))
+    other = Outbox(PostgresDatabase(url))
+    listener.start()
+    try:
+        time.sleep(1.0)
+        add(pg_outbox, "4711", "u1")
+        time.sleep(1.5)
+        echoes = len(wakes)
+        add(other, "4711", "u2")
+        deadline = time.monotonic() + 10
+        while len(wakes) == echoes and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stopping.set()
+        listener.join(5)
+        other.database.close()
+
+    assert echoes == 0
+    assert len(wakes) == 1
 
 
 def test_while_the_server_is_down_the_dmp_gets_503_and_everything_resumes_when_it_is_back(
