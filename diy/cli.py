@@ -43,10 +43,10 @@ def main(argv=None):
         return args.run(args)
     except (ConfigError, StoreError) as error:
         return fail(error)
-    except OSError as error:  # a file named on the command line, a closed pipe
+    except OSError as error:  # a file named on the command line (verify, sign, backup)
         return fail(f"{error.filename}: {error.strerror}" if error.filename and error.strerror else
                     error.strerror or error)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C of a long command (disk, replay, backup): no traceback
         return 130
 
 

@@ -1,8 +1,10 @@
 """How `diy-wsgi` fails: one line on stderr, a non-zero exit, no traceback, nothing created."""
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 from diy.cli import main
 from tests.processes import ROOT
@@ -46,3 +48,14 @@ def test_a_file_named_on_the_command_line_that_is_missing_is_one_line(tmp_path, 
 
     assert code == 2
     assert capsys.readouterr().err == f"diy-wsgi: {tmp_path / 'body.json'}: No such file or directory\n"
+
+
+def test_ctrl_c_of_a_long_command_ends_it_quietly(tmp_path):
+    command = subprocess.Popen([sys.executable, "-m", "diy_wsgi", "disk", "--seconds", "30", "--config",
+                                str(quiet_config(tmp_path))], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    time.sleep(1.5)
+    command.send_signal(signal.SIGINT)
+    out, err = command.communicate(timeout=30)
+
+    assert (command.returncode, out, err) == (130, "", "")
