@@ -255,10 +255,11 @@ def run_status(args):
         print()
     table(("dispatcher", "last seen"), [(d["owner"], age(d["seen_age"]) + " ago") for d in status["dispatchers"]])
     files = status["files"]
+    print()
     if files is None:
-        print(printable(f"\nno database at {config.database} yet (the service creates it when it first starts)"))
+        print(printable(f"no database at {config.database} yet (the service creates it when it first starts)"))
     else:
-        print("\ndatabase " + ", ".join(f"{FILE_LABELS[key]} {size:,} bytes" for key, size in files.items()))
+        print("database " + ", ".join(f"{FILE_LABELS[key]} {size:,} bytes" for key, size in files.items()))
     return 0
 
 

@@ -502,7 +502,7 @@ def test_status_before_the_database_exists_shows_the_configured_integrations_wit
 
     assert code == 0
     assert out.splitlines()[1].split()[:4] == ["demo", "0", "0", "0"]
-    assert "no database at" in out.splitlines()[-1]
+    assert out.splitlines()[-1].startswith("no database at ")
     assert status["integrations"]["demo"]["pending"] == 0 and status["files"] is None
     assert sorted(p.name for p in sqlite_config_path.parent.iterdir()) == ["diy.ini"]
 
