@@ -43,6 +43,9 @@ def main(argv=None):
         return args.run(args)
     except (ConfigError, StoreError) as error:
         return fail(error)
+    except BrokenPipeError:  # whoever read our output stopped (| head): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as error:  # a file named on the command line (verify, sign, backup)
         return fail(f"{error.filename}: {error.strerror}" if error.filename and error.strerror else
                     error.strerror or error)

@@ -59,3 +59,17 @@ def test_ctrl_c_of_a_long_command_ends_it_quietly(tmp_path):
     out, err = command.communicate(timeout=30)
 
     assert (command.returncode, out, err) == (130, "", "")
+
+
+def test_output_read_by_a_reader_that_stopped_early_ends_quietly(tmp_path):
+    """As `diy-wsgi status | head -1` does: the reader is gone before the table is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "diy_wsgi", "status", "--config", str(quiet_config(tmp_path))],
+                                cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=30,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(write_end)
+
+    assert (result.returncode, result.stderr) == (1, "")
