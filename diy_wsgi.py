@@ -36,6 +36,7 @@ from diy.http_errors import (
 )
 from diy.health import PATHS as PROBE_PATHS
 from diy.health import Probes, Reply, public_reason
+from diy.metrics import request_labels
 from diy.service import Service
 from diy.signature import verify
 from outbox.errors import StoreError
@@ -61,6 +62,8 @@ class DiyApp:
         self.metrics = self.service.metrics
         self.probes = Probes(self)
         self._creations = None
+        self._creating = {}
+        """A creation call running in the pool -> (integration, monotonic time it times out, or None)."""
         self._started_in = None
         self._lock = threading.Lock()
 
@@ -75,6 +78,16 @@ class DiyApp:
         self.service.dispatcher.start()
 
     def stop(self):
+        """Stop the dispatcher, and say so when creation calls still run: the interpreter waits for
+        them at exit (their audiences are queued, and the dispatcher creates them)."""
+        with self._lock:
+            creating = list(self._creating.values())
+        if creating:
+            ends = [ends_at for _, ends_at in creating if ends_at is not None]
+            left = f"{max(0.0, max(ends) - time.monotonic()):.1f}s" if len(ends) == len(creating) else "unknown"
+            log.info("audience creations still running count=%d integrations=%s longest_call_left=%s; exit waits for "
+                     "them, and the dispatcher creates their audiences", len(creating),
+                     ",".join(sorted({name for name, _ in creating})), left)
         self.service.close()
 
     # Requests.
@@ -123,10 +136,10 @@ class DiyApp:
         if path in PROBE_PATHS:
             return
         integration = self.config.integration_for_path(path)
-        kind = metric_kind(request_type, environ.get("REQUEST_METHOD"))
-        labels = (("integration", integration.name if integration else "-"), ("type", kind))
+        request = request_labels(request_type, environ.get("REQUEST_METHOD"))
+        labels = (("integration", integration.name if integration else "-"),) + request
         self.metrics.count("diy_requests_total", labels + (("status", str(status)),))
-        self.metrics.observe("diy_request_duration_seconds", (("type", kind),), elapsed)
+        self.metrics.observe("diy_request_duration_seconds", request, elapsed)
 
     def handle(self, environ, request_type):
         integration = self.config.integration_for_path(environ.get("PATH_INFO") or "/")
@@ -197,6 +210,10 @@ class DiyApp:
             reason = f"the platform {held} ({account.label} circuit open)"
             return self._queue_creation(integration, new, reason, breaker.held_for)
         future = self._creation_pool().submit(account.target.create_audience, dmp_audience(integration, new))
+        timeout = getattr(account.target, "timeout", None)
+        with self._lock:
+            self._creating[future] = (integration.name, time.monotonic() + timeout if timeout else None)
+        future.add_done_callback(self._creation_ended)
         try:
             target_id = str(future.result(timeout=self.config.create_timeout))
         except concurrent.futures.TimeoutError:
@@ -242,6 +259,7 @@ class DiyApp:
         record = self.outbox.record_created(
             integration.name, new.dmp_id, name=new.name, customer=new.customer, target_id=target_id, key=key, now=self.clock()
         )
+        self.service.dispatcher.check_target_id(integration.name, new.dmp_id, target_id)
         self.service.dispatcher.wake()
         return record
 
@@ -249,14 +267,20 @@ class DiyApp:
         """A creation that outran the budget still finished: keep its result, if it has one."""
         if future.exception() is not None:
             return
+        target_id = str(future.result())
         try:
             self.outbox.record_created(
                 integration.name, new.dmp_id, name=new.name, customer=new.customer,
-                target_id=str(future.result()), key=new.dmp_id, now=self.clock(),
+                target_id=target_id, key=new.dmp_id, now=self.clock(),
             )
+            self.service.dispatcher.check_target_id(integration.name, new.dmp_id, target_id)
             self.service.dispatcher.wake()
         except StoreError:
             log.warning("late audience creation not recorded integration=%s audience=%s; the dispatcher creates it", integration.name, new.dmp_id)
+
+    def _creation_ended(self, future):
+        with self._lock:
+            self._creating.pop(future, None)
 
     def _creation_pool(self):
         with self._lock:
@@ -276,15 +300,6 @@ def make_app(config, *, clock=None):
 
 def dmp_audience(integration, new):
     return Audience(integration.name, new.dmp_id, new.name, new.customer)
-
-
-def metric_kind(request_type, method):
-    """A request's `type` label: a DMP request type, or the bare method, or "other"."""
-    if request_type in dmp.REQUEST_TYPES:
-        return request_type
-    if request_type is None and method in ("GET", "HEAD", "POST"):
-        return method
-    return "other"
 
 
 def request_type_of(environ):

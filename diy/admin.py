@@ -15,7 +15,7 @@ import sys
 
 from diy.config import ConfigError, load_config, parse_duration
 from diy.logs import escape_unprintable as printable
-from diy.metrics import live_gauges, read_all
+from diy.metrics import API_DEPRECATED_GAUGE, live_gauges, read_all
 from diy.signature import verify
 from outbox import disk
 from outbox.admin import Admin, DeadFilter
@@ -240,6 +240,7 @@ def run_status(args):
         status = {"integrations": {}, "dispatchers": [], "files": None}
     status["integrations"] = {**{i.name: dict(NOTHING_YET) for i in config.integrations}, **status["integrations"]}
     status["held_accounts"] = held_accounts(config)
+    status["deprecated_api_versions"] = deprecated_api_versions(config)
     if args.json:
         return emit(status)
     rows = [
@@ -252,6 +253,11 @@ def run_status(args):
     if status["held_accounts"]:
         table(("held account", "integration", "why"),
               [(held["account"], held["integration"], held["reason"]) for held in status["held_accounts"]])
+        print()
+    if status["deprecated_api_versions"]:
+        table(("deprecated api version", "account", "sunset"),
+              [(d["api_version"], d["account"], d["sunset"] or "not announced")
+               for d in status["deprecated_api_versions"]])
         print()
     table(("dispatcher", "last seen"), [(d["owner"], age(d["seen_age"]) + " ago") for d in status["dispatchers"]])
     files = status["files"]
@@ -272,6 +278,14 @@ def held_accounts(config):
         for labels in sorted((dict(key) for key, value in refused.items() if value),
                              key=lambda labels: (labels["integration"], labels["account"]))
     ]
+
+
+def deprecated_api_versions(config):
+    """The API versions a platform says it will retire, per account, as this machine's live
+    processes last heard it (targets/criteo.py, "API versions")."""
+    gauges = live_gauges(read_all(config.metrics_dir), API_DEPRECATED_GAUGE)
+    return sorted((dict(labels) for labels, value in gauges.items() if value),
+                  key=lambda d: (d["integration"], d["account"], d["api_version"]))
 
 
 def run_dead_list(args):

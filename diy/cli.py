@@ -12,6 +12,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from diy import logs
 from diy.admin import add_commands as add_admin_commands
 from diy.config import ConfigError, load_config, load_secret
+from diy.servers import QuietDisconnects
 from diy.signature import sign
 from outbox.errors import StoreError
 
@@ -191,17 +192,25 @@ def configure_logging(config):
 
 
 def stop_on_signals(stop):
-    """SIGTERM and SIGINT stop the loop from another thread (shutdown() waits for the loop)."""
+    """SIGTERM and SIGINT stop the loop from another thread (shutdown() waits for the loop); a
+    second one exits at once: what was acknowledged is committed, and other dispatchers take the
+    audiences of calls still in flight over once this process's heartbeat is old."""
+    stopping = threading.Event()
 
     def handler(signum, frame):
-        log.info("stopping signal=%s", signal.Signals(signum).name)
+        if stopping.is_set():
+            log.warning("stopping now signal=%s; calls in flight are abandoned and delivered again", signal.Signals(signum).name)
+            logging.shutdown()
+            os._exit(128 + signum)
+        stopping.set()
+        log.info("stopping signal=%s; send it again to stop at once", signal.Signals(signum).name)
         threading.Thread(target=stop, daemon=True).start()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
 
 
-class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+class ThreadingWSGIServer(QuietDisconnects, socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 

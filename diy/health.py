@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from diy.hosts import addressed_to_this_machine, is_loopback
 from diy.http_errors import Forbidden, MethodNotAllowed, ServiceUnavailable, Unauthorized
-from diy.metrics import CREDENTIALS_GAUGE, live_gauges, render
+from diy.metrics import CREDENTIALS_GAUGE, live_gauges, merge, render, zeros
 from outbox.admin import Admin
 from outbox.errors import StoreError
 
@@ -21,6 +21,9 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w.])/[^\s:'\"]+")
 SERVER_ADDRESS = re.compile(r' at "[^"]*", port [0-9]+')
 HELD_FOR_CREDENTIALS = ("the platform refuses diy-wsgi's credentials: requests are stored, deliveries wait "
                         "until they are accepted again (diy-wsgi status, the service log)")
+NOTHING_STORED = {"pending": 0, "leased": 0, "dead": 0, "oldest_pending_age": None, "audiences": 0,
+                  "audiences_creating": 0, "audiences_failed": 0}
+"""The status of an integration without a row in the outbox yet."""
 log = logging.getLogger("diy.health")
 
 
@@ -119,13 +122,16 @@ class Probes:
                             "127.0.0.1, [::1] or [diy] server_name) unless [diy] metrics_token is set")
 
     def metrics_text(self):
+        """Every series of every configured integration, at 0 until something happens (an
+        integration with nothing stored yet, no pending mutation: an oldest age of 0)."""
         status = self.admin.status(now=self.service.clock())
         targets = {i.name: i.target for i in self.config.integrations}
-        integrations = status["integrations"]
+        integrations = {name: NOTHING_STORED for name in targets}
+        integrations.update(status["integrations"])
 
-        def per_integration(key, transform=lambda value: value):
-            return [([["integration", name], ["target", targets.get(name, "")]], transform(s[key]))
-                    for name, s in integrations.items() if s[key] is not None]
+        def per_integration(key):
+            return [([["integration", name], ["target", targets.get(name, "")]], s[key] or 0)
+                    for name, s in integrations.items()]
 
         outbox_depth = [
             ([["integration", name], ["state", state]], s[state])
@@ -135,19 +141,21 @@ class Probes:
             ([["integration", name], ["state", state]], count)
             for name, s in integrations.items()
             for state, count in (("creating", s["audiences_creating"]), ("failed", s["audiences_failed"]),
-                                 ("all", s["audiences"]))
+                                 ("ready", s["audiences"] - s["audiences_creating"] - s["audiences_failed"]))
         ]
         gauges = [
             ("diy_outbox_mutations", "Mutations in the outbox by state (pending includes leased).", outbox_depth),
-            ("diy_outbox_oldest_pending_age_seconds", "Age of the oldest undelivered mutation.", per_integration("oldest_pending_age")),
+            ("diy_outbox_oldest_pending_age_seconds", "Age of the oldest undelivered mutation (0: none pending).",
+             per_integration("oldest_pending_age")),
             ("diy_dead_letters", "Dead-lettered mutations kept for the operator.", per_integration("dead")),
-            ("diy_audiences", "Audiences by creation state.", audiences),
+            ("diy_audiences", "Audiences by creation state (creating, ready, failed).", audiences),
             ("diy_dispatchers_alive", "Dispatchers with a heartbeat in the last 30 s.",
              [([], sum(1 for d in status["dispatchers"] if d["seen_age"] < HEARTBEAT_STALE))]),
             ("diy_database_bytes", "Size of the outbox: the SQLite file and its WAL, or the PostgreSQL database.",
              [([["file", key.split("_")[0]]], size) for key, size in status["files"].items()]),
         ]
-        return render(self.service.metrics.collect(), gauges)
+        accounts = {name: [account.label for account in accounts.all()] for name, accounts in self.service.accounts.items()}
+        return render(merge([zeros(accounts), self.service.metrics.collect()]), gauges)
 
 
 class Readiness:

@@ -18,22 +18,32 @@ import secrets
 import threading
 import time
 
-from outbox.dispatcher import CREDENTIALS_GAUGE
+from diy import dmp
+from outbox.dispatcher import CREDENTIALS_GAUGE, DELIVERY_BUCKETS
 from outbox.files import make_private_folder, open_private
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 3.0, 5.0, 10.0)
 """Seconds; dense below the DMP's targets (1 s for mutations, 3 s for creation)."""
-DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 HELP = {
-    "diy_requests_total": ("counter", "Requests answered, by integration, request type and status."),
-    "diy_request_duration_seconds": ("histogram", "Time to answer a request, by request type."),
+    "diy_requests_total": ("counter", "Requests answered, by integration, HTTP method, DMP request type and status."),
+    "diy_request_duration_seconds": ("histogram", "Time to answer a request, by HTTP method and DMP request type."),
     "diy_deliveries_total": ("counter", "Platform calls and their outcome, by integration and result."),
     "diy_delivered_mutations_total": ("counter", "Mutations settled by the dispatcher, by integration and result."),
     "diy_delivery_call_seconds": ("histogram", "Duration of one platform call, by integration."),
     "diy_delivery_latency_seconds": ("histogram", "From the 200 to the DMP until the platform accepted, by integration."),
     CREDENTIALS_GAUGE: ("gauge", "1 while the platform refuses an account's credentials and its work is held."),
 }
+API_DEPRECATION_NOTICES = "diy_api_deprecation_notices_total"
+API_DEPRECATED_GAUGE = "diy_api_deprecated"
+HELP[API_DEPRECATION_NOTICES] = ("counter", "Platform answers saying the API version in use is deprecated.")
+HELP[API_DEPRECATED_GAUGE] = ("gauge", "1 while a platform announces the end (sunset) of the API version in use.")
+METHODS = ("GET", "HEAD", "POST")
+WRITES = (dmp.CREATE_AUDIENCE, dmp.ADD_TO_AUDIENCE, dmp.REMOVE_FROM_AUDIENCE)
+DMP_REQUESTS = (("GET", "none"), ("GET", dmp.VALIDATE), ("POST", dmp.VALIDATE)) + tuple(("POST", kind) for kind in WRITES)
+"""(method, type) of what the DMP sends: their series exist from the start."""
+DELIVERY_RESULTS = ("delivered", "partial", "retry", "dead", "created", "refused", "held", "unauthorized")
+MUTATION_RESULTS = ("delivered", "dead")
 FILE = re.compile(r"(\d+)\.[0-9a-f]+\.json")
 log = logging.getLogger("diy.metrics")
 
@@ -153,6 +163,43 @@ class Metrics:
         """Every process's counts merged: this one's current state plus every file."""
         self.flush()
         return read_all(self.directory)
+
+
+def request_labels(request_type, method):
+    """A request's `method` and `type` labels, from bounded sets: an unknown method is "other";
+    `type` is the DMP's request type, "none" without ?type=, "unknown" for any other value."""
+    if request_type is None:
+        kind = "none"
+    else:
+        kind = request_type if request_type in dmp.REQUEST_TYPES else "unknown"
+    return (("method", method if method in METHODS else "other"), ("type", kind))
+
+
+def zeros(accounts):
+    """Every series a configured service is known to have, at 0, in merge()'s form: merged with
+    the counts, a series exists from the first scrape, so its first increase shows in rate() and
+    increase() (Prometheus's "avoid missing metrics"). `accounts` maps each integration to its
+    accounts' labels. Requests: the DMP's own, answered 200, and 503 for those that write."""
+    counters, histograms, gauges = [], [], []
+
+    def histogram(buckets):
+        return {"buckets": list(buckets), "counts": [0] * len(buckets), "sum": 0.0, "count": 0}
+
+    for method, kind in DMP_REQUESTS:
+        histograms.append(["diy_request_duration_seconds", [["method", method], ["type", kind]], histogram(LATENCY_BUCKETS)])
+    for integration, labels in accounts.items():
+        for method, kind in DMP_REQUESTS:
+            for status in ("200", "503") if kind in WRITES else ("200",):
+                counters.append(["diy_requests_total", [["integration", integration], ["method", method],
+                                                        ["type", kind], ["status", status]], 0])
+        counters += [["diy_deliveries_total", [["integration", integration], ["result", result]], 0]
+                     for result in DELIVERY_RESULTS]
+        counters += [["diy_delivered_mutations_total", [["integration", integration], ["result", result]], 0]
+                     for result in MUTATION_RESULTS]
+        histograms += [[name, [["integration", integration]], histogram(DELIVERY_BUCKETS)]
+                       for name in ("diy_delivery_call_seconds", "diy_delivery_latency_seconds")]
+        gauges += [[CREDENTIALS_GAUGE, [["integration", integration], ["account", label]], 0] for label in labels]
+    return {"counters": counters, "histograms": histograms, "gauges": gauges}
 
 
 def read_all(directory):

@@ -2,10 +2,11 @@
 
 Nothing here opens the database or starts a thread: that happens on first use, after any fork.
 """
+import threading
 import time
 
 from diy.config import ConfigError
-from diy.metrics import Metrics
+from diy.metrics import API_DEPRECATED_GAUGE, API_DEPRECATION_NOTICES, Metrics
 from outbox.accounts import Account, Accounts
 from outbox.backends import open_database
 from outbox.clock import clock_of
@@ -29,7 +30,11 @@ class Service:
         self.metrics = Metrics(config.metrics_dir)
         self.http = HttpClient()
         share = fair_share(config)
-        self.accounts = {i.name: build_accounts(config, i, self.http, clock, share) for i in config.integrations}
+        applications = {}
+        self.accounts = {
+            i.name: build_accounts(config, i, self.http, clock, share, self.metrics, applications)
+            for i in config.integrations
+        }
         settings = config.dispatcher
         self.dispatcher = Dispatcher(
             self.outbox,
@@ -64,8 +69,13 @@ def fair_share(config):
     return max(1, config.dispatcher.threads // accounts)
 
 
-def build_accounts(config, integration, http, clock, share):
-    """The integration's accounts: one shared, or one per `[integration:NAME:customer:ID]`."""
+def build_accounts(config, integration, http, clock, share, metrics=None, applications=None):
+    """The integration's accounts: one shared, or one per `[integration:NAME:customer:ID]`.
+
+    `applications` ({(target class, application): (first target, its guard's bucket)}, shared by
+    every integration) makes accounts of one platform application share its rate limit.
+    """
+    applications = {} if applications is None else applications
     section = f"integration:{integration.name}"
     try:
         target_class = load_target_class(integration.target)
@@ -85,6 +95,9 @@ def build_accounts(config, integration, http, clock, share):
             clock, calls_per_second=rate, concurrent_calls=concurrent,
             breaker_failures=integration.breaker_failures, breaker_cooldown=integration.breaker_cooldown,
         )
+        share_application(applications, target_class, target, guard)
+        if metrics is not None:
+            target.on_api_deprecated = deprecation_reporter(metrics, integration.name, label)
         return Account(label, target, guard)
 
     if not integration.accounts:
@@ -93,6 +106,42 @@ def build_accounts(config, integration, http, clock, share):
         customer: account(f"{integration.name}/customer:{customer}", f"{section}:customer:{customer}", settings)
         for customer, settings in integration.accounts.items()
     })
+
+
+class SharedBucket:
+    """One TokenBucket for the guards of several accounts (each guard locks only itself)."""
+
+    def __init__(self, bucket):
+        self._bucket = bucket
+        self._lock = threading.Lock()
+
+    def wait(self):
+        with self._lock:
+            return self._bucket.wait()
+
+
+def share_application(applications, target_class, target, guard):
+    """Accounts whose targets name one platform application (Criteo: one client_id, whose
+    250 calls a minute all its accounts share) get one rate limit, and the later targets use
+    the first one's per-application state (its token cache)."""
+    key = getattr(target, "application", None)
+    if key is None or guard.bucket is None:
+        return
+    first, bucket = applications.setdefault((target_class, key), (target, SharedBucket(guard.bucket)))
+    if first is not target:
+        target.share_application(first)
+    guard.bucket = bucket
+
+
+def deprecation_reporter(metrics, integration, account):
+    """What a target calls for each answer deprecating its API version: a counter, and a gauge
+    `diy-wsgi status` shows while this process lives (so a version changed by a restart
+    stops being shown)."""
+    def report(api_version, sunset):
+        labels = (("integration", integration), ("account", account), ("api_version", api_version))
+        metrics.count(API_DEPRECATION_NOTICES, labels)
+        metrics.set(API_DEPRECATED_GAUGE, labels + (("sunset", sunset),), 1)
+    return report
 
 
 def check_lease(config, where, target):

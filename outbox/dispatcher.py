@@ -20,7 +20,7 @@ import threading
 import time
 
 from outbox.accounts import Accounts
-from outbox.errors import StoreUnavailable
+from outbox.errors import StoreError, StoreUnavailable
 from outbox.retry import RetryPolicy
 from targets.base import ADD, REMOVE
 from outbox.guard import CREDENTIALS_REFUSED
@@ -96,6 +96,8 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._in_flight = set()
         self._in_flight_lock = threading.Lock()
+        self._calls = {}
+        """Claim token -> (integration, monotonic time its platform call times out, or None)."""
         self._loop = None
         self._heart = None
         self._listener = None
@@ -139,19 +141,28 @@ class Dispatcher:
         return self._loop is not None and self._loop.is_alive()
 
     def stop(self, timeout=None):
-        """Stop claiming, give in-flight calls `timeout` seconds, then give back unsettled leases."""
+        """Stop claiming, give in-flight calls `timeout` seconds, then give back unsettled leases.
+
+        A wait for calls in flight is announced (how many, to which integrations, how long their
+        platform timeouts may still run), and so are calls still running at the end: their
+        batches are delivered again by whichever dispatcher claims them next."""
         if self._loop is None:
             return
         timeout = self.stop_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
         self._loop.join(timeout)
-        self._heart.join(timeout)
-        if self._listener is not None:
-            self._listener.join(timeout)
         with self._in_flight_lock:
             in_flight = set(self._in_flight)
-        _, unfinished = concurrent.futures.wait(in_flight, timeout)
+        if in_flight:
+            integrations, left = self._calls_left()
+            log.info("dispatcher stopping owner=%s in_flight=%d integrations=%s longest_call_left=%s stop_timeout=%gs; "
+                     "waiting for them", self.owner, len(in_flight), integrations, left, timeout)
+        _, unfinished = concurrent.futures.wait(in_flight, max(0.0, deadline - time.monotonic()))
+        for thread in (self._heart, self._listener):
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
         self._pool.shutdown(wait=False)
         released = 0
         try:
@@ -159,8 +170,25 @@ class Dispatcher:
             self.outbox.retire(self.owner)
         except Exception:
             log.exception("could not give back leases owner=%s; they expire by themselves", self.owner)
-        log.info("dispatcher stopped owner=%s unfinished=%d released=%d", self.owner, len(unfinished), released)
+        if unfinished:
+            integrations, left = self._calls_left()
+            log.warning("dispatcher stopped with calls still running owner=%s unfinished=%d integrations=%s released=%d "
+                        "longest_call_left=%s; their outcome is dropped and their batches are delivered again (the "
+                        "process exits once the calls end)", self.owner, len(unfinished), integrations, released, left)
+        else:
+            log.info("dispatcher stopped owner=%s unfinished=0 released=%d", self.owner, released)
         self._loop = self._heart = self._listener = None
+
+    def _calls_left(self):
+        """(the integrations of the platform calls running now, joined by commas; the longest
+        time one of them may still run until its timeout, or "unknown")."""
+        now = time.monotonic()
+        with self._in_flight_lock:
+            calls = list(self._calls.values())
+        integrations = ",".join(sorted({integration for integration, _ in calls})) or "-"
+        ends = [ends_at for _, ends_at in calls if ends_at is not None]
+        left = f"{max(0.0, max(ends) - now):.1f}s" if ends and len(ends) == len(calls) else "unknown"
+        return integrations, left
 
     def _beat(self):
         """Beat the heart until stopped; one line when it cannot, and one when it can again."""
@@ -294,6 +322,9 @@ class Dispatcher:
             return
         outcome, refusal, change = "other", None, None
         started = time.monotonic()
+        timeout = getattr(account.target, "timeout", None)
+        with self._in_flight_lock:
+            self._calls[claim.token] = (claim.audience.integration, started + timeout if timeout else None)
         try:
             try:
                 if claim.audience.state == "creating":
@@ -303,6 +334,8 @@ class Dispatcher:
             except CredentialsRefused as error:
                 outcome, refusal = "unauthorized", error
         finally:
+            with self._in_flight_lock:
+                self._calls.pop(claim.token, None)
             change = account.guard.release(outcome, claim.audience.id)
             self.metrics.observe(
                 "diy_delivery_call_seconds", (("integration", claim.audience.integration),),
@@ -339,6 +372,21 @@ class Dispatcher:
         else:
             log.warning("credentials accepted again account=%s; its held work resumes", account.label)
 
+    def check_target_id(self, integration, dmp_id, target_id):
+        """Warn when the platform answered the creation of `dmp_id` with an id that another
+        audience already has (a platform that forgot its audiences, such as a restarted test
+        platform): the users of both would reach one platform audience. Call it once the
+        mapping is stored."""
+        try:
+            known = [other for other in self.outbox.audiences_of_target(integration, target_id) if other != dmp_id]
+        except StoreError as error:
+            log.debug("audience id not checked integration=%s audience=%s reason=%r", integration, dmp_id, str(error))
+            return
+        for other in known:
+            log.warning("audience id clash integration=%s audience=%s known_audience=%s target_id=%s; the platform "
+                        "answered the new audience with the known one's id, so both audiences' users reach one "
+                        "platform audience (was the platform reset?)", integration, dmp_id, other, target_id)
+
     def _refuse(self, claim, reason):
         """Work that no call can do: a creation fails, a batch is dead-lettered, with `reason`."""
         audience = claim.audience
@@ -369,7 +417,8 @@ class Dispatcher:
             return "other"
         self._count(claim, "created")
         log.info("audience created integration=%s audience=%s target_id=%s", audience.integration, audience.dmp_id, target_id)
-        self._settle(claim, self.outbox.created, claim, str(target_id), now=self.clock())
+        if self._settle(claim, self.outbox.created, claim, str(target_id), now=self.clock()):
+            self.check_target_id(audience.integration, audience.dmp_id, str(target_id))
         self.wake()
         return "ok" if target.creates_on_the_platform else "other"
 
@@ -479,7 +528,10 @@ class Dispatcher:
                 log.warning("settle postponed integration=%s audience=%s reason=%r", claim.audience.integration,
                             claim.audience.key, str(error))
                 self._stopping.wait(min(0.1 * 2 ** attempt, 5.0))
-        if not settled:
+        if not settled and self._stopping.is_set():
+            log.info("outcome dropped integration=%s audience=%s: this dispatcher is stopping and no longer holds the "
+                     "lease; the batch is delivered again", claim.audience.integration, claim.audience.key)
+        elif not settled:
             log.warning(
                 "lease lost integration=%s audience=%s: another dispatcher took it over; its outcome was dropped",
                 claim.audience.integration, claim.audience.key,

@@ -203,6 +203,13 @@ class Outbox:
                     break
             return self._audience_in(connection, integration, dmp_id)
 
+    def audiences_of_target(self, integration, target_id):
+        """The DMP ids of the integration's audiences mapped to the platform's `target_id`."""
+        rows = self.database.read(
+            "SELECT dmp_id FROM audiences WHERE integration = ? AND target_id = ? ORDER BY id", (integration, target_id)
+        )
+        return [row[0] for row in rows]
+
     def _audience_in(self, connection, integration, dmp_id):
         row = connection.execute(
             f"SELECT {AUDIENCE_COLUMNS} FROM audiences WHERE integration = ? AND dmp_id = ?", (integration, dmp_id)

@@ -1,6 +1,6 @@
 """The runner: the reliability suites in one command, their figures in reliability/RESULTS.md.
 
-    python -m reliability --long          the long form (about 15 minutes on 2 cores)
+    python -m reliability --long          the long form (about 18 minutes on 2 cores)
     python -m reliability                 the CI form (what `python -m pytest` runs, about 2 minutes)
     python -m reliability --long crash    one suite (crash, several_vms, outages, storage, concurrency, hostile)
 

@@ -7,6 +7,7 @@ A target is a class with this shape (subclassing `Target` is the easy way to get
         calls_per_second = None                # the platform's documented rate limit, if any
         concurrent_calls = None                # most calls in flight it tolerates, if known
         creates_on_the_platform = True         # False if create_audience only names the audience
+        application = None                     # set per instance when accounts share a rate limit
 
         def __init__(self, settings, http):    # `target.*` keys of the integration, prefix cut
             ...                                # raise TargetConfigError(key, why) on bad ones
@@ -20,12 +21,19 @@ creation budget); several calls may run at once on one instance, so keep shared 
 thread-safe. A call returns normally when the platform accepted everything and raises one of
 `targets.errors` otherwise; any other exception is treated like a `TransientError`.
 
+Accounts whose targets give the same `application` (a hashable, e.g. Criteo's client_id) share
+one rate limit in the dispatcher, and each later one is handed the first with
+`share_application(first)` to share what it keeps per application (a token cache). The service
+sets `on_api_deprecated(api_version, sunset)` on every target: a target calls it for each answer
+saying the platform deprecated the API version in use (the sunset date, or ""), and /metrics
+and `diy-wsgi status` show it.
+
 Calls are repeated after failures and crashes (delivery is at least once), so they must be safe
 to repeat: adding a member twice or removing a non-member must do no harm.
 """
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Hashable, Mapping, NamedTuple, Optional, Sequence
 
 ADD = "add"
 REMOVE = "remove"
@@ -70,6 +78,11 @@ class Target:
     creates_on_the_platform = True
     """False when `create_audience` calls nothing and only names the audience (The Trade Desk):
     its success then says nothing about the platform, e.g. whether it accepts our credentials."""
+    application: Optional[Hashable] = None
+    """What the platform counts its rate limit against when several accounts may share it (Criteo:
+    the API app); None: each account is on its own."""
+    on_api_deprecated: Optional[Callable[[str, str], None]] = None
+    """Set by the service; see the module docstring."""
 
     def __init__(self, settings: Mapping[str, str], http):
         self.settings = settings
@@ -83,6 +96,9 @@ class Target:
 
     def remove_users(self, audience: Audience, mutations: Sequence[Mutation]) -> None:
         raise NotImplementedError
+
+    def share_application(self, first: "Target") -> None:
+        """Use what `first` (a target with the same `application`) keeps per application."""
 
     def close(self) -> None:
         """Release what the target holds (connections are the shared client's, not its own)."""

@@ -7,33 +7,42 @@ Settings (the integration's `target.*` keys, prefix cut):
     advertiser_id   the Criteo advertiser that owns the segments (required, digits)
     identifier_type what External_user_id is: gum (default), email, madid, identityLink,
                     phoneNumber; sent as is, neither hashed nor normalised
-    gum_caller_id   the account's GUM caller id (a whole number; required for gum only)
+    gum_caller_id   the GUM caller id of the party that synced the GUM ids the DMP sends (for
+                    Mapp DMP's cookie sync: the DMP's caller id, which is not necessarily
+                    the advertiser's own; ask Criteo). A whole number; required for gum only
     segment_prefix  first word of every segment name (default `mapp`; may be empty)
     base_url        default https://api.criteo.com (tests point it at a local fake)
-    api_version     default 2026-01: the first path segment of every API call
+    api_version     default 2026-07, Criteo's current stable version (see "API versions"
+                    below): the first path segment of every API call
     timeout         seconds per connect and per read (default 10)
     max_batch       most identifiers one call carries (default 50000, 1..50000)
 
 Segment names are `<segment_prefix> <audience name> (<dmp_id>)`, or `<segment_prefix>
 (<dmp_id>)` for an audience first seen in a mutation (whitespace runs collapsed to one
 space). The dmp_id makes the name unique per DMP audience and the name makes creation safe to
-repeat: Criteo refuses a second segment of that name (400 `name-must-be-unique`), and the
-target then finds the first one by searching the advertiser's contact lists and returns its
-id. A renamed DMP audience keeps its segment.
+repeat: Criteo refuses a second segment of that name with the code `name-must-be-unique`,
+under `warnings` of a 200 (its partial-approval model) or under `errors`, and the target then
+finds the first one by searching the advertiser's contact lists and returns its id. A renamed
+DMP audience keeps its segment.
 
 What the platform answers, and what the target raises:
 
 | Criteo answers                                    | raised                                   |
 | ------------------------------------------------- | ---------------------------------------- |
-| 2xx with `errors` in the body                     | PermanentError with the first error (a   |
-|                                                   | taken name: the existing segment's id)   |
+| `name-must-be-unique` (errors or warnings)        | nothing: the existing segment's id       |
+| create: 2xx without a segment id                  | PermanentError naming the first error or |
+|                                                   | warning; TransientError if none          |
+| 2xx with `errors` in the body                     | PermanentError with the first error      |
 | 401 (any code)                                    | new token, call repeated once; then      |
 |                                                   | CredentialsRefused                       |
 | token endpoint 400/401                            | CredentialsRefused: check client         |
 |                                                   | id/secret                                |
 | 403                                               | CredentialsRefused (no access to the     |
 |                                                   | advertiser)                              |
-| 404 `audience-invalid`                            | AudienceGone (a PermanentError)          |
+| 410 (the API version is retired)                  | VersionRetired (held like credentials,   |
+|                                                   | nothing dead-lettered)                   |
+| contact list: 404 (any code), or                  | AudienceGone: the dispatcher creates the |
+| `segment-not-found`/`audience-invalid`            | segment again                            |
 | other 4xx                                         | PermanentError                           |
 | 413                                               | PayloadTooLarge                          |
 | 429                                               | TransientError, retry_after from         |
@@ -41,22 +50,50 @@ What the platform answers, and what the target raises:
 | 408, 425, 5xx, no answer at all                   | TransientError                           |
 | `sampleInvalidIdentifiers` naming our identifiers | PartialFailure for those mutations       |
 
-Rate limit: 250 calls a minute per app (`calls_per_minute`). When an answer says
+API versions. Each Criteo version is supported 12 months; in the last 3 its answers carry
+`Deprecation` and a `Sunset` date; after the sunset a call answers 410 Gone, unless its
+endpoint has not changed since, in which case Criteo "falls forward" to the current version.
+Every answer carrying `Deprecation` is counted (`on_api_deprecated`: /metrics and `diy-wsgi
+status`) and logged once per version and date; a 410 is our configuration, never the data's
+fault, so it holds the account's work until target.api_version names a supported version.
+
+Rate limit: 250 calls a minute per API app, shared by every account using that app's
+client_id (`calls_per_minute`; `application` lets the service give such accounts one
+limiter, and `share_application` one token cache and one pause). When an answer says
 `x-ratelimit-remaining: 0`, calls until its `x-ratelimit-reset` raise TransientError without
 reaching Criteo; the pause is capped at `MAX_PAUSE` seconds.
 
-Checked against Criteo's public documentation (developers.criteo.com, 2026): authentication
-(`POST /oauth2/token`, form-encoded client credentials, tokens valid 900 s, a 401 means get a
-new one), rate limits (250 calls/minute for client-credentials apps; headers
-x-ratelimit-limit/-remaining/-reset, the reset being "the timestamp at which a new call could
-be performed", e.g. 1628249355), the contact-list PATCH of the 2026-01 reference (operation,
-identifierType, gumCallerId for gum; answer `data.attributes` with contactListId,
-nbValidIdentifiers, nbInvalidIdentifiers, sampleInvalidIdentifiers "a sample of invalid
-identifiers"), and the Marketing Solutions SDKs' AudienceApi (criteo/criteo-api-python-sdk:
-`audience-segments/create`, `audience-segments/search` with `limit`/`offset` and
-`meta.totalItems`). Error bodies are `{"errors": [{traceIdentifier or traceId, type, code,
-instance, title, detail}]}`. Not checked against a live account: the 50,000 identifiers a
-call (from /work/shared/platforms.md) and what the token endpoint's error body holds.
+Sources (developers.criteo.com and Criteo's SDKs, read 2026-12; nothing tried against a live
+account):
+- authentication: `POST /oauth2/token`, form-encoded client credentials, tokens valid 900 s, a
+  401 means get a new one (marketing-solutions/docs, authentication pages).
+- rate limits: "Client Credentials: 250 calls/min (default endpoints), Application level";
+  headers x-ratelimit-limit/-remaining/-reset, the reset being "the timestamp at which a new
+  call could be performed", e.g. 1628249355 (criteo-apis/docs/rate-limits).
+- versions: criteo-apis/docs/versioning-policy (12 months, `Deprecation: true` and `Sunset`
+  in months 9-12, then 410 Gone with fall-forward); the 2026-01 release note (supported until
+  early 2027); 2026-07 is the current stable version and 2027-01 the next release candidate
+  (marketing-solutions/v2026-preview/docs/audiences). 2026-01 ends on 2027-01-27 per the
+  versioning tables (the release note says 2027-02-02; we warn on the earlier date).
+- segments: the Marketing Solutions SDK's AudienceApi for 2026-07 (criteo/criteo-api-python-
+  sdk, `sdks/marketingsolutions_2026-07/docs/AudienceApi.md`): create and search answer 200
+  "Success or partial success", the contact-list PATCH 200; search takes `limit`/`offset` and
+  answers `meta.totalItems`. The PATCH answer's `data.attributes` (contactListId,
+  nbValidIdentifiers, nbInvalidIdentifiers, sampleInvalidIdentifiers "a sample of invalid
+  identifiers") and a 200 carrying a `deprecated-field` warning: the 2026-01 reference page.
+- `name-must-be-unique` and `segment-not-found` listed among the warnings of Criteo's partial
+  approvals (retail-media/docs/audience-segment-endpoints); names unique per advertiser
+  (marketing-solutions/docs/audience-segments).
+- a missing segment: no Criteo page documents the PATCH's answer; RudderStack's
+  criteo_audience tests script a 404 `audience-invalid` for the older contact-list path. Hence
+  any 404 on the segment's path, or either code, means the segment is gone.
+- `gumCallerId`: "reach out to your Criteo account team for the appropriate gumCallerId"
+  (marketing-solutions/docs/contact-list); Tealium's Criteo connectors leave it unmapped when
+  their own cookie-matching tag did the GUM sync: the id belongs to whoever synced.
+- error bodies `{"errors": [{traceIdentifier or traceId, type, code, instance, title,
+  detail}]}` (the same pages). Not confirmed by any source: a per-call identifier limit (50,000
+  is what RudderStack's and Tealium's Criteo integrations send at most) and what the token
+  endpoint's error body holds.
 
 Known limitation: Criteo reports only a *sample* of the invalid identifiers. Mutations named
 in the sample are reported as failed; invalid identifiers outside the sample cannot be told
@@ -64,6 +101,8 @@ apart from valid ones and count as delivered (a warning logs the counts).
 """
 from __future__ import annotations
 
+import email.utils
+import hashlib
 import json
 import logging
 import math
@@ -83,6 +122,7 @@ from targets.errors import (
     TargetConfigError,
     TargetError,
     TransientError,
+    VersionRetired,
 )
 from targets import settings as read
 from targets.http import RETRYABLE_STATUSES, parse_retry_after, status_summary
@@ -95,7 +135,7 @@ SETTINGS = (
 )
 IDENTIFIER_TYPES = ("email", "madid", "identityLink", "gum", "phoneNumber")
 DEFAULT_BASE_URL = "https://api.criteo.com"
-DEFAULT_API_VERSION = "2026-01"
+DEFAULT_API_VERSION = "2026-07"
 MAX_BATCH_LIMIT = 50_000
 SEARCH_PAGE = 100
 REFRESH_MARGIN = 60.0
@@ -105,7 +145,9 @@ RATE_LIMIT_WINDOW = 60.0
 MAX_PAUSE = 300.0
 """Longest pause a rate-limit reset can impose, so a bogus reset cannot stop a target."""
 NAME_TAKEN = "name-must-be-unique"
-SEGMENT_GONE = "audience-invalid"
+SEGMENT_GONE = frozenset({"segment-not-found", "audience-invalid"})
+"""Codes meaning the segment no longer exists: the first from Criteo's partial-approval
+warnings, the second from RudderStack's tests of the older contact-list path."""
 TEXT_CHARS = 200
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}|preview")
@@ -135,9 +177,15 @@ class CriteoTarget(Target):
         self.timeout = read.seconds(settings)
         self.max_batch = read.whole_number(settings, "max_batch", MAX_BATCH_LIMIT, 1, MAX_BATCH_LIMIT)
         self.clock = clock
+        self.application = (self.base_url, self.client_id, _digest(self.client_secret))
         self.tokens = AccessTokens(self._fetch_token, clock)
-        self._pause_lock = threading.Lock()
-        self._paused_until: Optional[float] = None
+        self.pause = RatePause()
+        self._deprecations_logged: set = set()
+
+    def share_application(self, first: "CriteoTarget") -> None:
+        """Criteo counts calls per API app: every account of one app waits for the same reset,
+        and one token serves them all."""
+        self.tokens, self.pause = first.tokens, first.pause
 
     # The contract.
 
@@ -146,17 +194,18 @@ class CriteoTarget(Target):
         action = f'creating segment "{name}"'
         body = create_body(self.advertiser_id, name, segment_description(audience))
         response = self._call("POST", "audience-segments/create", body, action)
-        if response.status == 400 and error_code(response.json()) == NAME_TAKEN:
+        document = response.json()
+        if response.status in (200, 400) and NAME_TAKEN in problem_codes(document):
             return self._find_segment(name)
         self._raise_for_status(response, action)
-        document = response.json()
-        if error_code(document) == NAME_TAKEN:
-            return self._find_segment(name)
         self._raise_for_body_errors(response, action)
         segment_id = _created_id(document)
-        if segment_id is None:
-            raise TransientError(f"Criteo's answer to {action} named no segment id")
-        return segment_id
+        if segment_id is not None:
+            return segment_id
+        if _problems(document, "warnings"):
+            raise PermanentError(f"Criteo did not create the segment while {action}"
+                                 f" ({criteo_summary(response, 'warnings')})")
+        raise TransientError(f"Criteo's answer to {action} named no segment id")
 
     def add_users(self, audience: Audience, mutations: Sequence[Mutation]) -> None:
         self._amend(audience, ADD, mutations)
@@ -178,6 +227,10 @@ class CriteoTarget(Target):
         body = amendment_body(op, self.identifier_type, self.gum_caller_id, identifiers)
         path = f"audience-segments/{quote(segment_id)}/contact-list"
         response = self._call("PATCH", path, body, action)
+        if response.status == 404 or SEGMENT_GONE & set(problem_codes(response.json())):
+            raise AudienceGone(
+                f"the segment is gone at Criteo while {action} ({criteo_summary(response)})"
+            )
         self._raise_for_status(response, action)
         self._raise_for_body_errors(response, action)
         failed = invalid_mutations(response.json(), mutations, self.identifier_type)
@@ -223,7 +276,13 @@ class CriteoTarget(Target):
 
     def _call(self, method: str, path: str, document: Any, action: str):
         """One API call with a bearer token; a 401 gets a new token and one more try."""
-        self._check_rate_limit(action)
+        wait = self.pause.wait(self.clock())
+        if wait is not None:
+            raise TransientError(
+                f"Criteo's rate limit is used up; {action} is postponed by {wait:.0f} s"
+                " without calling Criteo",
+                retry_after=wait,
+            )
         token = self.tokens.get()
         response = self._send(method, path, document, token)
         if response.status != 401:
@@ -249,20 +308,24 @@ class CriteoTarget(Target):
         response = self.http.request(method, url, body=body, headers=headers, timeout=self.timeout)
         resume_at = rate_limit_pause(response.headers, self.clock())
         if resume_at is not None:
-            with self._pause_lock:
-                self._paused_until = max(resume_at, self._paused_until or 0.0)
+            self.pause.extend(resume_at)
+        self._heed_deprecation(response.headers)
         return response
 
-    def _check_rate_limit(self, action: str) -> None:
-        with self._pause_lock:
-            wait = postponement(self._paused_until, self.clock())
-            if wait is None:
-                self._paused_until = None
-                return
-        raise TransientError(
-            f"Criteo's rate limit is used up; {action} is postponed by {wait:.0f} s"
-            " without calling Criteo",
-            retry_after=wait,
+    def _heed_deprecation(self, headers: Mapping[str, str]) -> None:
+        """Count every answer announcing the end of our API version; log each date once."""
+        notice = deprecation_notice(headers)
+        if notice is None:
+            return
+        if self.on_api_deprecated is not None:
+            self.on_api_deprecated(self.api_version, notice)
+        if notice in self._deprecations_logged:
+            return
+        self._deprecations_logged.add(notice)
+        log.warning(
+            "criteo deprecates api_version=%s sunset=%s; calls answer 410 after the sunset:"
+            " set target.api_version to the current version (see the README, The Criteo target)",
+            self.api_version, notice or "unannounced",
         )
 
     def _fetch_token(self) -> Tuple[str, float]:
@@ -298,12 +361,16 @@ class CriteoTarget(Target):
         if 200 <= status < 300:
             return
         summary = criteo_summary(response)
-        if status == 404 and error_code(response.json()) == SEGMENT_GONE:
-            raise AudienceGone(f"the segment is gone at Criteo while {action} ({summary})")
         if status == 403:
             raise CredentialsRefused(
                 f"Criteo denied access while {action} ({summary}); check that the app may"
                 f" manage advertiser {self.advertiser_id}"
+            )
+        if status == 410:
+            raise VersionRetired(
+                f"Criteo no longer serves API version {self.api_version} ({summary}) while"
+                f" {action}: set target.api_version to a version Criteo supports, e.g."
+                f" {DEFAULT_API_VERSION} or newer; the work waits, nothing is dead-lettered"
             )
         if status == 413:
             raise PayloadTooLarge(f"Criteo found the batch too large while {action} ({summary})")
@@ -329,14 +396,33 @@ class CriteoTarget(Target):
             if wait is None:
                 return None
             resume_at = now + min(wait, MAX_PAUSE)
-        with self._pause_lock:
-            self._paused_until = max(resume_at, self._paused_until or 0.0)
+        self.pause.extend(resume_at)
         return resume_at - now
 
     def _raise_for_body_errors(self, response, action: str) -> None:
         """A 2xx can still carry `errors`: the call failed for what they name."""
-        if _errors(response.json()):
+        if _problems(response.json(), "errors"):
             raise PermanentError(f"Criteo refused {action} ({criteo_summary(response)})")
+
+
+class RatePause:
+    """Until when an app's calls wait because Criteo said none are left (thread-safe)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._until: Optional[float] = None
+
+    def extend(self, resume_at: float) -> None:
+        with self._lock:
+            self._until = max(resume_at, self._until or 0.0)
+
+    def wait(self, now: float) -> Optional[float]:
+        """Seconds a call must still wait; None when it may go."""
+        with self._lock:
+            wait = postponement(self._until, now)
+            if wait is None:
+                self._until = None
+            return wait
 
 
 class AccessTokens:
@@ -542,15 +628,40 @@ def _reset_time(value: str, now: float) -> Optional[float]:
     return min(max(reset, now), now + MAX_PAUSE)
 
 
+def deprecation_notice(headers: Mapping[str, str]) -> Optional[str]:
+    """None unless the answer carries `Deprecation`; then its `Sunset` as YYYY-MM-DD, or "".
+
+    `headers` have lower-case names. Criteo sends `Deprecation: true` (RFC 9745 would send
+    `@<epoch>`; either counts) and an HTTP-date `Sunset` (RFC 8594).
+    """
+    deprecation = headers.get("deprecation")
+    if deprecation is None or deprecation.strip().lower() in ("", "false"):
+        return None
+    sunset = headers.get("sunset")
+    try:
+        moment = email.utils.parsedate_to_datetime(sunset) if sunset else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        moment = None
+    return moment.strftime("%Y-%m-%d") if moment is not None else ""
+
+
 def error_code(document: Any) -> Optional[str]:
-    errors = _errors(document)
+    errors = _problems(document, "errors")
     code = errors[0].get("code") if errors else None
     return code if isinstance(code, str) else None
 
 
-def criteo_summary(response) -> str:
-    """`HTTP 400 name-must-be-unique: <title>: <detail>` from Criteo's first error, if any."""
-    errors = _errors(response.json())
+def problem_codes(document: Any) -> List[str]:
+    """The codes of every entry under `errors` and `warnings` (Criteo puts an item it refused
+    in a partial approval under either)."""
+    entries = _problems(document, "errors") + _problems(document, "warnings")
+    return [entry["code"] for entry in entries if isinstance(entry.get("code"), str)]
+
+
+def criteo_summary(response, key: str = "errors") -> str:
+    """`HTTP 400 name-must-be-unique: <title>: <detail>` from Criteo's first error (or
+    warning, with `key`), if any."""
+    errors = _problems(response.json(), key)
     if not errors:
         return status_summary(response)
     first = errors[0]
@@ -574,11 +685,16 @@ def token_error_summary(response) -> str:
     return f"HTTP {response.status}"
 
 
-def _errors(document: Any) -> List[Dict[str, Any]]:
-    errors = document.get("errors") if isinstance(document, dict) else None
-    if not isinstance(errors, list):
+def _problems(document: Any, key: str) -> List[Dict[str, Any]]:
+    entries = document.get(key) if isinstance(document, dict) else None
+    if not isinstance(entries, list):
         return []
-    return [error for error in errors if isinstance(error, dict)]
+    return [entry for entry in entries if isinstance(entry, dict)]
+
+
+def _digest(secret: str) -> str:
+    """Tells apps apart without keeping the secret in a value that might be printed."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
 def _text(value: Any) -> str:

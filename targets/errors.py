@@ -9,6 +9,7 @@
 | AudienceGone       | forgets the platform id, recreates the audience, redelivers |
 | CredentialsRefused | holds the account's work (no attempt counted, nothing      |
 |                    | dead-lettered) and tries one call after a cooldown          |
+| VersionRetired     | the same (a kind of CredentialsRefused)                     |
 
 Messages are shown to operators (and, for audience creation, to the marketer in the DMP):
 they say what the platform answered and never contain a credential or a request body.
@@ -44,6 +45,12 @@ class CredentialsRefused(TargetError):
     unusable until someone fixes its configuration, and nothing is wrong with the data. Neither
     transient (retrying each batch would burn its attempts) nor permanent (dead-lettering would
     blame the mutations): the dispatcher holds all of the account's work until a trial call passes."""
+
+
+class VersionRetired(CredentialsRefused):
+    """The platform no longer serves the API version we call (Criteo's 410 after a version's
+    sunset). Our configuration, not the data: held like refused credentials until the version
+    setting names one the platform serves."""
 
 
 class PayloadTooLarge(TargetError):

@@ -41,22 +41,34 @@ fails transiently, the whole batch is retried (repeating an add or a remove does
 Answers, read into `targets.errors`:
 
     200 `{}`                                   every item accepted
-    200 or 400 with `FailedLines`              PartialFailure naming the mutations of those items
-                                               (`ItemNumber` is 1-based within the request, a
-                                               string or an integer; a line without a usable
-                                               one is matched by its `TDID`, and a line matching
-                                               nothing fails every item of its request)
+    200 or 400 with `FailedLines`              PartialFailure naming the mutations of those items.
+                                               A line names its item by `ItemNumber` (1-based
+                                               within the request, a string or an integer), else
+                                               by the `item #N` its `Message` ends with (the
+                                               shape recorded in production), else by its `TDID`.
+                                               A line naming no item is logged and fails nothing:
+                                               TTD applied the other items, so dead-lettering the
+                                               request for it would drop accepted users.
     400 without `FailedLines`                  PermanentError for the request's items
-    401, 403                                   CredentialsRefused: a configuration error,
-                                               target.token/secret or target.advertiser_id is
-                                               wrong; the account is held, nothing dead-lettered
+    401                                        CredentialsRefused: target.token or target.secret
+                                               is wrong
+    403                                        CredentialsRefused naming TTD's own `ErrorCode`
+                                               and `Message` (IncorrectPermissions,
+                                               AdvertiserMisconfigured, DataProviderMisconfigured,
+                                               TargetingDataLimitReached): all are the account's
+                                               problem, never the data's, so the account is held
+                                               and nothing is dead-lettered
+    410                                        VersionRetired: TTD retired the endpoint or a
+                                               property we send; our code, never the data's, so
+                                               the account is held until diy-wsgi is updated
     413                                        PayloadTooLarge: the dispatcher halves the batch
     408, 429, 5xx, no answer                   TransientError, `retry_after` from Retry-After
     anything else                              `targets.http.raise_for_status`
 
 When a batch went out as several requests and some of them were refused whole (400), their
 items are named in one PartialFailure; only when every request was refused is it a
-PermanentError.
+PermanentError. A 401 or 403 in the middle of such a batch holds the whole batch (no item is
+dead-lettered; the parts already accepted are sent again later, which does no harm).
 
 What each fact rests on (nothing was tried against a live endpoint; tests use
 `tests/fakes/thetradedesk.py`, which enforces all of it):
@@ -71,6 +83,17 @@ What each fact rests on (nothing was tried against a live endpoint; tests use
   200 that carries `FailedLines` (`{"FailedLines":[{"ErrorCode":"MissingUserId",...}]}`):
   RudderStack's rudder-transformer, `src/cdk/v2/destinations/the_trade_desk/utils.js`,
   `config.js` and `src/v0/destinations/the_trade_desk/networkHandler.js`.
+- a failed line without `ItemNumber` and `TDID`, e.g. `{"ErrorCode":"MissingUserId","Message":
+  "Invalid DAID, item #1"}`: recorded as TTD's answer in RudderStack's
+  `src/v0/destinations/the_trade_desk/networkHandler.js`.
+- 403 codes IncorrectPermissions, AdvertiserMisconfigured, DataProviderMisconfigured,
+  TargetingDataLimitReached ("the maximum allowed targeting data elements limit ... has been
+  reached"), 413 MaxRequestSizeExceeded, in an `{"ErrorCode", "Message"}` envelope: TTD's Data
+  API return codes (open.thetradedesk.com .../post-data-advertiser-firstparty and
+  .../Foundations/resources/doc/ReturnCodes, as summarised in api-evangelist/trade-desk
+  `errors/trade-desk-error-codes.yml`); a 403 body in plain text is read as well. 410 "The
+  request uses a deprecated endpoint or property" (ReturnCodes, same summary,
+  `errors/trade-desk-problem-types.yml`): TTD's deprecation signal, sent instead of headers.
 - TTL default 30 days, at most 180 days: RudderStack's "The Trade Desk Audience" setup guide
   (rudderstack.com/docs/destinations/audience-list-destinations/trade-desk-audience/setup-guide/).
 - The key is spelled `TtlInMinutes` as in the SDK's schema; RudderStack sends `TTLInMinutes`,
@@ -89,14 +112,17 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import re
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from targets.base import Audience, Mutation, Target
-from targets.errors import CredentialsRefused, PartialFailure, PermanentError, TargetConfigError
+from targets.errors import CredentialsRefused, PartialFailure, PermanentError, TargetConfigError, VersionRetired
 from targets import settings as read
 from targets.http import _excerpt, raise_for_status, status_summary
+
+log = logging.getLogger("diy.targets.thetradedesk")
 
 PLATFORM = "The Trade Desk"
 PATH = "/data/advertiser"
@@ -112,6 +138,14 @@ SETTINGS = (
 )
 SIGNATURE_ONLY = ("secret", "data_provider_id", "data_provider_secret")
 _NOT_NAME_CHARACTER = re.compile(r"[^A-Za-z0-9._-]")
+_ITEM_IN_MESSAGE = re.compile(r"\bitem\s*#\s*([0-9]{1,9})\b", re.IGNORECASE)
+ACCOUNT_REFUSALS = {
+    "TargetingDataLimitReached": "the advertiser has as many segments (targeting data) as TTD allows;"
+                                 " ask TTD to raise the limit or retire unused segments",
+    "AdvertiserMisconfigured": "TTD has not set this advertiser up to send first-party data; ask TTD",
+    "DataProviderMisconfigured": "TTD has not set target.data_provider_id up for this advertiser",
+}
+"""What an operator does about each 403 code that is not about our credentials."""
 
 
 class TheTradeDeskTarget(Target):
@@ -248,38 +282,61 @@ def read_answer(response, batch: Sequence[Mutation], *, advertiser_id: str, now:
     status = response.status
     failed_lines = _failed_lines(response) if status in (200, 400) else None
     if failed_lines:
-        raise PartialFailure(
-            f"{PLATFORM} refused {len(failed_lines)} of {len(batch)} users",
-            failed_by_mutation(failed_lines, batch),
-        )
-    if status in (401, 403):
+        failed, unattributed = failed_by_mutation(failed_lines, batch)
+        for reason in unattributed:
+            log.warning("ttd failed line names no item advertiser=%s items=%d reason=%r;"
+                        " nothing dead-lettered for it", advertiser_id, len(batch), reason)
+        if failed:
+            raise PartialFailure(f"{PLATFORM} refused {len(failed)} of {len(batch)} users", failed)
+        return
+    if status == 401:
         raise CredentialsRefused(
             f"{PLATFORM} refused the credentials for advertiser {advertiser_id}"
             f" ({status_summary(response)}); a configuration error: check target.token or"
-            " target.secret and target.advertiser_id"
+            " target.secret"
+        )
+    if status == 403:
+        raise CredentialsRefused(refusal_message(response, advertiser_id))
+    if status == 410:
+        raise VersionRetired(
+            f"{PLATFORM} no longer serves {PATH} as diy-wsgi calls it ({status_summary(response)}):"
+            " the endpoint or a property we send is retired; update diy-wsgi. The work waits,"
+            " nothing is dead-lettered"
         )
     if status == 400:
         raise PermanentError(f"{PLATFORM} refused the request: {status_summary(response)}")
     raise_for_status(response, PLATFORM, now)
 
 
-def failed_by_mutation(lines: Sequence[Any], batch: Sequence[Mutation]) -> Dict[int, str]:
-    """{mutation id: "<ErrorCode>: <Message>"} for the FailedLines of one request.
+def refusal_message(response, advertiser_id: str) -> str:
+    """A 403 in TTD's words: its `ErrorCode` and `Message`, and what the operator can do."""
+    document = response.json()
+    code = message = None
+    if isinstance(document, dict):
+        code, message = document.get("ErrorCode"), document.get("Message")
+    code = _excerpt(code) if isinstance(code, str) and code.strip() else None
+    said = f"{code}: {_excerpt(str(message))}" if code and message else code or status_summary(response)
+    advice = ACCOUNT_REFUSALS.get(code, "check target.token or target.secret and target.advertiser_id")
+    return (f"{PLATFORM} refused advertiser {advertiser_id} (HTTP 403, {said}); an account problem,"
+            f" not the data's: {advice}")
 
-    A line is matched by its 1-based `ItemNumber`, else by its `TDID`; a line that matches
-    nothing cannot be placed, so every item of the request counts as failed with its reason.
-    """
+
+def failed_by_mutation(
+    lines: Sequence[Any], batch: Sequence[Mutation]
+) -> Tuple[Dict[int, str], List[str]]:
+    """({mutation id: "<ErrorCode>: <Message>"}, [reasons of lines naming no item]) for the
+    FailedLines of one request; see the module docstring for how a line names its item."""
     failed: Dict[int, str] = {}
+    unattributed: List[str] = []
     for line in lines:
         line = line if isinstance(line, dict) else {}
         reason = _line_reason(line)
         matched = _match_line(line, batch)
         if not matched:
-            unmatched = f"{reason} (the answer named no item of the request)"
-            return {**{mutation.id: unmatched for mutation in batch}, **failed}
+            unattributed.append(reason)
         for mutation in matched:
             failed.setdefault(mutation.id, reason)
-    return failed
+    return failed, unattributed
 
 
 def _failed_lines(response) -> Optional[list]:
@@ -289,15 +346,27 @@ def _failed_lines(response) -> Optional[list]:
 
 
 def _match_line(line: Mapping[str, Any], batch: Sequence[Mutation]) -> List[Mutation]:
-    number = line.get("ItemNumber")
-    if isinstance(number, str) and read.WHOLE_NUMBER.fullmatch(number.strip()):
-        number = int(number.strip())
-    if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= len(batch):
-        return [batch[number - 1]]
+    for number in (_item_number(line), _item_in_message(line)):
+        if number is not None and 1 <= number <= len(batch):
+            return [batch[number - 1]]
     tdid = line.get("TDID")
     if isinstance(tdid, str) and tdid:
         return [mutation for mutation in batch if mutation.external_user_id.lower() == tdid.lower()]
     return []
+
+
+def _item_number(line: Mapping[str, Any]) -> Optional[int]:
+    number = line.get("ItemNumber")
+    if isinstance(number, str) and read.WHOLE_NUMBER.fullmatch(number.strip()):
+        return int(number.strip())
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
+
+
+def _item_in_message(line: Mapping[str, Any]) -> Optional[int]:
+    """N from a Message like "Invalid DAID, item #1" (the last such mention)."""
+    message = line.get("Message")
+    found = _ITEM_IN_MESSAGE.findall(message) if isinstance(message, str) else []
+    return int(found[-1]) if found else None
 
 
 def _line_reason(line: Mapping[str, Any]) -> str:

@@ -1,10 +1,14 @@
 """CriteoTarget against FakeCriteo on 127.0.0.1 (pytest-httpserver), clock moved by hand."""
 import dataclasses
+import json
 import threading
 import time
 
 import pytest
 
+from diy.cli import main as cli_main
+from diy.config import load_config
+from diy.service import Service
 from outbox.dispatcher import Dispatcher
 from outbox.store import ReceivedMutation
 from targets import load_target_class
@@ -13,6 +17,7 @@ from targets.criteo import (
     MAX_PAUSE,
     AudienceGone,
     CriteoTarget,
+    deprecation_notice,
     postponement,
     rate_limit_pause,
     segment_name,
@@ -24,9 +29,11 @@ from targets.errors import (
     PermanentError,
     TargetConfigError,
     TransientError,
+    VersionRetired,
 )
 from targets.http import HttpClient
 from tests.fakes.criteo import FakeCriteo
+from tests.support import config_text
 
 NOW = 1_000_000.0  # the `clock` fixture's start
 DMP_ID = "a5940e473cea659.356693871497425011"
@@ -242,7 +249,7 @@ def test_create_returns_the_new_segments_id_and_sends_the_documented_body(fake, 
 
     assert fake.segments == {segment: NAME}
     [request] = api_calls(fake)
-    assert (request.method, request.path) == ("POST", "/2026-01/marketing-solutions/audience-segments/create")
+    assert (request.method, request.path) == ("POST", "/2026-07/marketing-solutions/audience-segments/create")
     assert request.body == {"data": [{"type": "AudienceSegment", "attributes": {
         "advertiserId": "12345",
         "name": NAME,
@@ -300,7 +307,9 @@ def test_a_taken_name_is_resolved_by_searching_every_page(fake, http, clock):
                                                         "advertiserIds": ["12345"]}}}
 
 
-def test_creating_an_audience_twice_gives_one_segment(fake, http, clock):
+@pytest.mark.parametrize("name_clash", ["warnings", "errors"], ids=["clash-in-warnings-of-a-200", "clash-in-errors-of-a-400"])
+def test_creating_an_audience_twice_gives_one_segment(fake, http, clock, name_clash):
+    fake.name_clash = name_clash
     target = criteo(fake, http, clock)
 
     first = target.create_audience(AUDIENCE)
@@ -315,6 +324,16 @@ def test_a_taken_name_that_search_cannot_find_is_retried_later(fake, http, clock
 
     with pytest.raises(TransientError):
         criteo(fake, http, clock).create_audience(AUDIENCE)
+
+
+def test_a_200_that_creates_nothing_and_warns_is_refused_with_the_warning(fake, http, clock):
+    warning = criteo_error("name-must-not-be-empty", "Segment name must not be empty")["errors"]
+    fake.fail_next(200, body={"data": [], "errors": [], "warnings": warning})
+
+    with pytest.raises(PermanentError) as raised:
+        criteo(fake, http, clock).create_audience(AUDIENCE)
+
+    assert "HTTP 200 name-must-not-be-empty: Segment name must not be empty" in raised.value.message
 
 
 # Adding and removing users.
@@ -338,7 +357,7 @@ def test_member_calls_send_exactly_the_documented_body(fake, http, clock, settin
 
     [request] = api_calls(fake)
     assert (request.method, request.path) == (
-        "PATCH", f"/2026-01/marketing-solutions/audience-segments/{segment}/contact-list")
+        "PATCH", f"/2026-07/marketing-solutions/audience-segments/{segment}/contact-list")
     assert request.body == {"data": {"type": "ContactlistAmendment",
                                      "attributes": {**attributes, "identifiers": ["g1", "g2"]}}}
 
@@ -365,7 +384,13 @@ def test_identifiers_in_criteos_invalid_sample_fail_alone(fake, http, clock):
     assert fake.members[segment] == {"g1", "g2"}
 
 
-def test_a_deleted_segment_raises_audience_gone(fake, http, clock):
+@pytest.mark.parametrize(
+    "missing_segment",
+    [(404, "segment-not-found"), (404, "audience-invalid"), (404, "not-found"), (400, "segment-not-found")],
+    ids=["404-segment-not-found", "404-audience-invalid", "404-any-code", "400-segment-not-found"],
+)
+def test_a_deleted_segment_raises_audience_gone(fake, http, clock, missing_segment):
+    fake.missing_segment = missing_segment
     target = criteo(fake, http, clock)
     segment = fake.create_segment("s")
     fake.delete_segment(segment)
@@ -373,16 +398,36 @@ def test_a_deleted_segment_raises_audience_gone(fake, http, clock):
     with pytest.raises(AudienceGone) as raised:
         target.add_users(on(segment), users("g1"))
 
-    assert isinstance(raised.value, PermanentError)
-    assert "audience-invalid" in raised.value.message
+    assert f"HTTP {missing_segment[0]} {missing_segment[1]}" in raised.value.message
 
 
-def test_more_identifiers_than_criteo_takes_is_payload_too_large(fake, http, clock):
+def test_segment_not_found_among_the_warnings_of_a_200_raises_audience_gone(fake, http, clock):
+    target = criteo(fake, http, clock)
+    warning = criteo_error("segment-not-found", "Segment is not found")["errors"]
+    fake.fail_next(200, body={"data": None, "errors": [], "warnings": warning})
+
+    with pytest.raises(AudienceGone):
+        target.add_users(on(fake.create_segment("s")), users("g1"))
+
+
+def test_a_deprecation_warning_of_a_200_is_not_an_error(fake, http, clock):
     target = criteo(fake, http, clock)
     segment = fake.create_segment("s")
+    warning = criteo_error("deprecated-field", "'nbValidIds' is deprecated")["errors"]
+    fake.fail_next(200, body={"data": {"type": "ContactlistAmendment", "attributes": {}},
+                              "errors": [], "warnings": warning})
 
-    with pytest.raises(PayloadTooLarge):
-        target.add_users(on(segment), users(*(f"g{n}" for n in range(50_001))))
+    target.add_users(on(segment), users("g1"))
+
+
+def test_any_gum_caller_id_is_sent_as_configured(fake, http, clock):
+    target = criteo(fake, http, clock, gum_caller_id="987")
+    segment = fake.create_segment("s")
+
+    target.add_users(on(segment), users("g1"))
+
+    assert api_calls(fake)[-1].body["data"]["attributes"]["gumCallerId"] == 987
+    assert fake.members[segment] == {"g1"}
 
 
 @pytest.mark.parametrize(
@@ -390,7 +435,8 @@ def test_more_identifiers_than_criteo_takes_is_payload_too_large(fake, http, clo
     [
         (400, "invalid-request", PermanentError),
         (403, "access-denied", CredentialsRefused),
-        (404, "not-found", PermanentError),
+        (404, "not-found", AudienceGone),
+        (410, "gone", VersionRetired),
         (413, "payload-too-large", PayloadTooLarge),
         (429, "too-many-requests", TransientError),
         (500, "internal-error", TransientError),
@@ -398,7 +444,7 @@ def test_more_identifiers_than_criteo_takes_is_payload_too_large(fake, http, clo
         (503, "service-unavailable", TransientError),
         (504, "gateway-timeout", TransientError),
     ],
-    ids=["400", "403", "404-other-code", "413", "429-no-headers", "500", "502", "503", "504"],
+    ids=["400", "403", "404-on-the-segment", "410", "413", "429-no-headers", "500", "502", "503", "504"],
 )
 def test_statuses_raise_the_shared_error_classes_with_criteos_code(fake, http, clock, status, code, error):
     target = criteo(fake, http, clock)
@@ -408,7 +454,7 @@ def test_statuses_raise_the_shared_error_classes_with_criteos_code(fake, http, c
     with pytest.raises(error) as raised:
         target.add_users(on(segment), users("g1"))
 
-    assert type(raised.value) is error, "AudienceGone only for audience-invalid"
+    assert type(raised.value) is error
     assert f"HTTP {status} {code}: Scripted title" in raised.value.message
 
 
@@ -535,7 +581,7 @@ def test_defaults_and_registration():
     assert load_target_class("criteo") is CriteoTarget
     assert (target.base_url, target.api_version, target.identifier_type, target.gum_caller_id,
             target.segment_prefix, target.timeout, target.max_batch) == (
-        "https://api.criteo.com", "2026-01", "gum", 123, "mapp", 10.0, 50_000)
+        "https://api.criteo.com", "2026-07", "gum", 123, "mapp", 10.0, 50_000)
     assert CriteoTarget.calls_per_minute == 250
 
 
@@ -573,3 +619,166 @@ def test_the_dispatcher_creates_the_segment_then_keeps_its_members(fake, http, c
     assert outbox.counts() == {"pending": 0, "done": 3, "dead": 1}
     [dead] = outbox.dead_letters()
     assert "not a valid gum identifier" in dead[-1]
+
+
+# API versions.
+
+SUNSET = "Wed, 27 Jan 2027 00:00:00 GMT"
+
+
+def test_answers_announcing_a_sunset_are_counted_each_and_logged_once(fake, http, clock, caplog):
+    fake.deprecated["2026-01"] = SUNSET
+    target = criteo(fake, http, clock, api_version="2026-01")
+    notices = []
+    target.on_api_deprecated = lambda version, sunset: notices.append((version, sunset))
+    segment = fake.create_segment("s")
+
+    target.add_users(on(segment), users("g1"))
+    target.add_users(on(segment), users("g2"))
+
+    assert notices == [("2026-01", "2027-01-27")] * 2
+    logged = [r.getMessage() for r in caplog.records if "deprecates" in r.getMessage()]
+    assert logged == ["criteo deprecates api_version=2026-01 sunset=2027-01-27; calls answer 410 after the"
+                      " sunset: set target.api_version to the current version (see the README, The Criteo"
+                      " target)"]
+
+
+def test_the_default_version_is_not_the_one_being_retired(fake, http, clock):
+    fake.deprecated["2026-01"] = SUNSET
+    target = criteo(fake, http, clock)
+    notices = []
+    target.on_api_deprecated = lambda version, sunset: notices.append(version)
+
+    target.add_users(on(fake.create_segment("s")), users("g1"))
+
+    assert notices == []
+
+
+@pytest.mark.parametrize(
+    "headers, notice",
+    [
+        ({}, None),
+        ({"deprecation": "true", "sunset": SUNSET}, "2027-01-27"),
+        ({"deprecation": "@1798761600"}, ""),
+        ({"deprecation": "true", "sunset": "soon"}, ""),
+        ({"deprecation": "false", "sunset": SUNSET}, None),
+    ],
+    ids=["not-deprecated", "criteos-headers", "rfc9745-date-no-sunset", "sunset-unreadable", "deprecation-false"],
+)
+def test_deprecation_notice_reads_the_headers(headers, notice):
+    assert deprecation_notice(headers) == notice
+
+
+def test_a_retired_version_holds_the_work_until_the_version_is_changed(fake, http, clock, outbox):
+    fake.retired.add("2026-01")
+    target = criteo(fake, http, clock, api_version="2026-01")
+    dispatcher = Dispatcher(outbox, {"shop": target}, clock=clock, rand=lambda: 0.0)
+    outbox.enqueue("shop", "add", [ReceivedMutation(DMP_ID, "g1")], pass_through=False, now=clock())
+
+    drain(dispatcher, clock)
+    assert outbox.counts() == {"pending": 1, "done": 0, "dead": 0}
+    assert outbox.audience("shop", DMP_ID).state == "creating"
+
+    target.api_version = "2026-07"  # what the operator's new setting does after a restart
+    clock.advance(3600)
+    drain(dispatcher, clock)
+
+    assert outbox.counts() == {"pending": 0, "done": 1, "dead": 0}
+    assert fake.members[outbox.audience("shop", DMP_ID).target_id] == {"g1"}
+
+
+# One API app, several accounts.
+
+
+def test_accounts_of_one_app_share_its_token_and_its_rate_limit_pause(fake, http, clock):
+    first = criteo(fake, http, clock)
+    second = criteo(fake, http, clock, advertiser_id="777")
+    assert first.application == second.application
+    second.share_application(first)
+    segment = fake.create_segment("s")
+    fake.exhaust_rate_limit(reset_at=NOW + 30)
+
+    first.add_users(on(segment), users("g1"))
+    with pytest.raises(TransientError) as raised:
+        second.add_users(on(segment), users("g2"))
+
+    assert raised.value.retry_after == 30
+    assert fake.token_requests == 1
+
+
+def test_another_client_id_or_secret_is_another_application(fake, http, clock):
+    target = criteo(fake, http, clock)
+
+    assert criteo(fake, http, clock, client_id="other").application != target.application
+    assert criteo(fake, http, clock, client_secret="other").application != target.application
+    assert "csecret" not in repr(target.application)
+
+
+# The service: accounts of one app, and what status shows.
+
+
+def criteo_service(tmp_path, fake, clock, accounts):
+    """A Service whose integration `demo` is Criteo, one account per {customer: settings}."""
+    settings = fake.settings()
+    base = {"target": "criteo", **{f"target.{key}": value for key, value in settings.items()}}
+    text = config_text(tmp_path / "outbox.sqlite3", "http://unused.invalid", integration=base, sections={
+        f"integration:demo:customer:{customer}": {f"target.{key}": value for key, value in more.items()}
+        for customer, more in accounts.items()})
+    for key in ("target.url", "target.secret"):
+        text = text.replace(f"{key} = ", f"; {key} = ")
+    path = tmp_path / "diy.ini"
+    path.write_text(text)
+    path.chmod(0o600)
+    service = Service(load_config(path), clock=clock)
+    service.dispatcher.rand = lambda: 0.0
+    return path, service
+
+
+def test_accounts_sharing_a_client_id_share_one_rate_limit_and_one_token(tmp_path, fake, clock):
+    _, service = criteo_service(tmp_path, fake, clock, {1: {}, 2: {}})
+    try:
+        first, second = (service.accounts["demo"].for_customer(c) for c in (1, 2))
+        while first.guard.admit() == 0:
+            first.guard.release("ok")
+
+        assert second.guard.admit() > 0, "the app's 250 calls a minute are used up for both"
+        segment = fake.create_segment("s")
+        first.target.add_users(on(segment), users("g1"))
+        second.target.add_users(on(segment), users("g2"))
+        assert fake.token_requests == 1
+    finally:
+        service.close()
+
+
+def test_accounts_of_different_apps_keep_their_own_rate_limits(tmp_path, fake, clock):
+    _, service = criteo_service(tmp_path, fake, clock, {1: {}, 2: {"client_id": "another-app"}})
+    try:
+        first, second = (service.accounts["demo"].for_customer(c) for c in (1, 2))
+        while first.guard.admit() == 0:
+            first.guard.release("ok")
+
+        assert second.guard.admit() == 0
+    finally:
+        service.close()
+
+
+def test_status_shows_a_deprecated_api_version_with_its_sunset(tmp_path, fake, clock, capsys):
+    fake.deprecated["2026-01"] = SUNSET
+    path, service = criteo_service(tmp_path, fake, clock, {1: {"api_version": "2026-01"}})
+    try:
+        service.outbox.enqueue("demo", "add", [ReceivedMutation(DMP_ID, "g1", customer=1)],
+                               pass_through=False, now=clock())
+        drain(service.dispatcher, clock)
+        service.metrics.flush()
+
+        capsys.readouterr()
+        assert cli_main(["status", "--config", str(path), "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)["deprecated_api_versions"]
+        assert cli_main(["status", "--config", str(path)]) == 0
+        table = capsys.readouterr().out
+    finally:
+        service.close()
+
+    assert shown == [{"integration": "demo", "account": "demo/customer:1", "api_version": "2026-01",
+                      "sunset": "2027-01-27"}]
+    assert "2026-01" in table and "2027-01-27" in table

@@ -2,7 +2,9 @@
 import http.client
 import os
 import signal
+import socket
 import sqlite3
+import struct
 import threading
 
 from werkzeug import Response
@@ -142,3 +144,22 @@ def test_serve_answers_metrics_only_to_requests_addressed_to_this_machine(httpse
 
     assert statuses == {f"127.0.0.1:{port}": 200, f"localhost:{port}": 200, f"[::1]:{port}": 200,
                         "dmp.example.com": 200, f"rebound.example:{port}": 403, "127.0.0.1.rebound.example": 403}
+
+
+def test_serve_takes_a_client_that_hangs_up_mid_request_as_one_debug_line(httpserver, tmp_path):
+    """A DMP, a probe or a load balancer may reset a connection before its request is read."""
+    config = write_config(tmp_path, WebhookReceiver(httpserver).url, diy={"log_level": "debug"})
+    port = free_port()
+    server = Process(tmp_path, "serve", "--config", config, "--port", port)
+    try:
+        wait_for_port(port, server)
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+        client.sendall(b"GET /metr")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        wait_until(lambda: "client hung up" in server.output(), what="the debug line", processes=[server])
+        assert dmp_post(port, "VALIDATE", {"Type": "VALIDATE"}) == (200, {})
+    finally:
+        server.kill(signal.SIGTERM)
+
+    assert "Traceback" not in server.output()

@@ -13,7 +13,7 @@ from diy.metrics import Metrics, render
 from diy_wsgi import make_app
 from outbox.errors import StoreUnavailable
 from tests.processes import ROOT, write_config
-from tests.support import call, make_config, mode_of, mutation, mutations_body, parse_metrics
+from tests.support import WebhookReceiver, call, make_config, mode_of, mutation, mutations_body, parse_metrics
 
 LOOPBACK = {"REMOTE_ADDR": "127.0.0.1"}
 @pytest.fixture
@@ -172,12 +172,83 @@ def test_metrics_counts_requests_and_reads_the_outbox(build):
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     samples = parse_metrics(response.body.decode())
-    ok = ("diy_requests_total", (("integration", "demo"), ("type", "ADD_TO_AUDIENCE"), ("status", "200")))
-    refused = ("diy_requests_total", (("integration", "demo"), ("type", "ADD_TO_AUDIENCE"), ("status", "401")))
+    add = (("method", "POST"), ("type", "ADD_TO_AUDIENCE"))
+    ok = ("diy_requests_total", (("integration", "demo"),) + add + (("status", "200"),))
+    refused = ("diy_requests_total", (("integration", "demo"),) + add + (("status", "401"),))
     assert (samples[ok], samples[refused]) == (1, 1)
     assert samples[("diy_outbox_mutations", (("integration", "demo"), ("state", "pending")))] == 2
-    assert samples[("diy_request_duration_seconds_count", (("type", "ADD_TO_AUDIENCE"),))] == 2
-    assert samples[("diy_request_duration_seconds_bucket", (("type", "ADD_TO_AUDIENCE"), ("le", "+Inf")))] == 2
+    assert samples[("diy_request_duration_seconds_count", add)] == 2
+    assert samples[("diy_request_duration_seconds_bucket", add + (("le", "+Inf"),))] == 2
+
+
+DOCUMENTED_AT_ZERO = [
+    ("diy_requests_total", (("integration", "demo"), ("method", "POST"), ("type", "ADD_TO_AUDIENCE"), ("status", "200"))),
+    ("diy_requests_total", (("integration", "demo"), ("method", "POST"), ("type", "ADD_TO_AUDIENCE"), ("status", "503"))),
+    ("diy_requests_total", (("integration", "demo"), ("method", "GET"), ("type", "none"), ("status", "200"))),
+    ("diy_request_duration_seconds_count", (("method", "POST"), ("type", "CREATE_AUDIENCE"))),
+    *[("diy_deliveries_total", (("integration", "demo"), ("result", result)))
+      for result in ("delivered", "partial", "retry", "dead", "created", "refused", "held", "unauthorized")],
+    *[("diy_delivered_mutations_total", (("integration", "demo"), ("result", result))) for result in ("delivered", "dead")],
+    ("diy_delivery_call_seconds_count", (("integration", "demo"),)),
+    ("diy_delivery_latency_seconds_count", (("integration", "demo"),)),
+    *[("diy_outbox_mutations", (("integration", "demo"), ("state", state))) for state in ("pending", "leased", "dead")],
+    ("diy_outbox_oldest_pending_age_seconds", (("integration", "demo"), ("target", "webhook"))),
+    ("diy_dead_letters", (("integration", "demo"), ("target", "webhook"))),
+    *[("diy_audiences", (("integration", "demo"), ("state", state))) for state in ("creating", "ready", "failed")],
+    ("diy_dispatchers_alive", ()),
+    ("diy_account_credentials_refused", (("integration", "demo"), ("account", "demo"))),
+]
+
+
+def test_every_documented_series_is_there_at_zero_before_anything_happens(build):
+    """An alert on the oldest pending age, or on increase() of the 503s, needs the series at 0:
+    one that appears only with its first event hides that event from rate() and increase()."""
+    samples = parse_metrics(call(build(), "GET", path="/metrics", environ=LOOPBACK).body.decode())
+
+    assert {series: samples.get(series) for series in DOCUMENTED_AT_ZERO} == {series: 0 for series in DOCUMENTED_AT_ZERO}
+
+
+def test_the_oldest_pending_age_is_zero_once_everything_is_delivered(httpserver, tmp_path):
+    receiver = WebhookReceiver(httpserver)
+    app = make_app(make_config(tmp_path, receiver.url))
+    try:
+        call(app, query="type=ADD_TO_AUDIENCE", body=mutations_body("ADD_TO_AUDIENCE", mutation("a", "u1")))
+        while app.service.dispatcher.run_once():  # create the audience, then deliver
+            pass
+        samples = parse_metrics(call(app, "GET", path="/metrics", environ=LOOPBACK).body.decode())
+    finally:
+        app.stop()
+
+    assert receiver.members == {"a": {"u1"}}
+    assert samples[("diy_outbox_oldest_pending_age_seconds", (("integration", "demo"), ("target", "webhook")))] == 0
+
+
+def test_audiences_are_counted_by_state_without_a_total_series(build):
+    """A total beside its parts would double every sum(); sum(diy_audiences) is the total."""
+    app = build(integration={"return_target_id": "yes"})
+    call(app, query="type=CREATE_AUDIENCE", body={"Type": "CREATE_AUDIENCE", "Name": "n", "Customer": 1, "Audience": "new"})
+    call(app, query="type=ADD_TO_AUDIENCE", body=mutations_body("ADD_TO_AUDIENCE", mutation("passed-through", "u1")))
+
+    samples = parse_metrics(call(app, "GET", path="/metrics", environ=LOOPBACK).body.decode())
+
+    states = {dict(labels)["state"]: value for (name, labels), value in samples.items() if name == "diy_audiences"}
+    assert states == {"creating": 1, "ready": 1, "failed": 0}
+
+
+@pytest.mark.parametrize("method, query, labels", [
+    ("GET", "", (("method", "GET"), ("type", "none"))),
+    ("HEAD", "type=VALIDATE", (("method", "HEAD"), ("type", "VALIDATE"))),
+    ("POST", "type=REMOVE_FROM_AUDIENCE", (("method", "POST"), ("type", "REMOVE_FROM_AUDIENCE"))),
+    ("POST", "type=FROBNICATE", (("method", "POST"), ("type", "unknown"))),
+    ("PUT", "", (("method", "other"), ("type", "none"))),
+], ids=["get-validation", "head", "dmp-type", "unknown-type", "other-method"])
+def test_requests_are_labelled_by_http_method_and_dmp_type_apart(build, method, query, labels):
+    app = build()
+    status = call(app, method, query=query, body=b"{}").status
+
+    samples = parse_metrics(call(app, "GET", path="/metrics", environ=LOOPBACK).body.decode())
+
+    assert samples[("diy_requests_total", (("integration", "demo"),) + labels + (("status", str(status)),))] == 1
 
 
 def test_unknown_types_and_paths_do_not_become_labels(build):

@@ -12,6 +12,7 @@ from targets import BUILTIN, load_target_class
 from targets.base import ADD, REMOVE, Audience, Mutation
 from targets.errors import (
     CredentialsRefused, PartialFailure, PayloadTooLarge, PermanentError, TargetConfigError, TransientError,
+    VersionRetired,
 )
 from targets.http import HttpClient
 from targets.thetradedesk import TheTradeDeskTarget, build_requests, segment_name
@@ -102,7 +103,6 @@ def test_token_mode_sends_the_token_and_no_signature(fake, http, httpserver_ipv4
         pytest.param({"secret": SECRET}, {"secret": "other-secret"}, id="wrong-secret"),
         pytest.param({"secret": SECRET, "data_provider_id": "mapp", "data_provider_secret": DP_SECRET},
                      {"data_provider_secret": "other-dp-secret"}, id="wrong-data-provider-secret"),
-        pytest.param({}, {"advertiser_id": "adv2"}, id="other-advertiser-403"),
     ],
 )
 def test_refused_credentials_are_a_configuration_error_not_the_datas(httpserver_ipv4, http, fake_options, wrong):
@@ -113,10 +113,48 @@ def test_refused_credentials_are_a_configuration_error_not_the_datas(httpserver_
 
     assert not isinstance(raised.value, PermanentError), "nothing to dead-letter: the data is fine"
     assert "configuration error" in raised.value.message
+    assert fake.rejections[0][0] == 401
+    assert not any(secret in raised.value.message for secret in wrong.values())
+
+
+@pytest.mark.parametrize(
+    "fake_options, settings, said, advice",
+    [
+        pytest.param({}, {"advertiser_id": "adv2"}, "AdvertiserMisconfigured: The provided AdvertiserId is not"
+                     " configured to send data", "ask TTD", id="advertiser-misconfigured"),
+        pytest.param({"segment_limit": 0}, {}, "TargetingDataLimitReached: The maximum allowed targeting data"
+                     " elements limit has been reached", "raise the limit", id="targeting-data-limit-reached"),
+    ],
+)
+def test_a_403_says_the_platforms_own_code_and_message_and_holds_the_account(
+        httpserver_ipv4, http, fake_options, settings, said, advice):
+    fake = FakeTheTradeDesk(httpserver_ipv4, **fake_options)
+
+    with pytest.raises(CredentialsRefused) as raised:
+        ttd(fake, http, **settings).add_users(AUDIENCE, mutations(TDIDS[0]))
+
+    assert f"HTTP 403, {said}" in raised.value.message
+    assert "not the data's" in raised.value.message and advice in raised.value.message
+    assert fake.members == {}
+
+
+def test_a_410_is_a_retired_endpoint_that_holds_the_account(fake, http):
+    fake.fail_next(410, body="Gone")
+
+    with pytest.raises(VersionRetired) as raised:
+        ttd(fake, http).add_users(AUDIENCE, mutations(TDIDS[0]))
+
+    assert "nothing is dead-lettered" in raised.value.message
+
+
+def test_a_403_in_plain_text_is_reported_as_it_came(fake, http):
+    fake.fail_next(403, body="Forbidden")
+
+    with pytest.raises(CredentialsRefused) as raised:
+        ttd(fake, http).add_users(AUDIENCE, mutations(TDIDS[0]))
+
+    assert "HTTP 403, HTTP 403: Forbidden" in raised.value.message
     assert "target.advertiser_id" in raised.value.message
-    assert fake.rejections[0][0] in (401, 403)
-    secrets = [value for key, value in wrong.items() if key != "advertiser_id"]
-    assert not any(secret in raised.value.message for secret in secrets)
 
 
 # Payloads and membership
@@ -188,7 +226,9 @@ def test_an_empty_batch_sends_nothing(fake, http):
 
 # Partial failures
 
-def test_failed_lines_name_exactly_the_refused_mutations(fake, http):
+@pytest.mark.parametrize("failed_lines", ["recorded", "schema"], ids=["recorded-shape", "sdk-schema-shape"])
+def test_failed_lines_name_exactly_the_refused_mutations(fake, http, failed_lines):
+    fake.failed_lines = failed_lines
     fake.refuse([TDIDS[1], TDIDS[3]], code="UserNotMapped")
     batch = mutations(*TDIDS[:5])
 
@@ -230,6 +270,9 @@ def test_every_item_failing_is_still_a_partial_failure_naming_all(fake, http):
         pytest.param(200, {"ItemNumber": 2}, id="200-integer-item-number"),
         pytest.param(400, {"ItemNumber": " 2 "}, id="400-padded-item-number"),
         pytest.param(200, {"TDID": TDIDS[1].upper()}, id="no-item-number-matched-by-tdid"),
+        pytest.param(200, {"Message": "Invalid DAID, item #2"}, id="recorded-item-in-the-message"),
+        pytest.param(200, {"ItemNumber": "7", "Message": "Invalid DAID, item #2"}, id="number-out-of-range-then-message"),
+        pytest.param(200, {"Message": "bad, item #9", "TDID": TDIDS[1]}, id="message-out-of-range-then-tdid"),
     ],
 )
 def test_failed_lines_are_numbered_from_one(fake, http, status, line):
@@ -239,18 +282,28 @@ def test_failed_lines_are_numbered_from_one(fake, http, status, line):
     with pytest.raises(PartialFailure) as raised:
         ttd(fake, http).add_users(AUDIENCE, batch)
 
-    assert raised.value.failed == {batch[1].id: "MissingUserId: bad"}
+    assert list(raised.value.failed) == [batch[1].id]
+    assert raised.value.failed[batch[1].id].startswith("MissingUserId: ")
 
 
-def test_a_failed_line_naming_no_item_fails_the_whole_request(fake, http):
-    fake.fail_next(200, body={"FailedLines": [{"ErrorCode": "Unknown", "ItemNumber": "7"}]})
-    batch = mutations(*TDIDS[:2])
+def test_the_recorded_answer_fails_only_its_item(fake, http):
+    fake.fail_next(200, body={"FailedLines": [{"ErrorCode": "MissingUserId", "Message": "Invalid DAID, item #1"}]})
+    batch = mutations(*TDIDS[:3])
 
     with pytest.raises(PartialFailure) as raised:
         ttd(fake, http).add_users(AUDIENCE, batch)
 
-    assert set(raised.value.failed) == {m.id for m in batch}
-    assert all(reason.startswith("Unknown") for reason in raised.value.failed.values())
+    assert raised.value.failed == {batch[0].id: "MissingUserId: Invalid DAID, item #1"}
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_a_failed_line_naming_no_item_is_logged_and_fails_nothing(fake, http, caplog, status):
+    fake.fail_next(status, body={"FailedLines": [{"ErrorCode": "Unknown", "ItemNumber": "7", "Message": "odd"}]})
+
+    ttd(fake, http).add_users(AUDIENCE, mutations(*TDIDS[:2]))
+
+    [record] = [r for r in caplog.records if "names no item" in r.getMessage()]
+    assert record.levelname == "WARNING" and "Unknown: odd" in record.getMessage()
 
 
 @pytest.mark.parametrize(
@@ -279,7 +332,6 @@ def test_a_400_is_partial_with_failed_lines_and_permanent_without(fake, http, bo
     [
         pytest.param({}, {}, id="scripted-413"),
         pytest.param({"max_bytes": 300}, {"max_bytes": "100000"}, id="over-the-fakes-byte-limit"),
-        pytest.param({"max_items": 2}, {}, id="over-the-fakes-item-limit"),
     ],
 )
 def test_a_413_is_payload_too_large(httpserver_ipv4, http, fake_options, target_settings):
@@ -342,6 +394,28 @@ def test_failed_lines_of_a_later_request_map_to_its_own_items(fake, http):
         ttd(fake, http, max_bytes="1000").add_users(AUDIENCE, batch)
 
     assert raised.value.failed == {second[0].id: "MissingUserId: Refused by the fake, item #1"}
+
+
+def test_a_403_between_the_requests_of_a_batch_holds_it_and_dead_letters_nothing(
+        httpserver_ipv4, tmp_path, clock):
+    fake = FakeTheTradeDesk(httpserver_ipv4)
+    service = ttd_service(fake, tmp_path, clock, max_bytes="1000")
+    try:
+        batch = [ReceivedMutation("4711", tdid) for tdid in TDIDS]
+        fake.fail_next(403, body={"ErrorCode": "TargetingDataLimitReached", "Message": "limit"}, after=1)
+        service.outbox.enqueue("ttd", ADD, batch, pass_through=False, now=clock())
+        for _ in range(5):
+            service.dispatcher.run_once()
+
+        assert service.outbox.counts("ttd") == {"pending": len(TDIDS), "done": 0, "dead": 0}
+        assert 0 < len(fake.members["mapp_4711"]) < len(TDIDS), "the first request was applied"
+        clock.advance(3600)
+        for _ in range(5):
+            service.dispatcher.run_once()
+        assert service.outbox.counts("ttd") == {"pending": 0, "done": len(TDIDS), "dead": 0}
+        assert fake.members == {"mapp_4711": set(TDIDS)}
+    finally:
+        service.close()
 
 
 def test_a_request_refused_whole_fails_only_its_items_when_others_passed(fake, http):
@@ -454,13 +528,17 @@ def test_defaults_and_the_builtin_name():
 
 # Through the real dispatcher
 
+def ttd_service(fake, tmp_path, clock, **settings):
+    integration = {"path": "/ttd", "hmac_secrets": "s3cr3t", "target": "thetradedesk",
+                   **{f"target.{key}": value for key, value in {**fake.settings(), **settings}.items()}}
+    config = make_config(tmp_path, fake.settings()["base_url"], sections={"integration:ttd": integration})
+    return Service(config, clock=clock)
+
+
 def test_the_dispatcher_dead_letters_exactly_the_refused_mutations(httpserver_ipv4, tmp_path, clock):
     fake = FakeTheTradeDesk(httpserver_ipv4)
     fake.refuse([TDIDS[2]])
-    integration = {"path": "/ttd", "hmac_secrets": "s3cr3t", "target": "thetradedesk",
-                   **{f"target.{key}": value for key, value in fake.settings().items()}}
-    config = make_config(tmp_path, fake.settings()["base_url"], sections={"integration:ttd": integration})
-    service = Service(config, clock=clock)
+    service = ttd_service(fake, tmp_path, clock)
     try:
         users = [*TDIDS[:4], "not-a-uuid"]
         service.outbox.enqueue("ttd", ADD, [ReceivedMutation("4711", user) for user in users],

@@ -1,23 +1,40 @@
 """Criteo Marketing Solutions: OAuth2 client credentials and contact-list audience segments.
 
+Each behaviour names its source; "our assumption" marks what none confirms. Sources are
+developers.criteo.com pages (host left out) and the official SDK criteo/criteo-api-python-sdk
+(`sdks/marketingsolutions_2026-07/docs/AudienceApi.md`, "SDK").
+
     POST  /oauth2/token                                                    form client_id,
           client_secret, grant_type=client_credentials -> {"access_token", "token_type":
-          "Bearer", "expires_in": 900}; 401 {"error": "invalid_client"} for wrong credentials
-    POST  /{version}/marketing-solutions/audience-segments/create          unique names per
-          advertiser: a duplicate is 400 with errors[0].code "name-must-be-unique"
+          "Bearer", "expires_in": 900} (marketing-solutions/docs authentication pages); 401
+          {"error": "invalid_client"} for wrong credentials (RFC 6749's shape; our assumption)
+    POST  /{version}/marketing-solutions/audience-segments/create          200 "Success or
+          partial success" (SDK); names are unique per advertiser (marketing-solutions/docs/
+          audience-segments): a duplicate is not created and is named under `warnings` with the
+          code "name-must-be-unique", as Criteo's partial approvals list it (retail-media/docs/
+          audience-segment-endpoints); a malformed entry is named under `errors` (our assumption)
     POST  /{version}/marketing-solutions/audience-segments/search?limit=&offset=
           filters advertiserIds, audienceSegmentIds, audienceSegmentTypes; limit 0..100
           (default 50, as the 2026-01 OpenAPI file says); meta.totalItems counts every match
     PATCH /{version}/marketing-solutions/audience-segments/{id}/contact-list
-          operation add|remove; 404 "audience-invalid" for an unknown id
+          operation add|remove (SDK); an unknown id -> 404 "segment-not-found" (the code from
+          Criteo's partial-approval warnings, the 404 our assumption: no page documents it);
+          no limit on the number of identifiers (none is documented)
 
-`{version}` is any path segment (e.g. 2026-01). Every call but the token one needs
-`Authorization: Bearer <token>` (401 "authorization-token-invalid", or "-expired"), counts
-against a fixed window per client (250 calls a minute by default) and carries
+`{version}` is any path segment (e.g. 2026-07). A version YYYY-MM is retired on the 27th of
+its month a year later (Criteo's tables: 2026-01 until 2027-01-27; other days are our
+assumption): in its last 3 months its answers carry `Deprecation: true` and `Sunset`, and
+from then on every call answers 410 Gone (criteo-apis/docs/versioning-policy; the sandbox
+has no fall-forward). Every call but the token one needs `Authorization: Bearer <token>`
+(401 "authorization-token-invalid", or "-expired"), counts against a fixed window per client
+(250 calls a minute by default, per app: criteo-apis/docs/rate-limits) and carries
 `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset` (Unix seconds when the
-window ends); a call over the limit is answered 429 "too-many-requests". Errors are
-`{"errors": [{"traceIdentifier", "type", "code", "instance", "title", "detail"}]}`.
+window ends); a call over the limit is answered 429 "too-many-requests" (its code our
+assumption). Errors are `{"errors": [{"traceIdentifier", "type", "code", "instance",
+"title", "detail"}]}`.
 """
+import calendar
+import email.utils
 import hmac
 import json
 import math
@@ -34,13 +51,14 @@ from diy.sandbox.wire import Reply, Request, SandboxError, json_reply
 TOKEN_LIFETIME = 900
 RATE_LIMIT = 250
 RATE_WINDOW = 60.0
-MAX_IDENTIFIERS = 50_000
 MAX_IDENTIFIER_CHARS = 256
 SAMPLE_INVALID = 5
 SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX = 50, 100
 IDENTIFIER_TYPES = ("email", "madid", "identityLink", "gum", "phoneNumber")
 SEGMENTS = r"/(?P<version>[^/]+)/marketing-solutions/audience-segments"
-ERROR_TYPES = {400: "validation", 401: "authorization", 404: "not-found", 429: "quota"}
+ERROR_TYPES = {400: "validation", 401: "authorization", 404: "not-found", 410: "deprecation", 429: "quota"}
+DEPRECATION_WINDOW = 92 * 24 * 3600.0
+"""The last 3 months of a version's life, when its answers say `Deprecation: true`."""
 
 
 class CriteoError(SandboxError):
@@ -130,7 +148,7 @@ class CriteoApi:
         def call(request: Request, **params: str) -> Reply:
             try:
                 client_id = self._authorize(request)
-                headers = self._count_call(client_id)
+                headers = self._count_call(client_id) + self._version_headers(params["version"])
                 try:
                     return handler(request, **params).with_headers(*headers)
                 except CriteoError as error:
@@ -172,11 +190,22 @@ class CriteoApi:
                               headers)
         return headers
 
+    def _version_headers(self, version: str) -> Tuple[Tuple[str, str], ...]:
+        """`Deprecation`/`Sunset` in a version's last months; a retired one raises 410."""
+        sunset = version_sunset(version)
+        now = self.clock()
+        if sunset is None or now < sunset - DEPRECATION_WINDOW:
+            return ()
+        if now >= sunset:
+            raise CriteoError(410, "version-decommissioned", "API version decommissioned",
+                              f"version {version} is no longer served; call a supported version")
+        return (("Deprecation", "true"), ("Sunset", email.utils.formatdate(sunset, usegmt=True)))
+
     def create(self, request: Request, version: str) -> Reply:
         entries = _body(request).get("data")
         if not isinstance(entries, list) or not entries:
             raise _invalid("data must be a non-empty list of AudienceSegment entries")
-        created, errors = [], []
+        created, errors, warnings = [], [], []
         for index, entry in enumerate(entries):
             attributes = entry.get("attributes") if isinstance(entry, dict) else None
             problem = _create_problem(attributes)
@@ -187,12 +216,12 @@ class CriteoApi:
             segment = self.state.criteo_create(str(attributes["advertiserId"]), attributes["name"],
                                                attributes.get("description") or "", _iso(self.clock()))
             if segment is None:
-                errors.append(error_entry(400, "name-must-be-unique", "Segment name must be unique",
-                                          f"data[{index}]: the advertiser has a segment of this name",
-                                          request.path))
+                warnings.append(error_entry(400, "name-must-be-unique", "Segment name must be unique",
+                                            f"data[{index}]: the advertiser has a segment of this name",
+                                            request.path))
                 continue
             created.append(_resource(segment))
-        return json_reply(200 if created else 400, {"data": created, "errors": errors, "warnings": []})
+        return json_reply(200, {"data": created, "errors": errors, "warnings": warnings})
 
     def search(self, request: Request, version: str) -> Reply:
         limit = _query_int(request, "limit", SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX)
@@ -230,12 +259,10 @@ class CriteoApi:
         identifiers = attributes.get("identifiers")
         if not isinstance(identifiers, list):
             raise _invalid("identifiers must be a list")
-        if len(identifiers) > MAX_IDENTIFIERS:
-            raise _invalid(f"at most {MAX_IDENTIFIERS} identifiers per call")
         valid = [i for i in identifiers if _valid_identifier(i)]
         invalid = [i for i in identifiers if not _valid_identifier(i)]
         if not self.state.criteo_amend(segment_id, operation == "add", valid):
-            raise CriteoError(404, "audience-invalid", "Audience segment not found",
+            raise CriteoError(404, "segment-not-found", "Segment is not found",
                               "no audience segment has this id (it may have been deleted)")
         return json_reply(200, {"data": {"type": "ContactlistAmendment", "attributes": {
             "contactListId": segment_id, "operation": operation, "requestDate": _iso(self.clock()),
@@ -243,6 +270,14 @@ class CriteoApi:
             "nbInvalidIdentifiers": len(invalid),
             "sampleInvalidIdentifiers": [str(i)[:64] for i in invalid[:SAMPLE_INVALID]],
         }}, "errors": [], "warnings": []})
+
+
+def version_sunset(version: str) -> Optional[float]:
+    """When the sandbox retires `version` (Unix seconds); None for one not shaped YYYY-MM."""
+    year, _, month = version.partition("-")
+    if not (year.isdigit() and month.isdigit() and len(year) == 4 and 1 <= int(month) <= 12):
+        return None
+    return float(calendar.timegm((int(year) + 1, int(month), 27, 0, 0, 0)))
 
 
 def _invalid(detail: str) -> CriteoError:

@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 from diy.sandbox.criteo import CriteoApi
 from diy.sandbox.faults import Decision, Faults
 from diy.hosts import host_name, is_loopback
+from diy.servers import QuietDisconnects
 from diy.sandbox.settings import SandboxSettings
 from diy.sandbox.state import RequestStats, SandboxState
 from diy.sandbox.thetradedesk import TheTradeDeskApi
@@ -180,8 +181,9 @@ def fault_reply(decision: Decision) -> Reply:
     return json_reply(decision.status, {"error": f"sandbox fault: unavailable ({decision.kind})"})
 
 
-class SandboxServer(ThreadingHTTPServer):
-    """A threaded HTTP server around one `Sandbox`; `url` is where it listens."""
+class SandboxServer(QuietDisconnects, ThreadingHTTPServer):
+    """A threaded HTTP server around one `Sandbox`; `url` is where it listens. A client that
+    gives up (during a latency fault, say) is one debug line, not a traceback."""
 
     daemon_threads = True
 

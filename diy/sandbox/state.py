@@ -1,16 +1,25 @@
 """The sandbox's memory: audiences and their members per platform, and request counts.
 
 Everything lives in memory behind one lock and is gone when the sandbox stops; `reset()` empties
-it (POST /api/reset). Members are the ids the platform takes: the webhook's
+it (POST /api/reset). The ids it hands out never repeat, across resets and restarts: a platform
+that gave a new audience the id of an old one would have diy-wsgi send both audiences' users to
+one place. So they count up from a random starting point drawn by each process (not from the
+faults' seeded random source, or `--seed 7` would repeat them), and `reset()` keeps counting.
+Members are the ids the platform takes: the webhook's
 `external_user_id`, The Trade Desk's TDID, Criteo's identifiers. Adding a member twice or
 removing a non-member does nothing, as on the platforms.
 """
+import itertools
+import secrets
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 PLATFORMS = ("webhook", "thetradedesk", "criteo")
+FIRST_IDS = (10**8, 10**9)
+"""Where a process's ids start: a nine-digit number, drawn at random (Criteo's ids are numbers).
+Two runs hand out the same id only if their starting points are closer than the ids they used."""
 
 
 @dataclass
@@ -54,16 +63,16 @@ class SandboxState:
 
     def __init__(self):
         self._lock = threading.RLock()
+        low, high = FIRST_IDS
+        self._ids = itertools.count(low + secrets.randbelow(high - low))
         self.reset()
 
     def reset(self) -> None:
         with self._lock:
             self._webhook: Dict[str, WebhookAudience] = {}
-            self._webhook_created = 0
             self._webhook_answers: Dict[str, Any] = {}
             self._ttd: Dict[str, TtdSegment] = {}
             self._criteo: Dict[str, CriteoSegment] = {}
-            self._criteo_created = 0
 
     # The webhook receiver.
 
@@ -82,8 +91,7 @@ class SandboxState:
         with self._lock:
             audience = self._webhook.get(dmp_id)
             if audience is None or audience.id is None:
-                self._webhook_created += 1
-                new_id = f"sbx-{self._webhook_created}"
+                new_id = f"sbx-{next(self._ids)}"
                 if audience is None:
                     audience = self._webhook[dmp_id] = WebhookAudience(new_id, name)
                 audience.id = new_id
@@ -118,8 +126,7 @@ class SandboxState:
         with self._lock:
             if any(s.advertiser_id == advertiser_id and s.name == name for s in self._criteo.values()):
                 return None
-            self._criteo_created += 1
-            segment = CriteoSegment(str(self._criteo_created), advertiser_id, name, description, created_at)
+            segment = CriteoSegment(str(next(self._ids)), advertiser_id, name, description, created_at)
             self._criteo[segment.id] = segment
             return segment
 

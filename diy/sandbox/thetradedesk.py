@@ -1,23 +1,38 @@
 """The Trade Desk's advertiser first-party data upload: `POST /data/advertiser`.
 
-Authenticated by either header (as https://api.thetradedesk.com documents both):
+Each behaviour names its source; "our assumption" marks what none confirms. "SDK" is the
+official OpenAPI file of github.com/thetradedesk/ttd-data-python; "codes" TTD's Data API
+return codes (open.thetradedesk.com .../post-data-advertiser-firstparty, summarised in
+api-evangelist/trade-desk `errors/trade-desk-error-codes.yml`); "RudderStack" the
+rudder-transformer Trade Desk destination, which runs against TTD in production.
+
+Authenticated by either header (SDK; RudderStack signs):
 
     TTD-Auth: <API token>                                   the sandbox's --ttd-token
     TtdSignature: base64(HMAC-SHA1(secret, exact body))     keyed with --ttd-secret
 
 Body `{"AdvertiserId": "...", "Items": [{"TDID": "<36-char UUID>", "Data": [{"Name": "<segment>",
-"TtlInMinutes": 43200}]}]}`. A segment exists once a member is first uploaded to it;
+"TtlInMinutes": 43200}]}]}` (SDK). A segment exists once a member is first uploaded to it;
 `TtlInMinutes` 0 removes the TDID from the segment (TTLs are not otherwise enforced: members
-never expire here). Answers, as platforms.md describes them:
+never expire here). Answers:
 
-    200 {}                                  every item applied
+    200 {}                                  every item applied (RudderStack)
     200 {"FailedLines": [...]}              the listed items failed, every other one applied
-    400 {"FailedLines": [...]}              every item failed
-    400 / 401 plain text                    a malformed body / wrong credentials
-    413 plain text                          more than 10,000 items or 2,500,000 body bytes
+                                            (RudderStack: TTD "returns 200 with an error")
+    400 {"FailedLines": [...]}              every item failed (the SDK lets a 400 carry
+                                            FailedLines; when: our assumption)
+    400 plain text                          not JSON or not an upload (text: our assumption)
+    401 plain text                          wrong credentials (text: our assumption)
+    413 plain text                          over 2,500,000 body bytes (413 is in "codes"; the
+                                            figure RudderStack's; exactly there: our assumption)
 
-Each failed line is `{"ErrorCode", "Message", "ItemNumber", "TDID"}`, ItemNumber a 1-based
-string, TDID when the item had one. An item is applied whole or not at all.
+No item limit: no source documents a 413 at 10,000 items. A failed line has the shape
+recorded in production (RudderStack's networkHandler): `{"ErrorCode", "Message": "<why>,
+item #N"}`, no `ItemNumber`, no `TDID`. Codes are those of the SDK's
+AdvertiserDataResponseErrorCode: MissingUserId for a missing or malformed TDID (as recorded:
+"Invalid DAID, item #1"), InvalidTtlInMinutes, and ItemDeserializationError for an item or
+Data entry that is not the documented shape (which code TTD uses there is our assumption).
+An item is applied whole or not at all.
 """
 import base64
 import hashlib
@@ -29,7 +44,6 @@ from typing import Any, List, Optional, Tuple
 from diy.sandbox.state import SandboxState
 from diy.sandbox.wire import Reply, Request, SandboxError, json_reply, text_reply
 
-MAX_ITEMS = 10_000
 MAX_BODY = 2_500_000
 MAX_TTL_MINUTES = 180 * 24 * 60
 TDID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -51,7 +65,7 @@ class TtdUnauthorized(TtdError):
 
 
 class TtdTooLarge(TtdError):
-    """Over 10,000 items or 2.5 MB."""
+    """Over 2.5 MB."""
 
     status = 413
 
@@ -78,10 +92,7 @@ class TheTradeDeskApi:
             problem = item_problem(item)
             if problem is not None:
                 code, message = problem
-                line = {"ErrorCode": code, "Message": message, "ItemNumber": str(number)}
-                if isinstance(item, dict) and isinstance(item.get("TDID"), str):
-                    line["TDID"] = item["TDID"]
-                failed.append(line)
+                failed.append({"ErrorCode": code, "Message": f"{message}, item #{number}"})
                 continue
             for data in item["Data"]:
                 self.state.ttd_member(advertiser_id, data["Name"], item["TDID"], data["TtlInMinutes"] > 0)
@@ -116,23 +127,19 @@ def parse_upload(body: bytes) -> Tuple[str, List[Any]]:
     items = document.get("Items")
     if not isinstance(items, list):
         raise TtdError("Items must be a list")
-    if len(items) > MAX_ITEMS:
-        raise TtdTooLarge(f"{len(items)} items; at most {MAX_ITEMS} are taken per request")
     return advertiser_id, items
 
 
 def item_problem(item: Any) -> Optional[Tuple[str, str]]:
     """(ErrorCode, Message) for an item that cannot be applied; None for a good one."""
     if not isinstance(item, dict):
-        return "InvalidItem", "an item must be a JSON object"
+        return "ItemDeserializationError", "an item must be a JSON object"
     tdid = item.get("TDID")
-    if tdid is None or tdid == "":
-        return "MissingUserId", "the item has no TDID"
     if not isinstance(tdid, str) or not TDID.fullmatch(tdid):
-        return "InvalidUserId", "TDID must be a 36-character UUID"
+        return "MissingUserId", "Invalid TDID"
     data = item.get("Data")
     if not isinstance(data, list) or not data:
-        return "MissingData", "Data must be a non-empty list of segments"
+        return "ItemDeserializationError", "Data must be a non-empty list of segments"
     for entry in data:
         problem = _data_problem(entry)
         if problem is not None:
@@ -142,13 +149,13 @@ def item_problem(item: Any) -> Optional[Tuple[str, str]]:
 
 def _data_problem(entry: Any) -> Optional[Tuple[str, str]]:
     if not isinstance(entry, dict):
-        return "InvalidData", "each Data entry must be a JSON object"
+        return "ItemDeserializationError", "each Data entry must be a JSON object"
     name = entry.get("Name")
     if not isinstance(name, str) or not name:
-        return "MissingSegmentName", "each Data entry needs a Name"
+        return "ItemDeserializationError", "each Data entry needs a Name"
     ttl = entry.get("TtlInMinutes")
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= MAX_TTL_MINUTES:
-        return "InvalidTtl", f"TtlInMinutes must be a whole number from 0 to {MAX_TTL_MINUTES}"
+        return "InvalidTtlInMinutes", f"TtlInMinutes must be a whole number from 0 to {MAX_TTL_MINUTES}"
     return None
 
 

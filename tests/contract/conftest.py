@@ -131,7 +131,7 @@ class TheTradeDeskPlatform(Platform):
     }
 
     def make_fake(self):
-        return FakeTheTradeDesk(self.server, max_items=self.max_batch)
+        return FakeTheTradeDesk(self.server)
 
     def refuse_credentials(self):
         """The Data API token revoked at TTD: TTD-Auth answers 401."""

@@ -1,24 +1,42 @@
 """A fake Criteo Marketing Solutions API (OAuth2 token, contact-list segments) on pytest-httpserver.
 
-It is strict where /work/shared/platforms.md ("Criteo") is, and answers the way Criteo does:
+Each behaviour names its source; "our assumption" marks what no source confirms. Sources are
+developers.criteo.com pages (written here without the host) and the official SDK
+criteo/criteo-api-python-sdk (`sdks/marketingsolutions_2026-07/docs/AudienceApi.md`, "SDK").
 
-- `POST /oauth2/token`: form-encoded `client_id`, `client_secret`, `grant_type` must all be
-  there (else 400 `invalid_request`, a violation); `grant_type=client_credentials` (else 400
-  `unsupported_grant_type`); another id or secret -> 401 `invalid_client`. A token is valid for
-  `token_ttl` seconds of `clock`; several may be valid at once, as at Criteo.
+- `POST /oauth2/token` (marketing-solutions/docs authentication pages): form-encoded
+  `client_id`, `client_secret`, `grant_type=client_credentials` -> `{"access_token",
+  "token_type": "Bearer", "expires_in"}`; a token is valid `token_ttl` seconds (900 there) and
+  several may be valid at once. The refusals' OAuth2 shape (400 `invalid_request` or
+  `unsupported_grant_type`, 401 `invalid_client`) is RFC 6749's: Criteo's body is our assumption.
 - API calls, `/{version}/marketing-solutions/...`: a scripted fault (`fail_next`) comes first,
-  before anything is checked; then `Authorization: Bearer <token>` must hold a token it issued
-  (unknown or revoked -> 401 `authorization-token-invalid`, expired ->
-  `authorization-token-expired`); while an exhausted rate limit lasts -> 429 with
-  `x-ratelimit-*` headers; then `application/json`, the version and the body shape are checked
-  (a malformed request -> 400 `invalid-request` and a note in `violations`).
-- create: another advertiser -> 403; a name the advertiser already has -> 400
-  `name-must-be-unique`; else 200 with the new id in `data[0].id`.
-- search: `limit` 1..100, `offset` >= 0; the advertiser's contact lists by id, `meta.totalItems`.
-- contact-list PATCH: an unknown segment -> 404 `audience-invalid`; `gumCallerId` (an integer)
-  exactly with `identifierType` gum, and it must be the account's (else 403); more than 50,000
-  identifiers -> 413; identifiers in `invalid(...)` are not applied and are counted in
-  `nbInvalidIdentifiers`, the first `sample_size` of them named in `sampleInvalidIdentifiers`.
+  before anything is checked. Then `Authorization: Bearer <token>`: unknown or revoked -> 401
+  `authorization-token-invalid`, expired -> `authorization-token-expired` (the codes
+  RudderStack's criteo_audience networkHandler reads). A version in `retired` -> 410 Gone
+  (criteo-apis/docs/versioning-policy: "Decommissioned: Returns 410 Gone"; the error body is
+  our assumption). A version in `deprecated` -> its answers carry `Deprecation: true` and
+  `Sunset: <HTTP-date>` (same page: months 9-12 of a version's life). While an exhausted rate
+  limit lasts -> 429 with `x-ratelimit-limit/-remaining/-reset` (criteo-apis/docs/rate-limits).
+  Then `application/json`, the version and the body shape (the SDK's models) are checked; a
+  malformed request -> 400 `invalid-request` (code: our assumption) and a note in `violations`.
+- create (SDK: 200 "Success or partial success"): another advertiser -> 403 `access-denied`
+  (our assumption, as Criteo's 403 body is not published); a name the advertiser already has
+  (names are "unique per advertiser", marketing-solutions/docs/audience-segments) -> with
+  `name_clash = "warnings"` (the default) 200 with no data and the code
+  `name-must-be-unique` under `warnings`, as Criteo's partial approvals list it
+  (retail-media/docs/audience-segment-endpoints); with `"errors"` a 400 with it under `errors`
+  (the shape this project assumed first; no source); else 200 with the id in `data[0].id`.
+- search (SDK): `limit` 1..100 (0..100 in the 2026-01 OpenAPI file; 0 is refused here, our
+  assumption), `offset` >= 0; the advertiser's contact lists by id, `meta.totalItems`.
+- contact-list PATCH (SDK: 200 "Summary of created request"; attributes from the 2026-01
+  reference): `gumCallerId`, an integer, exactly with `identifierType` gum; any caller id is
+  taken (it names whoever synced the GUM ids: marketing-solutions/docs/contact-list). An unknown
+  segment -> `missing_segment` (status, code), by default 404 `segment-not-found`: the code is
+  in Criteo's partial-approval warnings, the 404 our assumption (RudderStack's tests use 404
+  `audience-invalid` on the older path). Identifiers in `invalid(...)` are not applied and are
+  counted in `nbInvalidIdentifiers`, the first `sample_size` named in
+  `sampleInvalidIdentifiers`. No limit on the number of identifiers is enforced: no source
+  documents one (integrations send at most 50,000).
 
 State: `segments` {id: name}, `members` {segment id: set of identifiers}, `token_requests`
 (how many token requests arrived), `requests` (a `Recorded` per request, in order, faulted and
@@ -43,11 +61,10 @@ _ROUTE = re.compile(r"^/(?P<version>[^/]+)/marketing-solutions/(?P<rest>.*)$")
 _CONTACT_LIST = re.compile(r"^audience-segments/(?P<id>[^/]+)/contact-list$")
 _VERSION = re.compile(r"[0-9]{4}-[0-9]{2}|preview")
 IDENTIFIER_TYPES = {"email", "madid", "identityLink", "gum", "phoneNumber"}
-MAX_IDENTIFIERS = 50_000
 MAX_SEARCH_LIMIT = 100
 DEFAULT_CODES = {
     400: "invalid-request", 401: "authorization-token-invalid", 403: "access-denied",
-    404: "not-found", 409: "conflict", 413: "payload-too-large", 429: "too-many-requests",
+    404: "not-found", 409: "conflict", 410: "gone", 413: "payload-too-large", 429: "too-many-requests",
     500: "internal-error", 502: "bad-gateway", 503: "service-unavailable", 504: "gateway-timeout",
 }
 
@@ -84,6 +101,12 @@ class FakeCriteo:
         self.token_ttl = token_ttl
         self.clock = clock
         self.sample_size = 10
+        self.name_clash = "warnings"
+        self.missing_segment = (404, "segment-not-found")
+        self.deprecated: Dict[str, str] = {}
+        """{version: Sunset HTTP-date} of versions whose answers say they are deprecated."""
+        self.retired = set()
+        """Versions that answer 410 Gone."""
         self.segments: Dict[str, str] = {}
         self.members: Dict[str, set] = {}
         self.token_requests = 0
@@ -202,14 +225,15 @@ class FakeCriteo:
                 return self._faults.take()
             try:
                 self._authorize(request)
+                self._check_version(request.path)
                 limit_headers = self._rate_limit()
                 status, answer = self._route(request, body)
             except _Refused as refusal:
                 if refusal.violation:
                     self.violations.append(f"{request.method} {request.path}: {refusal.detail}")
                 return _respond(refusal.status, _error_body(refusal.code, "Refused", refusal.detail),
-                                refusal.headers)
-            return _respond(status, answer, limit_headers)
+                                {**refusal.headers, **self._deprecation_headers(request.path)})
+            return _respond(status, answer, {**limit_headers, **self._deprecation_headers(request.path)})
 
     def _authorize(self, request):
         header = request.headers.get("Authorization", "")
@@ -220,6 +244,14 @@ class FakeCriteo:
             raise _Refused(401, "authorization-token-invalid", "the token is not valid")
         if self.clock() >= expires_at:
             raise _Refused(401, "authorization-token-expired", "the token has expired")
+
+    def _check_version(self, path):
+        if _ROUTE.match(path)["version"] in self.retired:
+            raise _Refused(410, "gone", "this API version is decommissioned")
+
+    def _deprecation_headers(self, path):
+        sunset = self.deprecated.get(_ROUTE.match(path)["version"])
+        return {} if sunset is None else {"Deprecation": "true", "Sunset": sunset}
 
     def _rate_limit(self):
         now = self.clock()
@@ -268,13 +300,15 @@ class FakeCriteo:
                 raise _Refused(400, "invalid-request", "contactList must be {} for a contact list", True)
             if advertiser != self.advertiser_id:
                 raise _Refused(403, "access-denied", "the app has no access to this advertiser")
-            if name in self.segments.values() or name in names:
-                raise _Refused(400, "name-must-be-unique", "Segment name must be unique")
             names.append(name)
-        created = [(self._new_segment(name), name) for name in names]
+        taken = [name for name in names if name in self.segments.values()]
+        if taken and self.name_clash == "errors":
+            raise _Refused(400, "name-must-be-unique", "Segment name must be unique")
+        created = [(self._new_segment(name), name) for name in names if name not in taken]
+        warnings = [_error_entry("name-must-be-unique", "Segment name must be unique", name) for name in taken]
         return 200, {
             "data": [_resource(segment_id, self.advertiser_id, name) for segment_id, name in created],
-            "errors": [], "warnings": [],
+            "errors": [], "warnings": warnings,
         }
 
     def _search(self, args, body):
@@ -310,16 +344,13 @@ class FakeCriteo:
             caller = attributes.get("gumCallerId")
             if not isinstance(caller, int) or isinstance(caller, bool):
                 raise _Refused(400, "invalid-request", "gum needs an integer gumCallerId", True)
-            if caller != self.gum_caller_id:
-                raise _Refused(403, "access-denied", "not this account's gumCallerId")
         elif "gumCallerId" in attributes:
             raise _Refused(400, "invalid-request", "gumCallerId is only for identifierType gum", True)
         if not identifiers or not all(isinstance(value, str) for value in identifiers):
             raise _Refused(400, "invalid-request", "identifiers must be a non-empty list of strings", True)
         if segment_id not in self.segments:
-            raise _Refused(404, "audience-invalid", "Audience segment not found")
-        if len(identifiers) > MAX_IDENTIFIERS:
-            raise _Refused(413, "too-many-identifiers", f"at most {MAX_IDENTIFIERS} identifiers")
+            status, code = self.missing_segment
+            raise _Refused(status, code, "Segment is not found")
         invalid = [value for value in identifiers if value in self._invalid]
         valid = {value for value in identifiers if value not in self._invalid}
         members = self.members.setdefault(segment_id, set())
@@ -392,9 +423,12 @@ def _scripted_error_body(status):
 
 
 def _error_body(code, title, detail):
-    return {"errors": [{"traceIdentifier": secrets.token_hex(8), "type": "validation", "code": code,
-                        "instance": "/fake", "title": title, "detail": detail}],
-            "warnings": []}
+    return {"errors": [_error_entry(code, title, detail)], "warnings": []}
+
+
+def _error_entry(code, title, detail):
+    return {"traceIdentifier": secrets.token_hex(8), "type": "validation", "code": code,
+            "instance": "/fake", "title": title, "detail": detail}
 
 
 def _limit_headers(reset_at):

@@ -1,19 +1,35 @@
 """A fake The Trade Desk Data API (`POST /data/advertiser`) on a pytest-httpserver instance.
 
-It is strict where the platform is documented, and answers the way the platform does:
+Each behaviour names its source; "our assumption" marks what no source confirms. "SDK" is the
+official OpenAPI file of github.com/thetradedesk/ttd-data-python (`.speakeasy/out.openapi.yaml`);
+"codes" is TTD's Data API return-code list (open.thetradedesk.com .../post-data-advertiser-
+firstparty, summarised in api-evangelist/trade-desk `errors/trade-desk-error-codes.yml`);
+"RudderStack" is rudder-transformer's Trade Desk destination, which runs in production.
 
-- a scripted fault (`fail_next`) comes first, before anything is checked;
-- a body over `max_bytes` (2,500,000) -> 413;
-- token mode (`secret=None`): `TTD-Auth` must equal `token`, else 401; signature mode:
-  `TtdSignature` must be base64(HMAC-SHA1(secret, the exact body bytes)), else 401; with a
-  data provider, `DataProviderId` must match and `TtdSignature-dp` verify with its secret;
-- not `application/json`, not JSON, or not the documented shape (unknown keys refused, as
-  the official OpenAPI file says `additionalProperties: false`) -> 400 plain text;
-- another `AdvertiserId` -> 403; a `DataProviderId` it was not given -> 403;
-- more than `max_items` (10,000) items -> 413;
-- per item: a TDID in `refuse(...)`, a TDID that is not a 36-character UUID (MissingUserId),
-  or `TtlInMinutes` outside 0..259200 (InvalidTtlInMinutes) is answered in `FailedLines` with a
-  1-based string `ItemNumber`; the other items are applied. Some failed: 200; all: 400.
+- a scripted fault (`fail_next`, optionally `after` some requests answered normally) comes
+  first, before anything is checked;
+- a body over `max_bytes` (2,500,000) -> 413: the status is in "codes" (MaxRequestSizeExceeded),
+  the figure is RudderStack's config; that TTD cuts at exactly this size is our assumption. No
+  item limit is enforced: no source documents a 413 at 10,000 items;
+- token mode (`secret=None`): `TTD-Auth` must equal `token` (SDK), else 401; signature mode:
+  `TtdSignature` must be base64(HMAC-SHA1(secret, the exact body bytes)) (RudderStack), else
+  401; with a data provider, `DataProviderId` must match and `TtdSignature-dp` verify with its
+  secret. The 401 body in plain text is our assumption;
+- not `application/json`, not JSON, or not the documented shape (unknown keys refused, as the
+  SDK says `additionalProperties: false`) -> 400 plain text with a code from "codes"
+  (SerializationFailed, MissingData, IncorrectContent);
+- 403 `{"ErrorCode", "Message"}` ("codes"; the JSON envelope is the v2 one, the v1 body is our
+  assumption): another `AdvertiserId` -> AdvertiserMisconfigured; a `DataProviderId` it was
+  not given -> DataProviderMisconfigured; a new segment name once the advertiser has
+  `segment_limit` segments -> TargetingDataLimitReached;
+- per item: a TDID in `refuse(...)`, a TDID that is not a 36-character UUID (MissingUserId,
+  "Invalid TDID"), or `TtlInMinutes` outside 0..259200 (InvalidTtlInMinutes, a code of the
+  SDK's AdvertiserDataResponseErrorCode) is answered in `FailedLines`; the other items are
+  applied. A line's shape is `failed_lines`: "recorded" (the default) is what RudderStack
+  recorded from TTD, `{"ErrorCode", "Message": "..., item #N"}` without `ItemNumber` or `TDID`;
+  "schema" adds the SDK's optional `ItemNumber` (a 1-based string) and `TDID`. Some failed:
+  200 (RudderStack: "Trade desk returns 200 with an error"); all: 400 (the SDK lets a 400
+  carry FailedLines; answering so when all failed is our assumption).
 
 State: `members` {segment name: set of TDIDs} (TtlInMinutes 0 removes; a segment without
 members is dropped), `requests` (the parsed JSON body of every request received, None when it
@@ -42,18 +58,25 @@ DATA_KEYS = {"Name", "TimestampUtc", "TtlInMinutes", "BaseBidCPM", "BaseBidCPMMe
 
 
 class _Refused(Exception):
-    def __init__(self, status, reason):
+    def __init__(self, status, reason, code=None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.code = code
+
+    def response(self):
+        """With a `code`: TTD's `{"ErrorCode", "Message"}` envelope; else plain text."""
+        if self.code is None:
+            return Response(self.reason, status=self.status, content_type="text/plain")
+        return _json_response(self.status, {"ErrorCode": self.code, "Message": self.reason})
 
 
 class FakeTheTradeDesk:
     """The TTD advertiser data endpoint; `settings()` points a TheTradeDeskTarget at it."""
 
     def __init__(self, httpserver, *, advertiser_id="adv1", token="ttd-token", secret=None,
-                 data_provider_id=None, data_provider_secret=None, max_items=10_000,
-                 max_bytes=2_500_000):
+                 data_provider_id=None, data_provider_secret=None, max_bytes=2_500_000,
+                 segment_limit=None):
         if (data_provider_id is None) != (data_provider_secret is None):
             raise ValueError("give data_provider_id and data_provider_secret together")
         if data_provider_id is not None and secret is None:
@@ -64,12 +87,16 @@ class FakeTheTradeDesk:
         self.secret = secret
         self.data_provider_id = data_provider_id
         self.data_provider_secret = data_provider_secret
-        self.max_items = max_items
         self.max_bytes = max_bytes
+        self.segment_limit = segment_limit
+        self.failed_lines = "recorded"
+        self.segments = set()
+        """Every segment name that came into being, members or not (what TargetingDataLimitReached counts)."""
         self.members = {}
         self.requests = []
         self.rejections = []
         self._faults = ScriptedFaults(lambda status: f"scripted HTTP {status}")
+        self._normal_answers_before_fault = 0
         self._refused = {}
         self._lock = threading.Lock()
         httpserver.expect_request(PATH, method="POST").respond_with_handler(self._handle)
@@ -86,8 +113,9 @@ class FakeTheTradeDesk:
                             data_provider_secret=self.data_provider_secret)
         return settings
 
-    def fail_next(self, status, times=1, headers=None, body=None):
-        """Answer the next `times` requests with `status` (and `headers`, `body`) unchecked.
+    def fail_next(self, status, times=1, headers=None, body=None, *, after=0):
+        """Answer `times` requests with `status` (and `headers`, `body`) unchecked, once `after`
+        more requests have been answered normally.
 
         `body` may be a dict or list (sent as JSON), text or bytes; by default a short text.
         """
@@ -95,6 +123,7 @@ class FakeTheTradeDesk:
             raise ValueError("times must be at least 1")
         with self._lock:
             self._faults.add(status, times, headers, body)
+            self._normal_answers_before_fault = after
 
     def refuse(self, tdids, code="MissingUserId"):
         """From now on answer each of `tdids` (one string or several) in FailedLines with `code`."""
@@ -106,13 +135,14 @@ class FakeTheTradeDesk:
         raw = request.get_data()
         with self._lock:
             self.requests.append(_json_or_none(raw))
-            if self._faults:
+            if self._faults and self._normal_answers_before_fault == 0:
                 return self._faults.take()
+            self._normal_answers_before_fault = max(0, self._normal_answers_before_fault - 1)
             try:
                 document = self._check_request(request.headers, raw)
             except _Refused as refusal:
                 self.rejections.append((refusal.status, refusal.reason))
-                return Response(refusal.reason, status=refusal.status, content_type="text/plain")
+                return refusal.response()
             failed_lines = self._apply(document)
         if not failed_lines:
             return _json_response(200, {})
@@ -129,11 +159,14 @@ class FakeTheTradeDesk:
         document = _json_or_none(raw)
         _check_shape(document)
         if document["AdvertiserId"] != self.advertiser_id:
-            raise _Refused(403, "AdvertiserMisconfigured: the AdvertiserId does not match the credentials")
+            raise _Refused(403, "The provided AdvertiserId is not configured to send data", "AdvertiserMisconfigured")
         if document.get("DataProviderId") != self.data_provider_id:
-            raise _Refused(403, "DataProviderMisconfigured: unexpected or missing DataProviderId")
-        if len(document["Items"]) > self.max_items:
-            raise _Refused(413, f"more than {self.max_items} items")
+            raise _Refused(403, "The provided DataProviderId is not configured to send data",
+                           "DataProviderMisconfigured")
+        names = {data["Name"] for item in document["Items"] for data in item["Data"]}
+        if self.segment_limit is not None and len(self.segments | names) > self.segment_limit:
+            raise _Refused(403, "The maximum allowed targeting data elements limit has been reached",
+                           "TargetingDataLimitReached")
         return document
 
     def _check_auth(self, headers, raw):
@@ -154,10 +187,13 @@ class FakeTheTradeDesk:
             reason = self._item_error(tdid, item["Data"])
             if reason:
                 code, message = reason
-                failed_lines.append({"ErrorCode": code, "Message": f"{message}, item #{number}",
-                                     "ItemNumber": str(number)})
+                line = {"ErrorCode": code, "Message": f"{message}, item #{number}"}
+                if self.failed_lines == "schema":
+                    line.update(ItemNumber=str(number), TDID=tdid)
+                failed_lines.append(line)
                 continue
             for data in item["Data"]:
+                self.segments.add(data["Name"])
                 segment = self.members.setdefault(data["Name"], set())
                 if data["TtlInMinutes"] == 0:
                     segment.discard(tdid)
