@@ -396,12 +396,7 @@ class LazyApp:
     def load(self):
         with self._lock:
             if self._app is None:
-                from diy.config import load_config
-
-                path = os.environ.get("DIY_CONFIG")
-                if not path:
-                    raise RuntimeError("set DIY_CONFIG to the path of the diy-wsgi configuration file")
-                self._app = make_app(load_config(path))
+                self._app = make_app(load_configured())
             return self._app
 
     def __call__(self, environ, start_response):
@@ -413,6 +408,16 @@ class LazyApp:
     def stop(self):
         if self._app is not None:
             self._app.stop()
+
+
+def load_configured():
+    """The configuration the file `$DIY_CONFIG` holds; ConfigError, one line, if it is unset or wrong."""
+    from diy.config import ConfigError, load_config
+
+    path = os.environ.get("DIY_CONFIG")
+    if not path:
+        raise ConfigError("set DIY_CONFIG to the path of the diy-wsgi configuration file")
+    return load_config(path)
 
 
 app = LazyApp()

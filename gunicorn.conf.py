@@ -8,6 +8,7 @@ opened in the master. Each worker runs its own dispatcher unless the configurati
 `[dispatcher] embedded = no`, in which case run `diy-wsgi dispatch` as a separate service.
 """
 import os
+import sys
 
 # Where nginx reaches us (DIY_BIND). Keep it on loopback or a unix socket: TLS is nginx's job.
 bind = os.environ.get("DIY_BIND", "127.0.0.1:8000")
@@ -34,8 +35,23 @@ errorlog = "-"
 loglevel = os.environ.get("DIY_LOG_LEVEL", "info")
 
 
+def on_starting(server):
+    """Build the app once in the master, before any worker forks, and drop it (building opens no
+    database, file or connection): a mistake in the configuration or a target's settings is one
+    line and exit status 1, not a traceback from every worker."""
+    import diy_wsgi
+    from diy.config import ConfigError
+    from outbox.errors import StoreError
+
+    try:
+        diy_wsgi.make_app(diy_wsgi.load_configured())
+    except (ConfigError, StoreError) as error:
+        server.log.error("diy-wsgi: %s", error)
+        sys.exit(1)
+
+
 def post_worker_init(worker):
-    """Load the configuration and start this worker's dispatcher (a bad config fails the boot)."""
+    """Load the configuration and start this worker's dispatcher."""
     import diy_wsgi
     from diy import logs
 

@@ -1,9 +1,14 @@
-"""The operator's commands: `diy-wsgi status | dead | audiences | verify | check | disk | purge | vacuum | backup`.
+"""The operator's commands: `diy-wsgi status | dead | audiences | retry-now | verify | check | disk |
+purge | vacuum | backup | migrate`.
 
 Each reads the configuration for the database path and secrets, works on the live database
-(safe while the service runs), prints a table or, with `--json`, one JSON document.
+(safe while the service runs), prints a table or, with `--json`, one JSON document. None but
+`audiences set` creates the SQLite file when it is missing: the others say so in one line
+(`status` shows the configured integrations with nothing in them).
 """
 import argparse
+import contextlib
+import datetime
 import json
 import os
 import sys
@@ -64,10 +69,21 @@ def add_commands(commands, add_config):
         ("forget", run_audience_forget, "delete an audience's mapping and its finished mutations"),
     ):
         parser = command_in(audience_commands, name, run, help, add_config)
-        parser.add_argument("--integration", help="default: the only integration")
+        parser.add_argument("--integration", help="default: the integration that has this audience "
+                            "(or the only one configured)")
         parser.add_argument("audience", help="the DMP's audience id (or the id the DMP sends)")
         if name == "set":
             parser.add_argument("target_id", help="the platform's id")
+
+    retry = command("retry-now", run_retry_now, "the platform is back: make every audience waiting for a retry due now",
+                    "Deliveries that failed wait for their next retry, up to [dispatcher] backoff_cap (10 "
+                    "minutes by default) after a long outage. Once the platform is back, this makes every "
+                    "audience waiting for a retry (or for its creation) due now; running dispatchers "
+                    "deliver it within poll_interval. Attempts already counted stay counted. An account "
+                    "whose circuit breaker is open still waits for the breaker's trial call (a process's "
+                    "breaker lives in that process).")
+    retry.add_argument("--integration", help="only this integration's audiences")
+    retry.add_argument("--audience", help="only this audience (the DMP's id, or the id the DMP sends)")
 
     verifier = command("verify", run_verify, "check a body against an X-HMAC with the configured secrets",
                        "Tell whether X-HMAC SIGNATURE matches the body in FILE (or standard input) under "
@@ -133,13 +149,34 @@ def duration(text):
 FILE_LABELS = {"database_bytes": "size", "wal_bytes": "WAL"}
 HELD_REASON = ("the platform refuses its credentials; fix them and it resumes by itself "
                "(the log's 'credentials refused' line has the platform's answer)")
+NOTHING_YET = {"pending": 0, "leased": 0, "dead": 0, "oldest_pending_age": None, "audiences": 0,
+               "audiences_creating": 0, "audiences_failed": 0, "last_error": None}
 
 
-def open_admin(args):
+def open_admin(args, *, must_exist=True):
+    """The configuration and an Admin on its database. A missing SQLite file is an error unless
+    the command may create it (`must_exist=False`): looking must not leave an empty outbox behind."""
     config = load_config(args.config)
+    if must_exist:
+        require_database(config)
+    return config, admin_of(config)
+
+
+def admin_of(config):
     database = open_database(config.database, synchronous=config.synchronous, write_timeout=config.write_timeout,
                              password=config.database_password)
-    return config, Admin(Outbox(database, retention=config.retention), clock=clock_of(database))
+    return Admin(Outbox(database, retention=config.retention), clock=clock_of(database))
+
+
+def require_database(config):
+    if not database_exists(config):
+        raise StoreError(f"no database at {config.database} yet: the service creates it when it first starts "
+                         f"(is [diy] database in {config.source} the service's?)")
+
+
+def database_exists(config):
+    """Whether the SQLite file is there (a PostgreSQL database is the server's to have)."""
+    return is_postgres_url(config.database) or os.path.exists(config.database)
 
 
 def filters(args):
@@ -152,26 +189,63 @@ def pick_integration(config, name):
             raise ConfigError(f"{config.source}: no [integration:{name}]")
         return name
     if len(config.integrations) > 1:
-        raise ConfigError(f"{config.source}: several integrations; name one with --integration")
+        raise ConfigError(f"{config.source}: several integrations ({names(config.integrations)}); name one with --integration")
     return config.integrations[0].name
 
 
+def integration_of(config, admin, name, audience, *, new=False):
+    """The integration `--integration` names, else the one configured integration, else the one
+    that has `audience`: a one-line error when several have it, or none does (a `new` audience
+    then needs --integration)."""
+    if name is not None or len(config.integrations) == 1:
+        return pick_integration(config, name)
+    having = [i for i in config.integrations if admin.audience(i.name, audience) is not None]
+    if len(having) == 1:
+        return having[0].name
+    if having:
+        raise ConfigError(printable(f"audience {audience} is in several integrations ({names(having)}); "
+                                    "name one with --integration"))
+    if new:
+        return pick_integration(config, None)
+    raise StoreError(printable(f"no audience {audience} in any integration ({names(config.integrations)})"))
+
+
+def names(integrations):
+    return ", ".join(i.name for i in integrations)
+
+
+@contextlib.contextmanager
 def progress(label):
+    """A count rewritten in place on stderr while a long command runs, when stderr is a terminal
+    (never in a pipe or a log, where it would only be noise)."""
+    shown = sys.stderr.isatty()
+
     def report(*numbers):
-        print(f"\r{label}: " + " ".join(str(n) for n in numbers), end="", file=sys.stderr, flush=True)
-    return report
+        if shown:
+            print(f"\r{label}: " + " ".join(str(n) for n in numbers) + "\033[K", end="", file=sys.stderr, flush=True)
+
+    try:
+        yield report
+    finally:
+        if shown:
+            print(file=sys.stderr)
 
 
 def run_status(args):
-    config, admin = open_admin(args)
-    status = admin.status(now=admin.clock())
+    config = load_config(args.config)
+    if database_exists(config):
+        admin = admin_of(config)
+        status = admin.status(now=admin.clock())
+    else:
+        status = {"integrations": {}, "dispatchers": [], "files": None}
+    status["integrations"] = {**{i.name: dict(NOTHING_YET) for i in config.integrations}, **status["integrations"]}
     status["held_accounts"] = held_accounts(config)
     status["deprecated_api_versions"] = deprecated_api_versions(config)
     if args.json:
         return emit(status)
     rows = [
         (name, s["pending"], s["leased"], s["dead"], age(s["oldest_pending_age"]), s["audiences"],
-         s["audiences_creating"], s["audiences_failed"], s["last_error"] or "")
+         s["audiences_creating"], s["audiences_failed"], s["last_error"])
         for name, s in status["integrations"].items()
     ]
     table(("integration", "pending", "leased", "dead", "oldest", "audiences", "creating", "failed", "last error"), rows)
@@ -187,7 +261,11 @@ def run_status(args):
         print()
     table(("dispatcher", "last seen"), [(d["owner"], age(d["seen_age"]) + " ago") for d in status["dispatchers"]])
     files = status["files"]
-    print("\ndatabase " + ", ".join(f"{FILE_LABELS[key]} {size:,} bytes" for key, size in files.items()))
+    print()
+    if files is None:
+        print(printable(f"no database at {config.database} yet (the service creates it when it first starts)"))
+    else:
+        print("database " + ", ".join(f"{FILE_LABELS[key]} {size:,} bytes" for key, size in files.items()))
     return 0
 
 
@@ -221,6 +299,9 @@ def run_dead_list(args):
     return 0
 
 
+DEAD_LETTER_TIMES = ("received_at", "died_at")
+
+
 def run_dead_show(args):
     _, admin = open_admin(args)
     letter = admin.dead_letter(args.id)
@@ -228,15 +309,14 @@ def run_dead_show(args):
         raise StoreError(f"no mutation {args.id}")
     if args.json:
         return emit(letter.as_dict())
-    for key, value in letter.as_dict().items():
-        print(f"{key:>16}  {printable(str(value))}")
+    listing({key: local_time(value) if key in DEAD_LETTER_TIMES else value for key, value in letter.as_dict().items()})
     return 0
 
 
 def run_dead_replay(args):
     _, admin = open_admin(args)
-    replayed, superseded = admin.replay(filters(args), now=admin.clock(), progress=progress("replayed, superseded"))
-    print(file=sys.stderr)
+    with progress("replayed, superseded") as report:
+        replayed, superseded = admin.replay(filters(args), now=admin.clock(), progress=report)
     result = {"replayed": replayed, "superseded": superseded}
     return emit(result) if args.json else print(f"replayed {replayed}; {superseded} stale ones marked superseded") or 0
 
@@ -246,8 +326,8 @@ def run_dead_purge(args):
     if where == DeadFilter() and not args.all:
         raise ConfigError("dead purge: give a filter (--integration, --audience, --customer, --older-than, --newer-than) or --all")
     _, admin = open_admin(args)
-    deleted = admin.purge_dead(where, now=admin.clock(), progress=progress("purged"))
-    print(file=sys.stderr)
+    with progress("purged") as report:
+        deleted = admin.purge_dead(where, now=admin.clock(), progress=report)
     return emit({"purged": deleted}) if args.json else print(f"purged {deleted} dead letters") or 0
 
 
@@ -256,27 +336,26 @@ def run_audiences_list(args):
     audiences = admin.audiences(integration=args.integration, state=args.state)
     if args.json:
         return emit(audiences)
-    table(("integration", "dmp id", "platform id", "state", "pending", "name", "last error"),
-          [(a["integration"], a["dmp_id"], a["target_id"] or "", a["state"], a["pending"], a["name"] or "", a["last_error"] or "")
+    table(("integration", "dmp id", "dmp sends", "platform id", "state", "pending", "name", "last error"),
+          [(a["integration"], a["dmp_id"], a["key"], a["target_id"], a["state"], a["pending"], a["name"], a["last_error"])
            for a in audiences])
     return 0
 
 
 def run_audience_show(args):
     config, admin = open_admin(args)
-    found = admin.audience(pick_integration(config, args.integration), args.audience)
+    found = admin.audience(integration_of(config, admin, args.integration, args.audience), args.audience)
     if found is None:
-        raise StoreError(f"no audience {args.audience}")
+        raise StoreError(printable(f"no audience {args.audience}"))
     if args.json:
         return emit(found)
-    for key, value in found.items():
-        print(f"{key:>12}  {printable(str(value))}")
+    listing({**found, "mutations": ", ".join(f"{count} {state}" for state, count in sorted(found["mutations"].items()))})
     return 0
 
 
 def run_audience_set(args):
-    config, admin = open_admin(args)
-    integration = pick_integration(config, args.integration)
+    config, admin = open_admin(args, must_exist=False)
+    integration = integration_of(config, admin, args.integration, args.audience, new=True)
     admin.set_audience(integration, args.audience, args.target_id, now=admin.clock())
     return emit(admin.audience(integration, args.audience)) if args.json else print(
         printable(f"{args.audience} -> {args.target_id} (ready)")) or 0
@@ -284,8 +363,22 @@ def run_audience_set(args):
 
 def run_audience_forget(args):
     config, admin = open_admin(args)
-    admin.forget_audience(pick_integration(config, args.integration), args.audience)
+    admin.forget_audience(integration_of(config, admin, args.integration, args.audience), args.audience)
     return emit({"forgotten": args.audience}) if args.json else print(printable(f"forgot {args.audience}")) or 0
+
+
+def run_retry_now(args):
+    config, admin = open_admin(args)
+    integration = None if args.integration is None else pick_integration(config, args.integration)
+    audiences, mutations = admin.retry_now(integration=integration, audience=args.audience, now=admin.clock())
+    if args.json:
+        return emit({"audiences": audiences, "mutations": mutations})
+    if not audiences:
+        print("nothing was waiting for a retry")
+    else:
+        print(f"{audiences} audience(s) with {mutations} undelivered mutation(s) due now; running dispatchers "
+              f"deliver them within {config.dispatcher.poll_interval:g} s")
+    return 0
 
 
 def run_verify(args):
@@ -309,7 +402,7 @@ def run_verify(args):
 
 
 def run_check(args):
-    _, admin = open_admin(args)
+    _, admin = open_admin(args, must_exist=args.file is None)
     if args.file is None:
         admin.require_sqlite("check")
     path = args.file or admin.database.location
@@ -345,8 +438,8 @@ def run_disk(args):
 
 def run_purge(args):
     _, admin = open_admin(args)
-    purged = admin.purge_delivered(now=admin.clock(), progress=progress("purged"))
-    print(file=sys.stderr)
+    with progress("purged") as report:
+        purged = admin.purge_delivered(now=admin.clock(), progress=report)
     return emit({"purged": purged}) if args.json else print(f"purged {purged} finished mutations") or 0
 
 
@@ -362,8 +455,8 @@ def run_vacuum(args):
 
 def run_backup(args):
     _, admin = open_admin(args)
-    size = admin.backup(args.destination, progress=progress("pages copied"))
-    print(file=sys.stderr)
+    with progress("pages copied") as report:
+        size = admin.backup(args.destination, progress=report)
     return emit({"backup": args.destination, "bytes": size}) if args.json else print(
         printable(f"backed up to {args.destination} ({size:,} bytes)")) or 0
 
@@ -374,12 +467,13 @@ def run_migrate(args):
         raise StoreError("[diy] database is already a PostgreSQL URL; migrate moves an SQLite outbox into one")
     if not is_postgres_url(args.to):
         raise StoreError("--to must be a postgresql:// URL naming an empty database")
+    require_database(config)
     source = open_database(config.database, write_timeout=MIGRATE_LOCK_WAIT)
     target = open_database(args.to, write_timeout=MIGRATE_LOCK_WAIT)
     try:
-        moved = move(source, target, progress=lambda table, count: progress(f"copying {table}")(count))
+        with progress("copied") as report:
+            moved = move(source, target, progress=lambda table, count: report(table, count))
     finally:
-        print(file=sys.stderr)
         source.close()
         target.close()
     if args.json:
@@ -411,9 +505,32 @@ def age(seconds):
 def table(headers, rows):
     """Rows under aligned headers; every cell made printable, since names and reasons come from
     the DMP and the platforms and could otherwise clear the screen or forge a row."""
-    rows = [tuple("" if cell is None else printable(str(cell)) for cell in row) for row in rows]
+    rows = [tuple(shown(cell) for cell in row) for row in rows]
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
     for row in [headers] + rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     if not rows:
         print("(none)")
+
+
+def listing(fields):
+    """One `name  value` line per field, values as `table` shows them."""
+    width = max(map(len, fields))
+    for key, value in fields.items():
+        print(f"{key:>{width}}  {shown(value)}")
+
+
+def shown(value):
+    """A value as a person reads it: `-` for none, JSON for a structure, printable always."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, ensure_ascii=False)
+    return printable(str(value))
+
+
+def local_time(epoch):
+    """An epoch time as this machine's local time, e.g. 2026-12-03 07:12:05+00:00."""
+    if epoch is None:
+        return None
+    return datetime.datetime.fromtimestamp(epoch).astimezone().isoformat(" ", "seconds")

@@ -1,12 +1,13 @@
 """The `diy-wsgi` command: serve the endpoint, run the dispatcher alone, sign a body."""
 import argparse
+import errno
 import logging
 import os
 import signal
 import socketserver
 import sys
 import threading
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from diy import logs
 from diy.admin import add_commands as add_admin_commands
@@ -42,8 +43,21 @@ def main(argv=None):
     try:
         return args.run(args)
     except (ConfigError, StoreError) as error:
-        print(f"diy-wsgi: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
+    except BrokenPipeError:  # whoever read our output stopped (| head): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:  # a file named on the command line (verify, sign, backup)
+        return fail(f"{error.filename}: {error.strerror}" if error.filename and error.strerror else
+                    error.strerror or error)
+    except KeyboardInterrupt:  # Ctrl-C of a long command (disk, replay, backup): no traceback
+        return 130
+
+
+def fail(error):
+    """Every failure of a command: one line on stderr, never a traceback; exit status 2."""
+    print(f"diy-wsgi: {error}", file=sys.stderr)
+    return 2
 
 
 def build_parser():
@@ -107,9 +121,14 @@ def run_serve(args):
 
     config = load_config(args.config)
     configure_logging(config)
-    app = make_app(config)
-    app.service.database.connection()
-    server = make_server(args.host, args.port, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler)
+    server = listen(lambda: ThreadingWSGIServer((args.host, args.port), QuietHandler), args.host, args.port)
+    try:
+        app = make_app(config)
+        app.service.database.connection()
+    except BaseException:
+        server.server_close()
+        raise
+    server.set_app(app)
     stop_on_signals(server.shutdown)
     app.start()
     host, port = server.server_address[:2]
@@ -122,6 +141,17 @@ def run_serve(args):
         app.stop()
         log.info("stopped")
     return 0
+
+
+def listen(bind, host, port):
+    """The server `bind()` makes, listening; a port already taken is one line, before anything
+    (a database, a metrics folder) is created."""
+    try:
+        return bind()
+    except OSError as error:
+        hint = ("; another process listens there (another diy-wsgi?): stop it or choose another --port"
+                if error.errno == errno.EADDRINUSE else "")
+        raise ConfigError(f"cannot listen on {host}:{port} ({error.strerror or error}){hint}") from None
 
 
 def run_dispatch(args):
@@ -289,11 +319,9 @@ def run_sandbox(args):
             rate_limit_rate=args.rate_limit_rate, retry_after=args.retry_after, latency=args.latency,
             latency_jitter=args.latency_jitter, outages=args.outage, seed=args.seed,
         )
-        server = sandbox.make_server(settings)
+        server = listen(lambda: sandbox.make_server(settings), args.host, args.port)
     except sandbox.SandboxConfigError as error:
         raise ConfigError(f"sandbox: {error}") from None
-    except OSError as error:
-        raise ConfigError(f"sandbox: cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
     logs.configure("info")
     stop_on_signals(server.shutdown)
     print(sandbox.banner(server), flush=True)

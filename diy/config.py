@@ -51,7 +51,8 @@ class Integration:
     hmac_secrets: tuple[bytes, ...] = field(repr=False)
     """Every secret a signature may be made with; more than one while a secret rotates."""
     target: str
-    """A builtin target's name or the dotted path of a `targets.base.Target` class."""
+    """A builtin target's name, or `package.module:Class` naming a `targets.base.Target` class (the
+    older dotted form `package.module.Class` is taken too)."""
     basic_auth: Optional[tuple[str, str]] = field(default=None, repr=False)
     target_settings: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType({}), repr=False)
@@ -298,7 +299,7 @@ def _integration(source, section, items, resolve, customers):
     })
     for key, why in (("path", 'required: the URL path the DMP calls, e.g. "/dmp"'),
                      ("hmac_secrets", "at least one secret is required"),
-                     ("target", "required: a builtin target or a dotted path to a class")):
+                     ("target", f"required: {TARGET_FORMS}")):
         if key not in values:
             raise _error(source, section, key, why)
     target_settings = {key[len("target."):]: values.pop(key)
@@ -363,7 +364,8 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SERVER_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 _SECTION_BEFORE_ANY_COMMENT = re.compile(r"\[(?P<header>[^]]+)\]")
 _CREDENTIAL_KEY = re.compile(r"hmac_secrets|basic_auth|metrics_token|target\.(header\..+|.*(secret|token|password).*)")
-_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_]*)?")
+TARGET_FORMS = "a builtin target (webhook, thetradedesk, criteo) or package.module:Class for your own"
 
 
 def _rate(raw):
@@ -500,7 +502,7 @@ def _path(raw):
 
 def _target(raw):
     if not _TARGET.fullmatch(raw):
-        raise _Invalid("expected a builtin target or a dotted path to a class")
+        raise _Invalid(f"expected {TARGET_FORMS}")
     return raw
 
 

@@ -203,6 +203,35 @@ class Admin:
             if count < chunk:
                 return deleted
 
+    # Retrying now.
+
+    def retry_now(self, *, integration=None, audience=None, now):
+        """Make the audiences waiting for a retry (a backoff, a postponement, a creation to try
+        again) due at `now`, when the operator knows the platform is back; attempts already
+        counted stay counted. Returns (audiences, their undelivered mutations).
+
+        The audiences are locked first in the order requests lock them, so that on PostgreSQL
+        this never deadlocks with a request (see lock_audiences)."""
+        clauses, parameters = ["(pending > 0 OR state = 'creating') AND next_attempt_at > ?"], [now]
+        if integration is not None:
+            clauses.append("integration = ?")
+            parameters.append(integration)
+        if audience is not None:
+            clauses.append("(dmp_id = ? OR key = ?)")
+            parameters += [audience, audience]
+        in_order, database = self.database.CODE_POINT_ORDER, self.database
+        with database.transaction() as connection:
+            waiting = connection.execute(
+                f"SELECT id, pending FROM audiences WHERE {' AND '.join(clauses)}"
+                f" ORDER BY integration{in_order}, key{in_order}{database.LOCK_ROWS}",
+                parameters,
+            ).fetchall()
+            if waiting:
+                among, ids = database.in_list("id", [audience_id for audience_id, _ in waiting])
+                connection.execute(f"UPDATE audiences SET next_attempt_at = ? WHERE {among}", (now, ids))
+                database.notify_work(connection)
+        return len(waiting), sum(pending for _, pending in waiting)
+
     # The audience mapping.
 
     AUDIENCE_COLUMNS = "integration, dmp_id, key, name, customer, target_id, state, pending, attempts, last_error"

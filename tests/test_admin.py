@@ -1,6 +1,8 @@
 """The operator's commands, run through `diy-wsgi` in-process against a real database."""
 import json
+import re
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -424,3 +426,192 @@ def test_migrate_refuses_while_a_dispatcher_is_running_on_the_file(sqlite_outbox
     code, _, err = run(capsys, "migrate", "--to", postgres_server.create_database(), "--config", str(sqlite_config_path))
 
     assert code == 2 and "a dispatcher is running on this outbox (vm:123:abc" in err
+
+
+# The platform is back: retry now.
+
+def in_backoff(outbox, key, *users, seconds=600):
+    """`users` added to `key`, whose delivery failed and waits `seconds` for its retry."""
+    add(outbox, "add", key, *users)
+    now = time.time()
+    for claim in outbox.claim("test", now=now, lease=60, limit=10, batch_sizes=SIZES):
+        outbox.retry_later(claim, "connection refused", at=now + seconds, now=now)
+
+
+def due_now(outbox):
+    """The audiences a dispatcher would claim now. (The command dates by the database's clock,
+    which on PostgreSQL may be some milliseconds off this one: a second is allowed for it.)"""
+    now = time.time() + 1
+    claims = outbox.claim("peek", now=now, lease=60, limit=10, batch_sizes=SIZES)
+    for claim in claims:
+        outbox.postpone(claim, at=now, now=now)
+    return sorted(claim.audience.key for claim in claims)
+
+
+def test_retry_now_makes_audiences_waiting_for_a_retry_due_at_once(outbox, config_path, capsys):
+    in_backoff(outbox, "aud-1", "u1", "u2")
+    in_backoff(outbox, "aud-2", "u3")
+    assert due_now(outbox) == []
+
+    assert run_json(capsys, config_path, "retry-now") == {"audiences": 2, "mutations": 3}
+
+    assert due_now(outbox) == ["aud-1", "aud-2"]
+
+
+def test_retry_now_of_one_audience_leaves_the_others_waiting(outbox, config_path, capsys):
+    in_backoff(outbox, "aud-1", "u1")
+    in_backoff(outbox, "aud-2", "u2")
+
+    assert run_json(capsys, config_path, "retry-now", "--audience", "aud-2") == {"audiences": 1, "mutations": 1}
+
+    assert due_now(outbox) == ["aud-2"]
+
+
+def test_retry_now_says_when_nothing_waits(outbox, config_path, capsys):
+    add(outbox, "add", "aud-1", "u1")
+
+    code, out, _ = run(capsys, "retry-now", "--config", str(config_path))
+
+    assert (code, out) == (0, "nothing was waiting for a retry\n")
+
+
+# Only `audiences set` (and the service) creates the database.
+
+ON_A_DATABASE = [("dead", "list"), ("dead", "show", "1"), ("dead", "replay"), ("dead", "purge", "--all"),
+                 ("audiences", "list"), ("audiences", "show", "aud-1"), ("audiences", "forget", "aud-1"),
+                 ("retry-now",), ("purge",), ("vacuum",), ("check",), ("backup", "copy.sqlite3"),
+                 ("migrate", "--to", "postgresql://x/y")]
+
+
+@pytest.mark.parametrize("command", ON_A_DATABASE, ids=[" ".join(c[:2]) for c in ON_A_DATABASE])
+def test_a_command_on_a_database_not_yet_created_says_so_in_one_line_and_creates_nothing(
+        sqlite_config_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(sqlite_config_path.parent)  # where backup would write its copy
+
+    code, out, err = run(capsys, *command, "--config", str(sqlite_config_path))
+
+    assert code == 2 and out == ""
+    assert err.startswith("diy-wsgi: no database at ") and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in sqlite_config_path.parent.iterdir()) == ["diy.ini"]
+
+
+def test_status_before_the_database_exists_shows_the_configured_integrations_with_nothing_in_them(
+        sqlite_config_path, capsys):
+    code, out, _ = run(capsys, "status", "--config", str(sqlite_config_path))
+    status = run_json(capsys, sqlite_config_path, "status")
+
+    assert code == 0
+    assert out.splitlines()[1].split()[:4] == ["demo", "0", "0", "0"]
+    assert out.splitlines()[-1].startswith("no database at ")
+    assert status["integrations"]["demo"]["pending"] == 0 and status["files"] is None
+    assert sorted(p.name for p in sqlite_config_path.parent.iterdir()) == ["diy.ini"]
+
+
+def test_status_of_a_fresh_database_shows_the_configured_integrations(outbox, config_path, capsys):
+    outbox.heartbeat("someone", now=time.time())  # the service has opened it, and stored nothing yet
+
+    status = run_json(capsys, config_path, "status")
+
+    assert status["integrations"] == {"demo": {
+        "pending": 0, "leased": 0, "dead": 0, "oldest_pending_age": None, "audiences": 0,
+        "audiences_creating": 0, "audiences_failed": 0, "last_error": None}}
+
+
+# What a person reads: times, words, dashes; --json stays as it was.
+
+LOCAL_TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d\d:\d\d"
+
+
+def test_dead_show_prints_local_times_and_a_dash_for_what_is_missing(populated, config_path, capsys):
+    (letter,) = run_json(capsys, config_path, "dead", "list")
+
+    code, out, _ = run(capsys, "dead", "show", str(letter["id"]), "--config", str(config_path))
+
+    fields = dict(line.strip().split("  ", 1) for line in out.splitlines())
+    assert code == 0
+    assert re.fullmatch(LOCAL_TIME, fields["died_at"].strip()) and re.fullmatch(LOCAL_TIME, fields["received_at"].strip())
+    assert fields["uuid"].strip() == "-" and "None" not in out
+    assert isinstance(run_json(capsys, config_path, "dead", "show", str(letter["id"]))["died_at"], float)
+
+
+def test_audiences_show_counts_mutations_in_words(populated, config_path, capsys):
+    code, out, _ = run(capsys, "audiences", "show", "aud-1", "--config", str(config_path))
+
+    assert code == 0
+    assert "  2 pending\n" in out and "{" not in out and "None" not in out
+
+
+def test_audiences_list_shows_the_id_the_dmp_sends_beside_the_platform_id(outbox, config_path, capsys):
+    outbox.record_created("demo", "a5940e473cea659.3566", name="Buyers", customer=7, target_id="sbx-1", key="sbx-1",
+                          now=time.time())
+
+    code, out, _ = run(capsys, "audiences", "list", "--config", str(config_path))
+
+    header, row = out.splitlines()
+    assert header.split()[:5] == ["integration", "dmp", "id", "dmp", "sends"]
+    assert row.split()[:4] == ["demo", "a5940e473cea659.3566", "sbx-1", "sbx-1"]
+
+
+def test_progress_is_never_printed_where_stderr_is_not_a_terminal(populated, config_path, capsys):
+    for command in (("dead", "replay"), ("dead", "purge", "--all"), ("purge",)):
+        code, _, err = run(capsys, *command, "--config", str(config_path), "--json")
+        assert (code, err) == (0, ""), command
+
+
+# Which integration an audience is in.
+
+@pytest.fixture
+def two_integrations(tmp_path, database_location):
+    return write_config(tmp_path, "http://127.0.0.1:9/events", diy={"database": database_location}, sections={
+        "integration:other": {"path": "/other", "hmac_secrets": "another-secret-0123", "target": "webhook",
+                              "target.url": "http://127.0.0.1:9/events"}})
+
+
+def test_audiences_show_finds_the_one_integration_that_has_the_audience(outbox, two_integrations, capsys):
+    add(outbox, "add", "aud-1", "u1")
+
+    assert run_json(capsys, two_integrations, "audiences", "show", "aud-1")["integration"] == "demo"
+
+
+def test_audiences_show_of_an_audience_in_several_integrations_names_them(outbox, two_integrations, capsys):
+    add(outbox, "add", "aud-1", "u1")
+    outbox.enqueue("other", "add", [ReceivedMutation("aud-1", "u1")], pass_through=True, now=time.time())
+
+    code, _, err = run(capsys, "audiences", "show", "aud-1", "--config", str(two_integrations))
+
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "audience aud-1 is in several integrations (demo, other); name one with --integration" in err
+
+
+def test_retry_now_and_a_request_touching_the_same_audiences_never_deadlock(postgres_server):
+    """retry-now updates b (stored first) and a while a request holds a and then asks for b, as
+    requests lock their audiences by key: retry-now must lock in the request's order first, or
+    each waits for the other and PostgreSQL aborts one (a 503 for the DMP, or a failed command)."""
+    psycopg = pytest.importorskip("psycopg")
+    url = postgres_server.create_database()
+    outbox = Outbox(open_database(url, write_timeout=10.0))
+    in_backoff(outbox, "b", "u1")
+    in_backoff(outbox, "a", "u2")
+    results = {}
+
+    def retry_now():
+        try:
+            results["retry-now"] = Admin(outbox).retry_now(now=time.time())
+        except Exception as error:
+            results["retry-now"] = error
+
+    with psycopg.connect(url) as request:
+        request.execute("UPDATE audiences SET pending = pending WHERE key = 'a'")
+        retrying = threading.Thread(target=retry_now)
+        retrying.start()
+        time.sleep(1.0)
+        try:
+            request.execute("UPDATE audiences SET pending = pending WHERE key = 'b'")
+            request.commit()
+            results["request"] = "committed"
+        except psycopg.Error as error:
+            results["request"] = error
+        retrying.join(30)
+    outbox.database.close()
+
+    assert results == {"request": "committed", "retry-now": (2, 2)}

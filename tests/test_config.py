@@ -12,6 +12,8 @@ from diy.config import (Config, ConfigError, DispatcherSettings, Integration, lo
                         parse_config)
 from diy.cli import main as cli_main
 from diy.signature import sign
+from targets import load_target_class
+from targets.webhook import WebhookTarget
 from tests.processes import ROOT
 
 EXAMPLE = """\
@@ -39,7 +41,7 @@ path = /dmp                     ; URL path the DMP calls
 hmac_secrets = env:DIY_SECRET   ; comma-separated; several are accepted at once
 ; optional second layer (a comment after a secret written inline would be ambiguous)
 basic_auth = user:password
-target = webhook                ; a builtin name or a dotted path to your own class
+target = webhook                ; a builtin name or package.module:Class for your own
 return_target_id = no           ; yes: answer CREATE_AUDIENCE with {"id": <platform id>}
 target.url = http://127.0.0.1:8001/events     ; every target.* key goes to the target
 target.secret = file:webhook.secret
@@ -199,7 +201,8 @@ def test_a_bad_value_is_refused_naming_its_section_and_key(section, line, messag
     ("path = /dmp?x=1", "path: must be a plain path"),
     ("hmac_secrets = ,", "hmac_secrets: at least one secret is required"),
     ("hmac_secrets = env:EMPTY", "hmac_secrets: a secret is empty"),
-    ("target = no such target", "target: expected a builtin target or a dotted path"),
+    ("target = no such target", "target: expected a builtin target (webhook, thetradedesk, criteo) or "
+                                "package.module:Class"),
 ], ids=["path-relative", "path-query", "secrets-empty-list", "secret-empty-value",
         "target-not-a-name"])
 def test_a_bad_integration_value_is_refused_naming_its_key(line, message):
@@ -209,6 +212,16 @@ def test_a_bad_integration_value_is_refused_naming_its_key(line, message):
     error = parse_error(text, environ={"EMPTY": ""})
 
     assert error.startswith(f"diy.ini: [integration:demo] {message}")
+
+
+@pytest.mark.parametrize("spec", ["targets.webhook:WebhookTarget", "targets.webhook.WebhookTarget"],
+                         ids=["package.module:Class", "dotted, as older configurations wrote it"])
+def test_a_target_of_ones_own_is_named_package_module_colon_class(spec):
+    text = MINIMAL.replace("target = webhook\n", f"target = {spec}\n")
+
+    (integration,) = parse(text).integrations
+
+    assert load_target_class(integration.target) is WebhookTarget
 
 
 @pytest.mark.parametrize("line", ["metrics_token =", "metrics_token = env:EMPTY", "metrics_token = env:BLANK"],

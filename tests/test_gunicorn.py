@@ -58,3 +58,26 @@ def acknowledged_adds(port):
     samples, _ = scrape(port)
     return sum(value for (name, labels), value in samples.items()
                if name == "diy_requests_total" and ("type", "ADD_TO_AUDIENCE") in labels and ("status", "200") in labels)
+
+
+BAD_CONFIGURATIONS = {
+    "unknown key": ({"diy": {"bogus": "1"}}, "[diy] bogus: unknown key"),
+    "target setting unknown": ({"integration": {"target.urll": "x"}}, "[integration:demo] target.urll: unknown setting"),
+    "DIY_CONFIG unset": (None, "set DIY_CONFIG to the path of the diy-wsgi configuration file"),
+}
+
+
+@pytest.mark.parametrize("sections, message", BAD_CONFIGURATIONS.values(), ids=BAD_CONFIGURATIONS.keys())
+def test_a_bad_configuration_under_gunicorn_is_one_line_before_any_worker_starts(tmp_path, sections, message):
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "DIY_BIND": f"127.0.0.1:{free_port()}"}
+    environment.pop("DIY_CONFIG", None)
+    if sections is not None:
+        environment["DIY_CONFIG"] = str(write_config(tmp_path, "http://127.0.0.1:9/events", **sections))
+
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "diy_wsgi:app"], cwd=ROOT,
+                            env=environment, capture_output=True, text=True, timeout=60)
+
+    ours = [line for line in result.stderr.splitlines() if "diy-wsgi:" in line]
+    assert result.returncode != 0
+    assert len(ours) == 1 and message in ours[0], result.stderr
+    assert "Traceback" not in result.stderr and "Booting worker" not in result.stderr, result.stderr
