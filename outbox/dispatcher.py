@@ -107,6 +107,7 @@ class Dispatcher:
         self._next_checkpoint = 0.0
         self._beating = True
         self._beaten_at = None
+        self._beating_since = None
 
     @property
     def owner(self):
@@ -201,7 +202,7 @@ class Dispatcher:
             try:
                 started = time.monotonic()
                 self.outbox.heartbeat(self.owner, now=self.clock())
-                self._beaten_at = started
+                self._beaten(started)
                 if not self._beating:
                     log.info("heartbeat recorded again owner=%s", self.owner)
                 self._beating = True
@@ -211,6 +212,7 @@ class Dispatcher:
                                 "dispatchers take this one's audiences over", self.owner, str(error),
                                 self.takeover_after)
                 self._beating = False
+                self._beating_since = None
             self._heart_stopping.wait(self.heartbeat_interval)
 
     def _listen(self):
@@ -268,17 +270,33 @@ class Dispatcher:
 
     def _claim(self, limit):
         """Claim up to `limit` audiences; the claim beats the heart too unless the heart thread
-        did within the last beat interval (a lease is then fresh for most of takeover_after)."""
+        did within the last beat interval (a lease is then fresh for most of takeover_after).
+
+        Leases of dispatchers whose heartbeat is stale are taken over only once this one has
+        beaten without a miss for `takeover_after` itself: when the database was away (a
+        restart, a failover), every heartbeat went stale at once, the live ones' too, and each
+        gets that long to beat again before anyone presumes it dead."""
         now, started = self.clock(), time.monotonic()
-        beaten_at = self._beaten_at
+        beaten_at, beating_since = self._beaten_at, self._beating_since
         beat = beaten_at is None or started - beaten_at >= self.heartbeat_interval
-        claims = self.outbox.claim(
-            self.owner, now=now, lease=self.lease, limit=limit, batch_sizes=self.batch_sizes,
-            alive_since=now - self.takeover_after, beat=beat,
-        )
+        takes_over = beating_since is not None and started - beating_since >= self.takeover_after
+        try:
+            claims = self.outbox.claim(
+                self.owner, now=now, lease=self.lease, limit=limit, batch_sizes=self.batch_sizes,
+                alive_since=now - self.takeover_after if takes_over else None, beat=beat,
+            )
+        except StoreUnavailable:
+            self._beating_since = None
+            raise
         if beat and claims:
-            self._beaten_at = started
+            self._beaten(started)
         return claims
+
+    def _beaten(self, at):
+        """A heartbeat started at `at` (time.monotonic()) was recorded."""
+        self._beaten_at = at
+        if self._beating_since is None:
+            self._beating_since = at
 
     def maintain(self):
         """Background checkpoints (so no request's commit pays for one), and now and then the

@@ -174,6 +174,40 @@ def test_after_a_server_restart_the_next_use_reconnects_by_itself(postgres_serve
     assert pg_outbox.counts()["pending"] == outcomes.count("stored") + 1
 
 
+def test_after_the_server_was_away_no_live_dispatchers_lease_is_taken_over(postgres_server, url, tmp_path, httpserver):
+    """While PostgreSQL is away every heartbeat goes stale, the live dispatchers' too. When it is
+    back, a dispatcher must not take over a live one's lease (its call still running) before that
+    one had a chance to beat again: it waits until it has itself beaten for takeover_after."""
+    import psycopg
+
+    from tests.support import hold_calls
+
+    held, release = hold_calls(httpserver)
+    config = make_config(tmp_path, httpserver.url_for("/events"), diy={"database": url},
+                         dispatcher={"takeover_after": "2s"}, integration={"target.timeout": "60"})
+    holder, other = Service(config), Service(config)
+    owners = []
+    try:
+        add(holder.outbox, "4711", "u1", now=time.time())
+        holder.dispatcher.start()
+        assert held.wait(10)
+        other.dispatcher.start()
+        time.sleep(2.5)
+        for _ in range(2):
+            postgres_server.stop()
+            time.sleep(3.0)
+            postgres_server.start()
+            time.sleep(3.0)
+            with psycopg.connect(url) as connection:
+                owners.append(connection.execute("SELECT lease_owner FROM audiences").fetchone()[0])
+    finally:
+        release.set()
+        holder.close()
+        other.close()
+
+    assert owners == [holder.dispatcher.owner] * 2
+
+
 def test_a_read_only_server_is_not_ready_and_takes_no_write(url, pg_outbox):
     import psycopg
 
