@@ -13,7 +13,8 @@ import json
 import os
 import sys
 
-from diy.config import ConfigError, load_config, parse_duration
+from diy.config import ConfigError, load_config
+from targets.settings import parse_duration
 from diy.logs import escape_unprintable as printable
 from diy.metrics import API_DEPRECATED_GAUGE, live_gauges, read_all
 from diy.signature import verify

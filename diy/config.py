@@ -26,9 +26,10 @@ from typing import Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from outbox.postgres import is_postgres_url, without_password
+from targets.settings import parse_duration
 
-RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-"""Paths the service answers itself; no integration may take them."""
+RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
+"""Paths the service answers itself (diy/health.py); no integration may take them."""
 MIN_TAKEOVER_AFTER = 1.0
 SHORTEST_HMAC_SECRET = 16
 """Bytes. The DMP sends each body with its HMAC, so one captured request lets anyone try
@@ -354,9 +355,6 @@ class _Invalid(Exception):
 
 _BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
              "no": False, "false": False, "off": False, "0": False}
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d)?")
-_SECONDS_PER_UNIT = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_LONGEST = 3650 * 86400
 """Ten years: longer is a typo, and far longer overflows the waits of `threading`."""
 _SIZE = re.compile(r"([0-9]+)\s*([kKmM]?)")
 _BYTES_PER_UNIT = {"": 1, "k": 1024, "m": 1024 * 1024}
@@ -408,25 +406,14 @@ def _whole_number(low, high=None) -> Callable[[str], int]:
 
 def _duration(allow_zero=False) -> Callable[[str], float]:
     def parse(raw):
-        match = _DURATION.fullmatch(raw)
-        if not match:
-            raise _Invalid("expected a duration such as 300ms, 2.5s, 5m, 1h or 1d")
-        number, unit = match.groups()
-        seconds = float(number) / 1000 if unit == "ms" else float(number) * _SECONDS_PER_UNIT[unit]
-        if seconds > _LONGEST:
-            raise _Invalid("must be at most 3650d")
+        try:
+            seconds = parse_duration(raw)
+        except ValueError as error:
+            raise _Invalid(str(error)) from None
         if seconds == 0 and not allow_zero:
             raise _Invalid("must be more than 0")
         return seconds
     return parse
-
-
-def parse_duration(text):
-    """Seconds in `text` (`90`, `300ms`, `5m`, `1d`...); ValueError saying the expected form."""
-    try:
-        return _duration(allow_zero=True)(text.strip())
-    except _Invalid as invalid:
-        raise ValueError(str(invalid)) from None
 
 
 def _size(raw):

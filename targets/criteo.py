@@ -14,7 +14,7 @@ Settings (the integration's `target.*` keys, prefix cut):
     base_url        default https://api.criteo.com (tests point it at a local fake)
     api_version     default 2026-07, Criteo's current stable version (see "API versions"
                     below): the first path segment of every API call
-    timeout         seconds per connect and per read (default 10)
+    timeout         per connect and per read (default 10s; 10, 10s, 500ms)
     max_batch       most identifiers one call carries (default 50000, 1..50000)
 
 Segment names are `<segment_prefix> <audience name> (<dmp_id>)`, or `<segment_prefix>

@@ -11,6 +11,9 @@ from urllib.parse import urlsplit
 from targets.errors import TargetConfigError
 
 VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d)?")
+SECONDS_PER_UNIT = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+LONGEST_DURATION = 3650 * 86400
 WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
@@ -61,16 +64,31 @@ def http_url(settings: Mapping[str, str], key: str, *, default: Optional[str] = 
 
 
 def seconds(settings: Mapping[str, str], key: str = "timeout", default: float = 10.0) -> float:
+    """A duration above 0, written as every other duration is (`10`, `10s`, `500ms`)."""
     value = text(settings, key)
     if not value:
         return default
     try:
-        number = float(value)
+        number = parse_duration(value)
     except ValueError:
         number = math.nan
     if not (math.isfinite(number) and number > 0):
-        raise TargetConfigError(key, "must be a number of seconds above 0")
+        raise TargetConfigError(key, "must be a duration above 0, such as 10s or 500ms")
     return number
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `text`: `90` (seconds), `300ms`, `2.5s`, `5m`, `1h` or `1d`; a ValueError
+    says the expected form. Every duration of the configuration, the commands and the targets
+    is read here."""
+    match = DURATION.fullmatch(text.strip())
+    if not match:
+        raise ValueError("expected a duration such as 300ms, 2.5s, 5m, 1h or 1d")
+    number, unit = match.groups()
+    seconds = float(number) / 1000 if unit == "ms" else float(number) * SECONDS_PER_UNIT[unit]
+    if seconds > LONGEST_DURATION:
+        raise ValueError("must be at most 3650d")
+    return seconds
 
 
 def whole_number(settings: Mapping[str, str], key: str, default: int, low: int, high: Optional[int] = None) -> int:

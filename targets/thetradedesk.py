@@ -13,7 +13,7 @@ Settings (the integration's `target.*` keys, prefix cut):
     ttl_minutes           how long an added user stays in the segment (default 43200 = 30
                           days, 1..259200 = 180 days); an add repeated in time refreshes it
     segment_prefix        first part of every segment name (default `mapp`; [A-Za-z0-9._-]+)
-    timeout               seconds per connect and per read (default 10)
+    timeout               per connect and per read (default 10s; 10, 10s, 500ms)
     max_batch             most users one call of the dispatcher carries (default 10000, 1..10000)
     max_bytes             largest request body (default 2500000, at least 256); a batch whose
                           body would be larger is sent as several requests

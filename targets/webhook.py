@@ -4,7 +4,7 @@ Settings (the integration's `target.*` keys, prefix cut):
 
     url            http(s) URL the events are POSTed to; redirects are not followed
     secret         whsec_<base64 key>, shared with the receiver
-    timeout        seconds per connect and per read (default 10)
+    timeout        per connect and per read (default 10s; 10, 10s, 500ms)
     max_batch      most members one event carries (default 1000, 1..100000)
     header.<Name>  an extra request header, e.g. `header.Authorization = Bearer ...`
 

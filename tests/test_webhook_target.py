@@ -309,6 +309,13 @@ def test_settings_default_and_are_read(http):
     assert (tuned.timeout, tuned.max_batch) == (2.5, 250)
 
 
+@pytest.mark.parametrize("written, seconds", [("10", 10.0), ("10s", 10.0), ("500ms", 0.5), ("1m", 60.0)])
+def test_a_timeout_is_written_as_every_other_duration(http, written, seconds):
+    target = WebhookTarget({"url": "https://hooks.example/dmp", "secret": SECRET, "timeout": written}, http)
+
+    assert target.timeout == seconds
+
+
 LEAKY_SECRET = "s3cr3t-do-not-echo"
 
 
