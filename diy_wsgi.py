@@ -34,7 +34,7 @@ from diy.http_errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from diy.health import PATHS as PROBE_PATHS
+from diy.config import RESERVED_PATHS, ConfigError, load_config
 from diy.health import Probes, Reply, public_reason
 from diy.metrics import request_labels
 from diy.service import Service
@@ -60,7 +60,7 @@ class DiyApp:
         self.clock = self.service.clock
         self.outbox = self.service.outbox
         self.metrics = self.service.metrics
-        self.probes = Probes(self)
+        self.probes = Probes(self.config, self.service)
         self._creations = None
         self._creating = {}
         """A creation call running in the pool -> (integration, monotonic time it times out, or None)."""
@@ -99,7 +99,7 @@ class DiyApp:
         request_type = request_type_of(environ)
         try:
             status, reason, headers = 200, "OK", []
-            reply = self.probes.answer(path, environ) if path in PROBE_PATHS else self.handle(environ, request_type)
+            reply = self.probes.answer(path, environ) if path in RESERVED_PATHS else self.handle(environ, request_type)
         except HttpError as error:
             status, reason, headers = error.status, error.reason, error.headers
             reply = {"error": error.message}
@@ -133,7 +133,7 @@ class DiyApp:
 
     def record(self, environ, path, request_type, status, elapsed):
         """Count the request with bounded labels (unknown paths and types are not labels)."""
-        if path in PROBE_PATHS:
+        if path in RESERVED_PATHS:
             return
         integration = self.config.integration_for_path(path)
         request = request_labels(request_type, environ.get("REQUEST_METHOD"))
@@ -412,8 +412,6 @@ class LazyApp:
 
 def load_configured():
     """The configuration the file `$DIY_CONFIG` holds; ConfigError, one line, if it is unset or wrong."""
-    from diy.config import ConfigError, load_config
-
     path = os.environ.get("DIY_CONFIG")
     if not path:
         raise ConfigError("set DIY_CONFIG to the path of the diy-wsgi configuration file")
@@ -421,13 +419,3 @@ def load_configured():
 
 
 app = LazyApp()
-
-
-def main(argv=None):
-    from diy.cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

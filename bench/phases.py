@@ -203,7 +203,7 @@ class Bench:
         members_before = self.receiver.stats()["members"]
         before = measure.cpu_snapshot()
         started = time.monotonic()
-        process = self.procs.start("dispatcher", [self.python, "-m", "diy_wsgi", "dispatch", "--config", config],
+        process = self.procs.start("dispatcher", [self.python, "-m", "diy", "dispatch", "--config", config],
                                    side="server", env={"PYTHONPATH": str(ROOT)})
         samples = [(started, total)]
         while samples[-1][1] > 0 and time.monotonic() - started < 180:

@@ -9,11 +9,13 @@ import sys
 import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from diy import logs
+from diy import logs, sandbox
 from diy.admin import add_commands as add_admin_commands
 from diy.config import ConfigError, load_config, load_secret
 from diy.servers import QuietDisconnects
+from diy.service import Service
 from diy.signature import sign
+from diy_wsgi import __version__, make_app
 from outbox.errors import StoreError
 
 log = logging.getLogger("diy.cli")
@@ -61,8 +63,6 @@ def fail(error):
 
 
 def build_parser():
-    from diy_wsgi import __version__
-
     parser = argparse.ArgumentParser(
         prog="diy-wsgi", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -117,8 +117,6 @@ def add_config(parser):
 
 
 def run_serve(args):
-    from diy_wsgi import make_app
-
     config = load_config(args.config)
     configure_logging(config)
     server = listen(lambda: ThreadingWSGIServer((args.host, args.port), QuietHandler), args.host, args.port)
@@ -155,8 +153,6 @@ def listen(bind, host, port):
 
 
 def run_dispatch(args):
-    from diy.service import Service
-
     config = load_config(args.config)
     configure_logging(config)
     service = Service(config)
@@ -309,8 +305,6 @@ def add_sandbox_command(commands):
 
 
 def run_sandbox(args):
-    from diy import sandbox
-
     try:
         settings = sandbox.settings_from_flags(
             host=args.host, port=args.port, webhook_secret=args.webhook_secret, ttd_token=args.ttd_token,

@@ -13,7 +13,6 @@ from diy.metrics import CREDENTIALS_GAUGE, live_gauges, merge, render, zeros
 from outbox.admin import Admin
 from outbox.errors import StoreError
 
-PATHS = ("/healthz", "/readyz", "/metrics")
 HEARTBEAT_STALE = 30.0
 CHECK_INTERVAL = 1.0
 """Seconds a process reuses its last database check for /readyz."""
@@ -34,11 +33,10 @@ class Reply:
 
 
 class Probes:
-    def __init__(self, app):
-        self.app = app
-        self.config = app.config
-        self.service = app.service
-        self.admin = Admin(app.outbox, clock=app.service.clock)
+    def __init__(self, config, service):
+        self.config = config
+        self.service = service
+        self.admin = Admin(service.outbox, clock=service.clock)
         self.readiness = Readiness(self.shared_state)
         self._database_fault = None
 

@@ -18,7 +18,7 @@ import time
 
 from outbox.errors import StoreError, StoreUnavailable
 from outbox.files import create_private
-from outbox.schema import MUTATION_ID_BITS
+from outbox.schema import MUTATION_ID_BITS, migrate
 
 MINIMUM_SQLITE = (3, 35, 0)
 SYNCHRONOUS_MODES = ("full", "normal")
@@ -76,8 +76,6 @@ class Database:
     def _open(self):
         """Open, set the pragmas and, once per process, migrate. Threads of one process open one
         at a time, so none waits on another's switch to WAL or migration."""
-        from outbox.schema import migrate
-
         self._close_abandoned()
         with self._lock:
             create_outbox_file(self.path)

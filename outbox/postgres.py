@@ -24,7 +24,9 @@ import threading
 from urllib.parse import urlsplit, urlunsplit
 
 from outbox.errors import StoreError, StoreUnavailable
+from outbox.postgres_schema import migrate
 from outbox.schema import MUTATION_ID_BITS
+from outbox.values import JsonValue
 
 EXTRA_HINT = "pip install 'diy-wsgi[postgres]'"
 NOTIFY_CHANNEL = "diy_outbox"
@@ -108,8 +110,6 @@ class PostgresDatabase:
         return local.connection
 
     def _open(self):
-        from outbox.postgres_schema import migrate
-
         psycopg = self.psycopg
         self._close_abandoned()
         try:
@@ -374,8 +374,6 @@ def adapt(parameters, psycopg):
     """`JsonValue`s become jsonb. PostgreSQL's text cannot hold NUL: the DMP's ids and names are
     refused with one at the edge (diy/dmp.py), so only free text (a platform's error reason)
     ever gets here with one, and it is stored with NUL_STANDIN in its place."""
-    from outbox.values import JsonValue
-
     return [
         (None if p.value is None else psycopg.types.json.Jsonb(p.value)) if isinstance(p, JsonValue)
         else p.replace("\x00", NUL_STANDIN) if type(p) is str and "\x00" in p else p

@@ -121,10 +121,10 @@ def python(*args):
 
 
 class Diy(Spawned):
-    """`python -m diy_wsgi serve|dispatch --config ...`."""
+    """`python -m diy serve|dispatch --config ...`."""
 
     def __init__(self, directory, command, config, *extra, name=None):
-        super().__init__(directory, python("-m", "diy_wsgi", command, "--config", config, *extra), name or command)
+        super().__init__(directory, python("-m", "diy", command, "--config", config, *extra), name or command)
 
 
 class Gunicorn(Spawned):

@@ -28,13 +28,13 @@ def write_config(tmp_path, receiver_url, **sections):
 
 
 class Process:
-    """`python -m diy_wsgi ARGS...` with its output captured to a file, killed at the end."""
+    """`python -m diy ARGS...` with its output captured to a file, killed at the end."""
 
     def __init__(self, tmp_path, *args, name="diy"):
         self.log_path = tmp_path / f"{name}-{time.monotonic_ns()}.log"
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "diy_wsgi", *map(str, args)],
+            [sys.executable, "-m", "diy", *map(str, args)],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )

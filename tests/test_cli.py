@@ -23,7 +23,7 @@ def quiet_config(tmp_path):
 
 
 def diy_wsgi(*args):
-    return subprocess.run([sys.executable, "-m", "diy_wsgi", *map(str, args)], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "diy", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -51,7 +51,7 @@ def test_a_file_named_on_the_command_line_that_is_missing_is_one_line(tmp_path, 
 
 
 def test_ctrl_c_of_a_long_command_ends_it_quietly(tmp_path):
-    command = subprocess.Popen([sys.executable, "-m", "diy_wsgi", "disk", "--seconds", "30", "--config",
+    command = subprocess.Popen([sys.executable, "-m", "diy", "disk", "--seconds", "30", "--config",
                                 str(quiet_config(tmp_path))], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     time.sleep(1.5)
@@ -66,7 +66,7 @@ def test_output_read_by_a_reader_that_stopped_early_ends_quietly(tmp_path):
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        result = subprocess.run([sys.executable, "-m", "diy_wsgi", "status", "--config", str(quiet_config(tmp_path))],
+        result = subprocess.run([sys.executable, "-m", "diy", "status", "--config", str(quiet_config(tmp_path))],
                                 cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=30,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
     finally:

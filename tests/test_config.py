@@ -600,7 +600,7 @@ def test_the_warnings_reach_stderr_as_one_line_each_before_logging_is_set_up(tmp
     (tmp_path / "hmac").chmod(0o644)
     (tmp_path / "diy.ini").write_text(MINIMAL.replace("hmac_secrets = s3cr3t", "hmac_secrets = file:hmac"))
 
-    result = subprocess.run([sys.executable, "-m", "diy_wsgi", "sign", "--config", str(tmp_path / "diy.ini")],
+    result = subprocess.run([sys.executable, "-m", "diy", "sign", "--config", str(tmp_path / "diy.ini")],
                             input="", capture_output=True, text=True, timeout=60, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
 

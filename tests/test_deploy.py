@@ -675,7 +675,7 @@ def test_the_example_config_serves_and_delivers_with_gunicorn_and_a_separate_dis
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DIY_CONFIG": str(folder / "diy.ini"),
            "DIY_BIND": f"127.0.0.1:{port}", "DIY_WORKERS": "2", "XDG_RUNTIME_DIR": str(tmp_path)}
     gunicorn = Launched(tmp_path, "gunicorn", mode, ["-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "diy_wsgi:app"], env)
-    dispatcher = Launched(tmp_path, "dispatcher", mode, ["-m", "diy_wsgi", "dispatch", "--config", str(folder / "diy.ini")], env)
+    dispatcher = Launched(tmp_path, "dispatcher", mode, ["-m", "diy", "dispatch", "--config", str(folder / "diy.ini")], env)
     processes = (gunicorn, dispatcher)
     try:
         wait_until(lambda: answers(port, "/dmp"), what="gunicorn answering", processes=processes)

@@ -295,7 +295,7 @@ def test_a_metrics_token_is_required_when_configured(build, authorization, statu
 def test_serve_refuses_to_start_with_an_empty_metrics_token_in_one_line(tmp_path):
     config = write_config(tmp_path, "http://127.0.0.1:9/events", diy={"metrics_token": "env:DIY_METRICS_TOKEN"})
 
-    result = subprocess.run([sys.executable, "-m", "diy_wsgi", "serve", "--config", str(config), "--port", "0"],
+    result = subprocess.run([sys.executable, "-m", "diy", "serve", "--config", str(config), "--port", "0"],
                             cwd=ROOT, capture_output=True, text=True, timeout=20,
                             env={**os.environ, "PYTHONPATH": str(ROOT), "DIY_METRICS_TOKEN": ""})
 

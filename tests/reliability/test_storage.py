@@ -351,7 +351,7 @@ def test_gunicorn_workers_with_a_foreign_database_answer_503_then_recover(tmp_pa
 def start(tmp_path, database):
     config = write_config(tmp_path, "http://127.0.0.1:9/events", database=database, diy={"write_timeout": "0.5s"})
     try:
-        done = subprocess.run([sys.executable, "-m", "diy_wsgi", "serve", "--config", str(config), "--port", "0"],
+        done = subprocess.run([sys.executable, "-m", "diy", "serve", "--config", str(config), "--port", "0"],
                               cwd=ROOT, capture_output=True, text=True, timeout=20,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     except subprocess.TimeoutExpired:
