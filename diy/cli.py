@@ -9,7 +9,7 @@ import sys
 import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from diy import logs, sandbox
+from diy import logs
 from diy.admin import add_commands as add_admin_commands
 from diy.config import ConfigError, load_config, load_secret
 from diy.servers import QuietDisconnects
@@ -305,6 +305,10 @@ def add_sandbox_command(commands):
 
 
 def run_sandbox(args):
+    """Imported here, not at the top: a service's process never loads the sandbox (a test
+    holds it to that), only `diy-wsgi sandbox` does."""
+    from diy import sandbox
+
     try:
         settings = sandbox.settings_from_flags(
             host=args.host, port=args.port, webhook_secret=args.webhook_secret, ttd_token=args.ttd_token,
