@@ -38,13 +38,20 @@ class SandboxSettings:
     outages: Tuple[Outage, ...] = ()
     """Relative to the sandbox's start; `faults.outages` (absolute windows) starts empty."""
     seed: Optional[int] = None
+    control_port: Optional[int] = None
+    """Serve the views on this port and only the platforms on `port` (see control.py)."""
+    journal: Optional[str] = None
+    """Record every webhook call in this JSON-lines file (see journal.py)."""
 
     def __post_init__(self):
         if not is_loopback(self.host):
             raise SandboxConfigError("--host must be a loopback address (127.0.0.1, ::1, localhost); "
                                      "the sandbox is for this machine only")
-        if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
-            raise SandboxConfigError("--port must be from 0 to 65535")
+        for flag, port in (("--port", self.port), ("--control-port", self.control_port)):
+            if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
+                raise SandboxConfigError(f"{flag} must be from 0 to 65535")
+        if self.control_port and self.control_port == self.port:
+            raise SandboxConfigError("--control-port must differ from --port")
         try:
             decode_secret(self.webhook_secret)
         except ValueError as error:
@@ -65,7 +72,8 @@ def settings_from_flags(
     ttd_secret: Optional[str] = None, criteo_client_id: Optional[str] = None,
     criteo_client_secret: Optional[str] = None, error_rate: str = "0", rate_limit_rate: str = "0",
     retry_after: str = "1", latency: str = "0", latency_jitter: str = "0",
-    outages: Iterable[str] = (), seed: Optional[int] = None,
+    outages: Iterable[str] = (), seed: Optional[int] = None, control_port: Optional[int] = None,
+    journal: Optional[str] = None,
 ) -> SandboxSettings:
     """Settings from the command line's text values; None keeps a default credential."""
     credentials = {
@@ -80,7 +88,7 @@ def settings_from_flags(
         latency_jitter=parse_duration(latency_jitter, "--latency-jitter"),
     )
     return SandboxSettings(
-        host=host, port=port, faults=faults, seed=seed,
+        host=host, port=port, faults=faults, seed=seed, control_port=control_port, journal=journal,
         outages=tuple(parse_outage(outage) for outage in outages),
         **{name: value for name, value in credentials.items() if value is not None},
     )

@@ -45,7 +45,8 @@ import threading
 
 from werkzeug import Response
 
-from tests.fakes.faults import ScriptedFaults
+from diy.sandbox.faults import Script
+from tests.fakes import scripted_response
 
 PATH = "/data/advertiser"
 MAX_TTL_MINUTES = 259_200
@@ -95,8 +96,7 @@ class FakeTheTradeDesk:
         self.members = {}
         self.requests = []
         self.rejections = []
-        self._faults = ScriptedFaults(lambda status: f"scripted HTTP {status}")
-        self._normal_answers_before_fault = 0
+        self._faults = Script()
         self._refused = {}
         self._lock = threading.Lock()
         httpserver.expect_request(PATH, method="POST").respond_with_handler(self._handle)
@@ -119,11 +119,8 @@ class FakeTheTradeDesk:
 
         `body` may be a dict or list (sent as JSON), text or bytes; by default a short text.
         """
-        if times < 1:
-            raise ValueError("times must be at least 1")
         with self._lock:
-            self._faults.add(status, times, headers, body)
-            self._normal_answers_before_fault = after
+            self._faults.add(status, times, headers, body, after=after)
 
     def refuse(self, tdids, code="MissingUserId"):
         """From now on answer each of `tdids` (one string or several) in FailedLines with `code`."""
@@ -135,9 +132,9 @@ class FakeTheTradeDesk:
         raw = request.get_data()
         with self._lock:
             self.requests.append(_json_or_none(raw))
-            if self._faults and self._normal_answers_before_fault == 0:
-                return self._faults.take()
-            self._normal_answers_before_fault = max(0, self._normal_answers_before_fault - 1)
+            scripted = self._faults.take()
+            if scripted:
+                return scripted_response(scripted, lambda status: f"scripted HTTP {status}")
             try:
                 document = self._check_request(request.headers, raw)
             except _Refused as refusal:

@@ -24,7 +24,8 @@ import time
 from werkzeug import Response
 
 from targets.webhook import SignatureError, verify
-from tests.fakes.faults import ScriptedFaults
+from diy.sandbox.faults import Script
+from tests.fakes import scripted_response
 from tests.support import WEBHOOK_SECRET
 
 PATH = "/events"
@@ -54,7 +55,7 @@ class FakeWebhook:
         self.violations = []
         self._answers = {}
         self._created = {}
-        self._faults = ScriptedFaults(lambda status: {"error": f"scripted HTTP {status}"})
+        self._faults = Script()
         self._lock = threading.Lock()
         httpserver.expect_request(path, method="POST").respond_with_handler(self._handle)
 
@@ -67,8 +68,6 @@ class FakeWebhook:
 
         `body` may be a dict or list (sent as JSON), text or bytes; by default a short JSON error.
         """
-        if times < 1:
-            raise ValueError("times must be at least 1")
         with self._lock:
             self._faults.add(status, times, headers, body)
 
@@ -76,8 +75,9 @@ class FakeWebhook:
         raw = request.get_data()
         with self._lock:
             self.requests.append(_json_or_none(raw))
-            if self._faults:
-                return self._faults.take()
+            scripted = self._faults.take()
+            if scripted:
+                return scripted_response(scripted, lambda status: {"error": f"scripted HTTP {status}"})
             try:
                 event = self._check(request, raw)
             except _Refused as refusal:
