@@ -1,5 +1,6 @@
 """The sandbox's fault model beyond rates and outages, its control port and its journal: what the
-reliability suites drive it with (they run it as `diy-wsgi sandbox --control-port --journal`).
+reliability suites drive it with (they run it as `diy-wsgi sandbox --control-port --journal`);
+and its counting mode, the benchmark's platform (`diy-wsgi sandbox --counting`).
 
 Each test starts a real sandbox in a thread on port 0 and talks to it over HTTP.
 """
@@ -219,3 +220,33 @@ def test_a_journal_and_a_control_port_come_from_the_command_line():
     assert (settings.control_port, settings.journal) == (port, "platform.jsonl")
     with pytest.raises(SandboxConfigError, match="--control-port"):
         settings_from_flags(port=port, control_port=port)
+
+
+# The counting mode, the benchmark's platform.
+
+def test_counting_mode_answers_every_post_and_counts_members_without_checking(start_sandbox):
+    pattern = r'"external_user_id":"([a-z][0-9]{8})000"'
+    sandbox = start_sandbox(counting=True, trace=pattern)
+    body = b'{"members":[{"external_user_id":"b00000007000"},{"external_user_id":"b000000071"}]}'
+
+    assert request(sandbox.url, "POST", "/anywhere", body)[:3:2] == (200, b"{}")
+    status, _, counts = request(sandbox.url, "GET", "/api/stats")
+
+    assert json.loads(counts) == {"events": 1, "members": 2, "bytes": len(body), "connections": 2}
+    trace = json.loads(request(sandbox.url, "GET", "/api/trace")[2])
+    assert [tag for _, tag in trace] == ["b00000007"]
+    assert json.loads(request(sandbox.url, "GET", "/api/trace")[2]) == []
+
+
+@pytest.mark.parametrize("fields", [
+    {"faults": FaultSettings(error_rate=0.1)}, {"control_port": 0}, {"journal": "calls.jsonl"},
+    {"trace": "no group"},
+], ids=["a-fault-but-latency", "control-port", "journal", "trace-without-a-group"])
+def test_counting_mode_takes_latency_as_its_one_fault_and_nothing_else(fields):
+    with pytest.raises(SandboxConfigError):
+        SandboxSettings(port=0, counting=True, **fields)
+
+
+def test_a_trace_needs_counting_mode():
+    with pytest.raises(SandboxConfigError, match="--counting"):
+        SandboxSettings(port=0, trace="(x)")

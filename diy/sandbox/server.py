@@ -342,6 +342,10 @@ def make_server(settings: SandboxSettings, **sandbox_options):
 
     With `settings.control_port`, a `ControlledSandbox`: the same face (`url`, `sandbox`,
     `serve_forever`, `shutdown`, `server_close`), its views on a port of their own."""
+    if settings.counting:
+        from diy.sandbox.counting import CountingServer
+
+        return CountingServer(settings)
     if settings.control_port is not None:
         from diy.sandbox.control import ControlledSandbox
 
@@ -352,6 +356,9 @@ def make_server(settings: SandboxSettings, **sandbox_options):
 def banner(server: SandboxServer) -> str:
     """The startup lines: where each platform listens."""
     url = server.url
+    if getattr(server, "counting", False):
+        return (f"diy-wsgi sandbox counting on {url}/: every POST answered 200 at once, nothing checked; "
+                f"GET {url}/api/stats")
     views = getattr(server, "control_url", url)
     return "\n".join([
         f"diy-wsgi sandbox listening on {url}/ (state in memory; Ctrl-C stops)",
