@@ -14,28 +14,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from diy.sandbox import DEFAULT_WEBHOOK_SECRET, SandboxConfigError, SandboxSettings, make_server
+from diy.sandbox import DEFAULT_WEBHOOK_SECRET, SandboxConfigError, SandboxSettings
 from diy.sandbox.faults import Call, FaultSettings, decide
 from targets.webhook import sign
 from tests.processes import free_port, wait_until
-
-
-@pytest.fixture
-def start_sandbox(tmp_path):
-    started = []
-
-    def start(**fields):
-        server = make_server(SandboxSettings(port=0, **fields))
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        started.append((server, thread))
-        return server
-
-    yield start
-    for server, thread in started:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def request(url, method, path, body=None, timeout=10):

@@ -54,7 +54,7 @@ from urllib.parse import parse_qsl
 from werkzeug import Response
 
 from diy.sandbox.faults import Script
-from tests.fakes import scripted_response
+from tests.fakes import scripted_answer
 
 TOKEN_PATH = "/oauth2/token"
 API_PATH = re.compile(r"^/[^/]+/marketing-solutions/.*$")
@@ -194,9 +194,9 @@ class FakeCriteo:
         if gate is not None:
             gate.wait(10)
         with self._lock:
-            scripted = self._token_faults.take()
-            if scripted:
-                return scripted_response(scripted, lambda status: {"error": "server_error"}, "text/plain")
+            scripted = scripted_answer(self._token_faults, lambda status: {"error": "server_error"}, "text/plain")
+            if scripted is not None:
+                return scripted
             if request.method != "POST":
                 return self._oauth_refusal(405, "invalid_request", f"{request.method} is not allowed")
             if request.mimetype != "application/x-www-form-urlencoded":
@@ -223,9 +223,9 @@ class FakeCriteo:
         body = _json_or_none(request)
         with self._lock:
             self.requests.append(_recorded(request, body))
-            scripted = self._faults.take()
-            if scripted:
-                return scripted_response(scripted, _scripted_error_body, "text/plain")
+            scripted = scripted_answer(self._faults, _scripted_error_body, "text/plain")
+            if scripted is not None:
+                return scripted
             try:
                 self._authorize(request)
                 self._check_version(request.path)
