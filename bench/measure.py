@@ -150,10 +150,10 @@ class Receiver:
             return json.loads(answer.read())
 
     def stats(self):
-        return self._get("/stats")
+        return self._get("/api/stats")
 
     def trace(self):
-        return self._get("/trace")
+        return self._get("/api/trace")
 
 
 class Backlog:

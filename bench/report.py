@@ -159,7 +159,7 @@ def method_section(results):
            if s.get("target_runs", 1) > 1 else ""),
         "- diy-wsgi: `DIY_CONFIG=<temp>/diy.ini gunicorn -c gunicorn.conf.py diy_wsgi:app`, the configuration's "
         "defaults but `synchronous = full` written out, the outbox in the work folder (real disk) and the "
-        "`webhook` target pointed at `bench/receiver.py` (stdlib, threaded, HTTP/1.1 keep-alive, answers 200 at once).",
+        "`webhook` target pointed at the sandbox's counting mode, `diy-wsgi sandbox --counting` (stdlib, threaded, HTTP/1.1 keep-alive, answers 200 at once).",
         "- diy-wsgi, request path alone: the same app and configuration with `[dispatcher] embedded = no` and no "
         "`diy-wsgi dispatch` running, so requests are verified, validated and committed and nothing is delivered. "
         "It is measured at saturation only: it shows what taking requests in costs, apart from delivering them.",

@@ -286,6 +286,10 @@ def add_sandbox_command(commands):
     )
     sandbox.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
     sandbox.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000; 0 picks a free one)")
+    sandbox.add_argument("--control-port", type=int, help="serve the views and /api/* here, the platforms on --port")
+    sandbox.add_argument("--journal", metavar="FILE", help="record every webhook call in FILE (JSON lines)")
+    sandbox.add_argument("--counting", action="store_true", help="for load tests: count what arrives, check nothing")
+    sandbox.add_argument("--trace", metavar="REGEX", help="with --counting: note when matches of REGEX's group arrive")
     credentials = sandbox.add_argument_group("credentials the sandbox accepts (defaults above)")
     credentials.add_argument("--webhook-secret", metavar="whsec_...", help="the webhook target's target.secret")
     credentials.add_argument("--ttd-token", help="The Trade Desk TTD-Auth token")
@@ -316,6 +320,7 @@ def run_sandbox(args):
             criteo_client_secret=args.criteo_client_secret, error_rate=args.error_rate,
             rate_limit_rate=args.rate_limit_rate, retry_after=args.retry_after, latency=args.latency,
             latency_jitter=args.latency_jitter, outages=args.outage, seed=args.seed,
+            control_port=args.control_port, journal=args.journal, counting=args.counting, trace=args.trace,
         )
         server = listen(lambda: sandbox.make_server(settings), args.host, args.port)
     except sandbox.SandboxConfigError as error:

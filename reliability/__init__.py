@@ -2,12 +2,13 @@
 
 The suites live in `tests/reliability/` and run in their short (CI) form with the rest of the
 tests (`python -m pytest`). `python -m reliability --long` runs the same suites at length and
-writes `reliability/RESULTS.md`. Here:
+writes `reliability/RESULTS.md`. The receiving platform is the sandbox (`diy-wsgi sandbox
+--control-port --journal`: its webhook, faults switched on the control port, every call
+journaled). Here:
 
-    receiver.py   a receiving platform process with switchable faults
     loadgen.py    a signed load generator process that journals every answer
     checker.py    acknowledged against delivered: lost, duplicates, order, final membership
-    harness.py    starting and killing diy-wsgi, gunicorn, the platform and the load
+    harness.py    starting and killing diy-wsgi, gunicorn, the sandbox and the load
     __main__.py   the runner
 
 Environment: `DIY_RELIABILITY=long` selects the long form; `DIY_RELIABILITY_RESULTS=FILE`

@@ -139,15 +139,20 @@ class Gunicorn(Spawned):
 
 
 class Receiver(Spawned):
-    """The receiving platform (`reliability.receiver`) and its control port."""
+    """The receiving platform: the sandbox's webhook (`diy-wsgi sandbox`) with a journal of every
+    call, and its views on a control port that stays up while the platform port is down."""
 
-    def __init__(self, directory, name="platform", created_ids=False):
+    CLEAR = {"mode": None, "error_rate": 0, "error_status": 503, "rate_limit_rate": 0, "retry_after": 1,
+             "latency": 0, "latency_jitter": 0, "outages": [], "audiences": None}
+    """The sandbox's fault settings with no fault: each `fault()` starts from them."""
+
+    def __init__(self, directory, name="platform"):
         self.port, self.control_port = free_port(), free_port()
         self.journal = Path(directory) / f"{name}.jsonl"
-        args = python("-m", "reliability.receiver", "--port", self.port, "--control-port", self.control_port,
-                      "--secret", WEBHOOK_SECRET, "--journal", self.journal)
-        super().__init__(directory, args + (["--created-ids"] if created_ids else []), name)
-        self.url = f"http://127.0.0.1:{self.port}/events"
+        args = python("-m", "diy_wsgi", "sandbox", "--port", self.port, "--control-port", self.control_port,
+                      "--webhook-secret", WEBHOOK_SECRET, "--journal", self.journal)
+        super().__init__(directory, args, name)
+        self.url = f"http://127.0.0.1:{self.port}/webhook"
         wait_for_port(self.control_port, self)
 
     def _control(self, method, path, payload=None):
@@ -158,16 +163,22 @@ class Receiver(Spawned):
             response = connection.getresponse()
             answer = json.loads(response.read())
             if response.status != 200:
-                raise AssertionError(f"receiver control {path}: {answer}")
+                raise AssertionError(f"sandbox control {path}: {answer}")
             return answer
         finally:
             connection.close()
 
-    def fault(self, mode="ok", **spec):
-        return self._control("POST", "/fault", {"mode": mode, **spec})
+    def fault(self, mode=None, **changes):
+        """Replace the fault: `fault()` none, `fault("down" | "hang" | "hold")`, or the sandbox's
+        fault settings (`error_rate=1, error_status=500`, `latency=0.3`, `audiences=[...]`)."""
+        return self._control("POST", "/api/faults", {**self.CLEAR, "mode": mode, **changes})
 
     def state(self):
-        return self._control("GET", "/state")
+        """The journal's counters, `held` (calls held now) and `members` {dmp id: user ids}."""
+        stats = self._control("GET", "/api/stats")
+        audiences = self._control("GET", "/api/audiences")["webhook"]
+        return {**stats["journal"], "held": stats["held"],
+                "members": {dmp_id: audience["members"] for dmp_id, audience in audiences.items()}}
 
     def calls(self):
         from reliability.checker import load_calls

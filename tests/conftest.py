@@ -1,6 +1,9 @@
 import os
+import threading
 
 import pytest
+
+from diy.sandbox import SandboxSettings, make_server
 
 from outbox.backends import open_database
 from outbox.db import Database
@@ -26,6 +29,28 @@ class Clock:
 @pytest.fixture
 def clock():
     return Clock()
+
+
+@pytest.fixture
+def start_sandbox():
+    """Start a sandbox in a thread on port 0: start_sandbox(settings fields..., clock=, random=,
+    sleep=); each is shut down at the end of the test."""
+    started = []
+
+    def start(clock=None, random=None, sleep=None, **fields):
+        options = {name: value for name, value in
+                   (("clock", clock), ("random", random), ("sleep", sleep)) if value is not None}
+        server = make_server(SandboxSettings(port=0, **fields), **options)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        started.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in started:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 @pytest.fixture

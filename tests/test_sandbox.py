@@ -28,8 +28,6 @@ from diy.sandbox import (
     DEFAULT_TTD_TOKEN,
     DEFAULT_WEBHOOK_SECRET,
     SandboxConfigError,
-    SandboxSettings,
-    make_server,
     settings_from_flags,
 )
 from diy.sandbox.faults import Decision, FaultSettings, Outage, Window, decide, parse_duration
@@ -47,27 +45,6 @@ SEGMENTS = "/2026-07/marketing-solutions/audience-segments"
 
 
 # Starting sandboxes and talking to them.
-
-@pytest.fixture
-def start_sandbox():
-    """Start a sandbox in a thread: start_sandbox(settings fields..., clock=, random=, sleep=)."""
-    started = []
-
-    def start(clock=None, random=None, sleep=None, **fields):
-        options = {name: value for name, value in
-                   (("clock", clock), ("random", random), ("sleep", sleep)) if value is not None}
-        server = make_server(SandboxSettings(port=0, **fields), **options)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        started.append((server, thread))
-        return server
-
-    yield start
-    for server, thread in started:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-
 
 @pytest.fixture
 def sandbox(start_sandbox):

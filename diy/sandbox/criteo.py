@@ -45,6 +45,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs
 
+from diy.sandbox.faults import NO_CALL, Call
 from diy.sandbox.state import CriteoSegment, SandboxState
 from diy.sandbox.wire import Reply, Request, SandboxError, json_reply
 
@@ -109,6 +110,11 @@ class CriteoApi:
         self._tokens: Dict[str, Tuple[str, float]] = {}
         self._windows: Dict[str, List[float]] = {}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def call(request: Request) -> Call:
+        """What the fault model knows of a call: nothing (its audience filter is the webhook's)."""
+        return NO_CALL
 
     def routes(self):
         """(method, path pattern, handler) for the server's route table."""

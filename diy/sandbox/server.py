@@ -21,6 +21,7 @@ the sandbox's own page (`refuse_other_origins`).
 import logging
 import re
 import socket
+import threading
 import time
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from diy.sandbox.criteo import CriteoApi
 from diy.sandbox.faults import Decision, Faults
+from diy.sandbox.journal import Journal
 from diy.hosts import host_name, is_loopback
 from diy.servers import QuietDisconnects
 from diy.sandbox.settings import SandboxSettings
@@ -65,14 +67,19 @@ class Sandbox:
         self.clock = clock
         self.sleep = sleep
         self.base_url = base_url
+        self.journal = Journal(settings.journal, clock) if settings.journal else None
+        """Every webhook call, as the reliability suites' checker reads them (`--journal`)."""
         self.state = SandboxState()
         self.stats = RequestStats()
         started = clock()
         windows = tuple(outage.window(started) for outage in settings.outages)
         self.faults = Faults(replace(settings.faults, outages=windows), settings.seed, clock, random)
+        self.on_mode: Callable[[Optional[str]], None] = refuse_down
+        """Called with the new `mode` before a fault change applies; the control port's server
+        takes the platform port down and up, and without one "down" is refused."""
         self.criteo = CriteoApi(self.state, settings.criteo_client_id, settings.criteo_client_secret,
                                 clock, settings.criteo_rate_limit, settings.criteo_rate_window)
-        platforms = {
+        self.platforms = {
             "webhook": WebhookApi(self.state, settings.webhook_secret, clock),
             "thetradedesk": TheTradeDeskApi(self.state, settings.ttd_token, settings.ttd_secret),
             "criteo": self.criteo,
@@ -81,32 +88,59 @@ class Sandbox:
                  ("GET", r"/api/stats", self.statistics), ("GET", r"/api/faults", self.fault_settings),
                  ("POST", r"/api/faults", self.change_faults), ("POST", r"/api/reset", self.reset)]
         self.routes = [(method, re.compile(pattern), api, handler)
-                       for api, platform in platforms.items()
+                       for api, platform in self.platforms.items()
                        for method, pattern, handler in platform.routes()]
         self.routes += [(method, re.compile(pattern), None, handler) for method, pattern, handler in views]
 
-    def serve(self, request: Request) -> Reply:
-        """The one place a request becomes an answer: errors raised below are rendered here."""
+    def serve(self, request: Request, views_only: bool = False) -> Reply:
+        """The one place a request becomes an answer: errors raised below are rendered here.
+
+        `views_only`: the control port's request, which reaches no platform."""
         api, fault = None, None
         try:
             refuse_other_origins(request)
             api, handler, params = self.route(request.method, request.path)
             if api is None:
                 reply = handler(request)
+            elif views_only:
+                api = None
+                raise NotFound(f"the platforms are on {self.base_url}, not on the control port")
             else:
-                decision = self.faults.decide()
-                if decision.delay > 0:
-                    self.sleep(decision.delay)
+                decision = self.faults.decide(self.platforms[api].call(request))
                 fault = decision.kind
-                reply = fault_reply(decision) if decision.status else handler(request, **params)
+                reply = self.platform_call(api, decision, request, handler, params)
         except SandboxError as error:
             reply = error.reply()
         except Exception:
             log.exception("request failed method=%s path=%s", request.method, request.path)
             reply = json_reply(500, {"error": "the sandbox failed; its log has the traceback"})
-        if api is not None:
+        if api is not None and reply is not NO_ANSWER:
             self.stats.count(api, reply.status, fault)
+            if self.journal is not None and api == "webhook":
+                self.journal.record(request, reply.status, fault)
         return reply
+
+    def platform_call(self, api: str, decision: Decision, request: Request, handler, params) -> Reply:
+        """A platform's answer under a fault: hung, delayed, held, replaced, or as it is."""
+        if decision.hang:
+            self.stats.count(api, None, "hang")
+            if self.journal is not None and api == "webhook":
+                self.journal.record(request, None, "hang")
+            self.faults.wait_for_change(decision.generation)
+            return NO_ANSWER
+        if decision.delay > 0:
+            self.sleep(decision.delay)
+        if decision.hold:
+            self.faults.hold(decision.generation)
+        if decision.status:
+            return fault_reply(decision)
+        return handler(request, **params)
+
+    def truncated(self, reason: str) -> None:
+        """A body cut short by a sender that died: nothing arrived, so nothing is answered."""
+        log.info("request body cut short reason=%s", reason)
+        if self.journal is not None:
+            self.journal.reject("truncated", reason)
 
     def route(self, method: str, path: str) -> Tuple[Optional[str], Callable, Dict[str, str]]:
         """(api or None for a view, handler, path parameters); NotFound or MethodNotAllowed."""
@@ -132,7 +166,10 @@ class Sandbox:
         return json_reply(200, self.state.snapshot())
 
     def statistics(self, request: Request) -> Reply:
-        return json_reply(200, self.stats.snapshot())
+        stats = {**self.stats.snapshot(), "held": self.faults.held}
+        if self.journal is not None:
+            stats["journal"] = self.journal.counts()
+        return json_reply(200, stats)
 
     def fault_settings(self, request: Request) -> Reply:
         return json_reply(200, self.faults.settings.describe())
@@ -142,12 +179,13 @@ class Sandbox:
         if not isinstance(changes, dict):
             raise BadRequest("the body must be a JSON object of fault settings")
         try:
-            settings = self.faults.change(changes)
+            settings = self.faults.change(changes, before=self.on_mode)
         except SandboxConfigError as error:
             raise BadRequest(str(error)) from None
-        log.info("faults changed error_rate=%s rate_limit_rate=%s retry_after=%s latency=%s latency_jitter=%s outages=%d",
-                 settings.error_rate, settings.rate_limit_rate, settings.retry_after, settings.latency,
-                 settings.latency_jitter, len(settings.outages))
+        log.info("faults changed error_rate=%s error_status=%s rate_limit_rate=%s retry_after=%s latency=%s "
+                 "latency_jitter=%s outages=%d mode=%s audiences=%s", settings.error_rate, settings.error_status,
+                 settings.rate_limit_rate, settings.retry_after, settings.latency, settings.latency_jitter,
+                 len(settings.outages), settings.mode, "all" if settings.audiences is None else len(settings.audiences))
         return json_reply(200, settings.describe())
 
     def reset(self, request: Request) -> Reply:
@@ -174,26 +212,61 @@ def refuse_other_origins(request: Request) -> None:
         raise Forbidden("cross-origin requests are refused: a page of another site must not drive the sandbox")
 
 
+def refuse_down(mode: Optional[str]) -> None:
+    if mode == "down":
+        raise SandboxConfigError("mode down needs the sandbox started with --control-port: "
+                                 "it closes the port this request came in on")
+
+
+NO_ANSWER = Reply(0)
+"""A hung call's: the connection is closed without an answer."""
+
+
 def fault_reply(decision: Decision) -> Reply:
+    if decision.body is not None:
+        return Reply(decision.status, decision.body.body, decision.body.content_type, decision.headers)
     if decision.status == 429:
-        return json_reply(429, {"error": "sandbox fault: too many requests"},
-                          [("Retry-After", str(decision.retry_after))])
-    return json_reply(decision.status, {"error": f"sandbox fault: unavailable ({decision.kind})"})
+        retry_after = () if decision.retry_after is None else [("Retry-After", str(decision.retry_after))]
+        return json_reply(429, {"error": "sandbox fault: too many requests"}, (*retry_after, *decision.headers))
+    return json_reply(decision.status, {"error": f"sandbox fault: unavailable ({decision.kind})"}, decision.headers)
 
 
 class SandboxServer(QuietDisconnects, ThreadingHTTPServer):
     """A threaded HTTP server around one `Sandbox`; `url` is where it listens. A client that
-    gives up (during a latency fault, say) is one debug line, not a traceback."""
+    gives up (during a latency fault, say) is one debug line, not a traceback.
+
+    `sandbox` serves an existing sandbox (a platform port brought up again); `views_only` makes
+    this the control port, which serves the views and no platform."""
 
     daemon_threads = True
 
-    def __init__(self, settings: SandboxSettings, **sandbox_options):
+    def __init__(self, settings: SandboxSettings, *, sandbox: Optional[Sandbox] = None,
+                 port: Optional[int] = None, views_only: bool = False, **sandbox_options):
         if ":" in settings.host:
             self.address_family = socket.AF_INET6
-        super().__init__((settings.host, settings.port), SandboxHandler)
+        super().__init__((settings.host, settings.port if port is None else port), SandboxHandler)
         host, port = self.server_address[:2]
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        self.sandbox = Sandbox(settings, base_url=self.url, **sandbox_options)
+        self.views_only = views_only
+        self.connections = set()
+        self.connections_lock = threading.Lock()
+        self._owns_sandbox = sandbox is None
+        self.sandbox = sandbox or Sandbox(settings, base_url=self.url, **sandbox_options)
+
+    def drop_connections(self) -> None:
+        """Cut every open connection (the port going down): their clients see a reset."""
+        with self.connections_lock:
+            connections, self.connections = self.connections, set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self._owns_sandbox and self.sandbox.journal is not None:
+            self.sandbox.journal.close()
 
 
 class SandboxHandler(BaseHTTPRequestHandler):
@@ -202,6 +275,19 @@ class SandboxHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "diy-wsgi-sandbox"
 
+    def setup(self):
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self):
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
     def do_GET(self):
         try:
             request = self._request()
@@ -209,21 +295,32 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             reply = error.reply()
         else:
-            reply = self.server.sandbox.serve(request)
+            if request is None:
+                return
+            reply = self.server.sandbox.serve(request, views_only=self.server.views_only)
+        if reply is NO_ANSWER:
+            self.close_connection = True
+            return
         self._send(reply)
         log.info("request method=%s path=%s status=%d", self.command, urlsplit(self.path).path, reply.status)
 
     do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
 
-    def _request(self) -> Request:
+    def _request(self) -> Optional[Request]:
+        """The whole request; None for a body cut short (its sender died), which gets no answer."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             raise LengthRequired("send the body with a Content-Length")
         text = self.headers.get("Content-Length") or "0"
         if not text.isdigit():
             raise BadRequest("Content-Length must be a whole number")
-        if int(text) > MAX_BODY:
+        length = int(text)
+        if length > MAX_BODY:
             raise PayloadTooLarge(f"the body is over {MAX_BODY} bytes")
-        body = self.rfile.read(int(text)) if int(text) else b""
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            self.server.sandbox.truncated(f"{len(body)} of {length} bytes")
+            self.close_connection = True
+            return None
         parts = urlsplit(self.path)
         return Request(self.command, parts.path, dict(parse_qsl(parts.query)), dict(self.headers.items()), body)
 
@@ -240,18 +337,33 @@ class SandboxHandler(BaseHTTPRequestHandler):
         """Requests are logged once, with their status, by do_GET."""
 
 
-def make_server(settings: SandboxSettings, **sandbox_options) -> SandboxServer:
-    """A bound, not yet serving, sandbox server; options (clock, random, sleep) go to `Sandbox`."""
+def make_server(settings: SandboxSettings, **sandbox_options):
+    """A bound, not yet serving, sandbox server; options (clock, random, sleep) go to `Sandbox`.
+
+    With `settings.control_port`, a `ControlledSandbox`: the same face (`url`, `sandbox`,
+    `serve_forever`, `shutdown`, `server_close`), its views on a port of their own."""
+    if settings.counting:
+        from diy.sandbox.counting import CountingServer
+
+        return CountingServer(settings)
+    if settings.control_port is not None:
+        from diy.sandbox.control import ControlledSandbox
+
+        return ControlledSandbox(settings, **sandbox_options)
     return SandboxServer(settings, **sandbox_options)
 
 
 def banner(server: SandboxServer) -> str:
     """The startup lines: where each platform listens."""
     url = server.url
+    if getattr(server, "counting", False):
+        return (f"diy-wsgi sandbox counting on {url}/: every POST answered 200 at once, nothing checked; "
+                f"GET {url}/api/stats")
+    views = getattr(server, "control_url", url)
     return "\n".join([
         f"diy-wsgi sandbox listening on {url}/ (state in memory; Ctrl-C stops)",
         f"  webhook        POST {url}/webhook",
         f"  The Trade Desk POST {url}/data/advertiser",
         f"  Criteo         POST {url}/oauth2/token, {url}/<version>/marketing-solutions/audience-segments/...",
-        f"  views          {url}/  {url}/api/audiences  {url}/api/stats  {url}/api/faults",
+        f"  views          {views}/  {views}/api/audiences  {views}/api/stats  {views}/api/faults",
     ])

@@ -4,6 +4,7 @@ The default credentials are public on purpose (the sandbox listens on loopback o
 nothing real); `diy-wsgi sandbox --help` prints them. The webhook secret is the quick start's,
 so examples/quickstart.ini delivers to the sandbox once its target.url points here.
 """
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Tuple
 
@@ -38,13 +39,24 @@ class SandboxSettings:
     outages: Tuple[Outage, ...] = ()
     """Relative to the sandbox's start; `faults.outages` (absolute windows) starts empty."""
     seed: Optional[int] = None
+    control_port: Optional[int] = None
+    """Serve the views on this port and only the platforms on `port` (see control.py)."""
+    journal: Optional[str] = None
+    """Record every webhook call in this JSON-lines file (see journal.py)."""
+    counting: bool = False
+    """Count what arrives and check nothing, for load tests (see counting.py)."""
+    trace: Optional[str] = None
+    """Counting mode: note when matches of this pattern (one group) arrive."""
 
     def __post_init__(self):
         if not is_loopback(self.host):
             raise SandboxConfigError("--host must be a loopback address (127.0.0.1, ::1, localhost); "
                                      "the sandbox is for this machine only")
-        if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
-            raise SandboxConfigError("--port must be from 0 to 65535")
+        for flag, port in (("--port", self.port), ("--control-port", self.control_port)):
+            if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
+                raise SandboxConfigError(f"{flag} must be from 0 to 65535")
+        if self.control_port and self.control_port == self.port:
+            raise SandboxConfigError("--control-port must differ from --port")
         try:
             decode_secret(self.webhook_secret)
         except ValueError as error:
@@ -54,6 +66,20 @@ class SandboxSettings:
                             ("--criteo-client-secret", self.criteo_client_secret)):
             if not isinstance(value, str) or not value.strip():
                 raise SandboxConfigError(f"{flag} must not be empty")
+        if self.counting:
+            if (self.faults != FaultSettings(latency=self.faults.latency) or self.outages
+                    or self.control_port is not None or self.journal is not None):
+                raise SandboxConfigError("--counting takes --latency as its one fault, and no "
+                                         "--control-port or --journal")
+            if self.trace is not None:
+                try:
+                    groups = re.compile(self.trace.encode("utf-8")).groups
+                except re.error as error:
+                    raise SandboxConfigError(f"--trace: {error}") from None
+                if groups != 1:
+                    raise SandboxConfigError("--trace must be a regular expression with one group")
+        elif self.trace is not None:
+            raise SandboxConfigError("--trace goes with --counting")
         if not (isinstance(self.criteo_rate_limit, int) and self.criteo_rate_limit > 0
                 and self.criteo_rate_window > 0):
             raise SandboxConfigError("the Criteo rate limit and its window must be above 0")
@@ -65,7 +91,8 @@ def settings_from_flags(
     ttd_secret: Optional[str] = None, criteo_client_id: Optional[str] = None,
     criteo_client_secret: Optional[str] = None, error_rate: str = "0", rate_limit_rate: str = "0",
     retry_after: str = "1", latency: str = "0", latency_jitter: str = "0",
-    outages: Iterable[str] = (), seed: Optional[int] = None,
+    outages: Iterable[str] = (), seed: Optional[int] = None, control_port: Optional[int] = None,
+    journal: Optional[str] = None, counting: bool = False, trace: Optional[str] = None,
 ) -> SandboxSettings:
     """Settings from the command line's text values; None keeps a default credential."""
     credentials = {
@@ -80,7 +107,8 @@ def settings_from_flags(
         latency_jitter=parse_duration(latency_jitter, "--latency-jitter"),
     )
     return SandboxSettings(
-        host=host, port=port, faults=faults, seed=seed,
+        host=host, port=port, faults=faults, seed=seed, control_port=control_port, journal=journal,
+        counting=counting, trace=trace,
         outages=tuple(parse_outage(outage) for outage in outages),
         **{name: value for name, value in credentials.items() if value is not None},
     )

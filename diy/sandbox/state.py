@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 PLATFORMS = ("webhook", "thetradedesk", "criteo")
+FAULT_KINDS = ("outage", "error", "rate_limit", "scripted", "hang", "hold")
 FIRST_IDS = (10**8, 10**9)
 """Where a process's ids start: a nine-digit number, drawn at random (Criteo's ids are numbers).
 Two runs hand out the same id only if their starting points are closer than the ids they used."""
@@ -189,9 +190,10 @@ class RequestStats:
             self._requests = {platform: Counter() for platform in PLATFORMS}
             self._faults: Counter = Counter()
 
-    def count(self, api: str, status: int, fault: Optional[str] = None) -> None:
+    def count(self, api: str, status: Optional[int], fault: Optional[str] = None) -> None:
+        """One call's answer; `status` None for a call that got none (it hung)."""
         with self._lock:
-            self._requests[api][str(status)] += 1
+            self._requests[api]["none" if status is None else str(status)] += 1
             if fault:
                 self._faults[fault] += 1
 
@@ -199,5 +201,5 @@ class RequestStats:
         with self._lock:
             return {
                 "requests": {api: dict(sorted(counts.items())) for api, counts in self._requests.items()},
-                "faults": {kind: self._faults[kind] for kind in ("outage", "error", "rate_limit")},
+                "faults": {kind: self._faults[kind] for kind in FAULT_KINDS},
             }

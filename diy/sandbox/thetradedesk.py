@@ -41,6 +41,7 @@ import json
 import re
 from typing import Any, List, Optional, Tuple
 
+from diy.sandbox.faults import NO_CALL, Call
 from diy.sandbox.state import SandboxState
 from diy.sandbox.wire import Reply, Request, SandboxError, json_reply, text_reply
 
@@ -77,6 +78,11 @@ class TheTradeDeskApi:
         self.state = state
         self.token = token.encode("utf-8")
         self.secret = secret
+
+    @staticmethod
+    def call(request: Request) -> Call:
+        """What the fault model knows of a call: nothing (its audience filter is the webhook's)."""
+        return NO_CALL
 
     def routes(self):
         """(method, path pattern, handler) for the server's route table."""

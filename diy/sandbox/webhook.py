@@ -11,9 +11,11 @@ again. The events are those `targets.webhook` documents:
 
 Any other event type, or an event without `data.audience.dmp_id`, is answered 400.
 """
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
+from diy.sandbox.faults import NO_CALL, Call
 from diy.sandbox.state import SandboxState
 from diy.sandbox.wire import BadRequest, Reply, Request, Unauthorized, as_object, json_reply, read_json
 from targets.webhook import SignatureError, verify
@@ -42,6 +44,15 @@ class WebhookApi:
     def routes(self):
         """(method, path pattern, handler) for the server's route table."""
         return [("POST", r"/webhook", self.handle)]
+
+    def call(self, request: Request) -> Call:
+        """The audience an event is for and whether it creates one, for the fault model."""
+        try:
+            document = json.loads(request.body)
+            audience = document["data"]["audience"]["dmp_id"]
+            return Call(audience if isinstance(audience, str) else None, document.get("type") == CREATED)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            return NO_CALL
 
     def handle(self, request: Request) -> Reply:
         try:

@@ -46,11 +46,16 @@ def text_reply(status: int, text: str, headers=()) -> Reply:
 
 
 def read_json(request: Request, what: str = "the body") -> Any:
-    """The parsed UTF-8 JSON body; BadRequest (without the body) when it is not JSON."""
+    """The parsed UTF-8 JSON body; BadRequest (without the body) when it is not strict JSON
+    (NaN and Infinity are not JSON: RFC 8259)."""
     try:
-        return json.loads(request.body.decode("utf-8"))
+        return json.loads(request.body.decode("utf-8"), parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadRequest(f"{what} is not UTF-8 JSON") from None
+
+
+def _not_json(token: str):
+    raise ValueError(f"{token} is not JSON")
 
 
 def as_object(value: Any, what: str) -> Dict[str, Any]:

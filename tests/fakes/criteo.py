@@ -53,7 +53,8 @@ from urllib.parse import parse_qsl
 
 from werkzeug import Response
 
-from tests.fakes.faults import ScriptedFaults
+from diy.sandbox.faults import Script
+from tests.fakes import scripted_answer
 
 TOKEN_PATH = "/oauth2/token"
 API_PATH = re.compile(r"^/[^/]+/marketing-solutions/.*$")
@@ -114,8 +115,8 @@ class FakeCriteo:
         self.violations = []
         self._tokens: Dict[str, float] = {}
         self._invalid = set()
-        self._faults = ScriptedFaults(_scripted_error_body, text_type="text/plain")
-        self._token_faults = ScriptedFaults(lambda status: {"error": "server_error"}, text_type="text/plain")
+        self._faults = Script()
+        self._token_faults = Script()
         self._next_id = 5678
         self._token_gate: Optional[threading.Event] = None
         self._limit_exhausting_at: Optional[float] = None
@@ -146,7 +147,7 @@ class FakeCriteo:
         if status == 200 and body is None:
             raise ValueError("a scripted 200 needs a body")
         with self._lock:
-            (self._token_faults if token else self._faults).add(status, times, headers, body)
+            (self._token_faults if token else self._faults).add(status, times, headers, body, text_type="text/plain")
 
     def revoke_token(self):
         """Every token issued so far stops working: the next API call gets a 401."""
@@ -193,8 +194,9 @@ class FakeCriteo:
         if gate is not None:
             gate.wait(10)
         with self._lock:
-            if self._token_faults:
-                return self._token_faults.take()
+            scripted = scripted_answer(self._token_faults, lambda status: {"error": "server_error"}, "text/plain")
+            if scripted is not None:
+                return scripted
             if request.method != "POST":
                 return self._oauth_refusal(405, "invalid_request", f"{request.method} is not allowed")
             if request.mimetype != "application/x-www-form-urlencoded":
@@ -221,8 +223,9 @@ class FakeCriteo:
         body = _json_or_none(request)
         with self._lock:
             self.requests.append(_recorded(request, body))
-            if self._faults:
-                return self._faults.take()
+            scripted = scripted_answer(self._faults, _scripted_error_body, "text/plain")
+            if scripted is not None:
+                return scripted
             try:
                 self._authorize(request)
                 self._check_version(request.path)

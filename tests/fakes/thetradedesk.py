@@ -39,13 +39,13 @@ every request refused whole).
 import base64
 import hashlib
 import hmac
-import json
 import re
 import threading
 
 from werkzeug import Response
 
-from tests.fakes.faults import ScriptedFaults
+from diy.sandbox.faults import Script
+from tests.fakes import json_or_none, json_response, scripted_answer
 
 PATH = "/data/advertiser"
 MAX_TTL_MINUTES = 259_200
@@ -68,7 +68,7 @@ class _Refused(Exception):
         """With a `code`: TTD's `{"ErrorCode", "Message"}` envelope; else plain text."""
         if self.code is None:
             return Response(self.reason, status=self.status, content_type="text/plain")
-        return _json_response(self.status, {"ErrorCode": self.code, "Message": self.reason})
+        return json_response(self.status, {"ErrorCode": self.code, "Message": self.reason})
 
 
 class FakeTheTradeDesk:
@@ -95,8 +95,7 @@ class FakeTheTradeDesk:
         self.members = {}
         self.requests = []
         self.rejections = []
-        self._faults = ScriptedFaults(lambda status: f"scripted HTTP {status}")
-        self._normal_answers_before_fault = 0
+        self._faults = Script()
         self._refused = {}
         self._lock = threading.Lock()
         httpserver.expect_request(PATH, method="POST").respond_with_handler(self._handle)
@@ -119,11 +118,8 @@ class FakeTheTradeDesk:
 
         `body` may be a dict or list (sent as JSON), text or bytes; by default a short text.
         """
-        if times < 1:
-            raise ValueError("times must be at least 1")
         with self._lock:
-            self._faults.add(status, times, headers, body)
-            self._normal_answers_before_fault = after
+            self._faults.add(status, times, headers, body, after=after)
 
     def refuse(self, tdids, code="MissingUserId"):
         """From now on answer each of `tdids` (one string or several) in FailedLines with `code`."""
@@ -134,10 +130,10 @@ class FakeTheTradeDesk:
     def _handle(self, request):
         raw = request.get_data()
         with self._lock:
-            self.requests.append(_json_or_none(raw))
-            if self._faults and self._normal_answers_before_fault == 0:
-                return self._faults.take()
-            self._normal_answers_before_fault = max(0, self._normal_answers_before_fault - 1)
+            self.requests.append(json_or_none(raw))
+            scripted = scripted_answer(self._faults, lambda status: f"scripted HTTP {status}")
+            if scripted is not None:
+                return scripted
             try:
                 document = self._check_request(request.headers, raw)
             except _Refused as refusal:
@@ -145,9 +141,9 @@ class FakeTheTradeDesk:
                 return refusal.response()
             failed_lines = self._apply(document)
         if not failed_lines:
-            return _json_response(200, {})
+            return json_response(200, {})
         status = 400 if len(failed_lines) == len(document["Items"]) else 200
-        return _json_response(status, {"FailedLines": failed_lines})
+        return json_response(status, {"FailedLines": failed_lines})
 
     def _check_request(self, headers, raw):
         """The parsed body of a request the platform would process; _Refused otherwise."""
@@ -156,7 +152,7 @@ class FakeTheTradeDesk:
         self._check_auth(headers, raw)
         if not (headers.get("Content-Type") or "").startswith("application/json"):
             raise _Refused(400, "the Content-Type must be application/json")
-        document = _json_or_none(raw)
+        document = json_or_none(raw)
         _check_shape(document)
         if document["AdvertiserId"] != self.advertiser_id:
             raise _Refused(403, "The provided AdvertiserId is not configured to send data", "AdvertiserMisconfigured")
@@ -244,14 +240,3 @@ def _check_shape(document):
 def _signature_valid(received, secret, raw):
     expected = base64.b64encode(hmac.new(secret.encode(), raw, hashlib.sha1).digest())
     return isinstance(received, str) and hmac.compare_digest(received.encode("utf-8", "replace"), expected)
-
-
-def _json_or_none(raw):
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def _json_response(status, document):
-    return Response(json.dumps(document), status=status, content_type="application/json")

@@ -17,14 +17,12 @@ else the dmp_id): set of external user ids}, `audiences` {receiver id: dmp_id}, 
 parsed JSON body of every request, None when not JSON, in order, faulted and refused ones
 included), `violations` (what a request got wrong).
 """
-import json
 import threading
 import time
 
-from werkzeug import Response
-
 from targets.webhook import SignatureError, verify
-from tests.fakes.faults import ScriptedFaults
+from diy.sandbox.faults import Script
+from tests.fakes import json_or_none, json_response, scripted_answer
 from tests.support import WEBHOOK_SECRET
 
 PATH = "/events"
@@ -54,7 +52,7 @@ class FakeWebhook:
         self.violations = []
         self._answers = {}
         self._created = {}
-        self._faults = ScriptedFaults(lambda status: {"error": f"scripted HTTP {status}"})
+        self._faults = Script()
         self._lock = threading.Lock()
         httpserver.expect_request(path, method="POST").respond_with_handler(self._handle)
 
@@ -67,27 +65,26 @@ class FakeWebhook:
 
         `body` may be a dict or list (sent as JSON), text or bytes; by default a short JSON error.
         """
-        if times < 1:
-            raise ValueError("times must be at least 1")
         with self._lock:
             self._faults.add(status, times, headers, body)
 
     def _handle(self, request):
         raw = request.get_data()
         with self._lock:
-            self.requests.append(_json_or_none(raw))
-            if self._faults:
-                return self._faults.take()
+            self.requests.append(json_or_none(raw))
+            scripted = scripted_answer(self._faults, lambda status: {"error": f"scripted HTTP {status}"})
+            if scripted is not None:
+                return scripted
             try:
                 event = self._check(request, raw)
             except _Refused as refusal:
                 if refusal.violation:
                     self.violations.append(refusal.reason)
-                return _json_response(refusal.status, {"error": refusal.reason})
+                return json_response(refusal.status, {"error": refusal.reason})
             message_id = request.headers["webhook-id"].strip()
             if message_id not in self._answers:
                 self._answers[message_id] = self._apply(event)
-            return _json_response(200, self._answers[message_id])
+            return json_response(200, self._answers[message_id])
 
     def _check(self, request, raw):
         """The parsed event of a request a receiver would apply; _Refused otherwise."""
@@ -97,7 +94,7 @@ class FakeWebhook:
             raise _Refused(401, f"signature: {error}") from None
         if request.mimetype != "application/json":
             raise _Refused(400, "the content-type must be application/json")
-        event = _json_or_none(raw)
+        event = json_or_none(raw)
         _check_shape(event)
         members = event["data"].get("members", [])
         if self.max_members is not None and len(members) > self.max_members:
@@ -148,14 +145,3 @@ def _check_shape(event):
         user = member.get("external_user_id") if isinstance(member, dict) else None
         if not isinstance(user, str) or not user:
             raise _Refused(400, "data.members[].external_user_id must be a non-empty string")
-
-
-def _json_or_none(raw):
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def _json_response(status, document):
-    return Response(json.dumps(document), status=status, content_type="application/json")

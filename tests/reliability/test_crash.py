@@ -133,7 +133,7 @@ def test_a_dispatcher_killed_in_the_middle_of_a_platform_call_loses_nothing_and_
         holders = set(lease_holders(database).values())
         assert dispatcher.kill() == -9
         killed_at = time.monotonic()
-        receiver.fault("ok")  # the held call completes at the platform: the sender never hears of it
+        receiver.fault()  # the held call completes at the platform: the sender never hears of it
         dispatcher = Diy(tmp_path, "dispatch", config)
         processes.append(dispatcher)
         takeovers.append(time_to_take_over(database, holders, since=killed_at))

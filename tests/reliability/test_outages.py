@@ -46,11 +46,11 @@ RETRY = re.compile(r"will retry integration=(\S+) audience=(\S+) attempt=(\d+)")
 SCENARIOS = {
     "down": {"mode": "down"},
     "hang": {"mode": "hang"},
-    "500": {"mode": "status", "status": 500},
-    "503": {"mode": "status", "status": 503},
-    "429-no-retry-after": {"mode": "status", "status": 429},
-    "429-retry-after": {"mode": "status", "status": 429, "retry_after": "1"},
-    "slow": {"mode": "slow", "delay": 0.3},
+    "500": {"error_rate": 1, "error_status": 500},
+    "503": {"error_rate": 1, "error_status": 503},
+    "429-no-retry-after": {"rate_limit_rate": 1, "retry_after": None},
+    "429-retry-after": {"rate_limit_rate": 1, "retry_after": 1},
+    "slow": {"latency": 0.3},
 }
 
 
@@ -88,7 +88,7 @@ def retries_by_audience(log_text, integration="demo"):
 def test_a_platform_fault_loses_nothing_backs_off_and_drains_after_recovery(
         scenario, tmp_path, processes, receiver, figures):
     fault = SCENARIOS[scenario]
-    cap = 2.0 if "retry_after" in fault else CAP  # Retry-After is capped by backoff_cap
+    cap = 2.0 if fault.get("retry_after") else CAP  # Retry-After is capped by backoff_cap
     config = write_config(tmp_path, receiver.url, dispatcher={"backoff_cap": f"{cap}s"},
                           integration={"target.timeout": str(TIMEOUT)})
     server, port = serve(tmp_path, processes, config)
@@ -102,14 +102,14 @@ def test_a_platform_fault_loses_nothing_backs_off_and_drains_after_recovery(
                what="every audience created", processes=[server])
     receiver.fault(**fault)
     time.sleep(FAULT_SECONDS)
-    receiver.fault("ok")
+    receiver.fault()
     time.sleep(0.3)
     summary = load.finish()
     report = drain(tmp_path, load, receiver, [server, load])
 
     calls = receiver.calls()
     retries = retries_by_audience(server.output())
-    retry_after = float(fault.get("retry_after", 0))
+    retry_after = float(fault.get("retry_after") or 0)
     # The longest a fault can hold an audience back: the fault itself, a timed-out call, a floor.
     allowed = most_attempts_within(FAULT_SECONDS + TIMEOUT + max(retry_after, CAP), BASE, cap)
     figures.add(outage_scenarios=1, requests_sent=report.requests, acknowledged=report.acknowledged,
@@ -133,7 +133,7 @@ def test_a_creation_refused_for_now_inside_the_request_waits_for_retry_after(tmp
     """Was called again at once: the queued creation was due immediately, Retry-After ignored."""
     from reliability.harness import dmp_post
 
-    receiver.fault("status", status=429, retry_after="2")
+    receiver.fault(rate_limit_rate=1, retry_after=2)
     config = write_config(tmp_path, receiver.url, dispatcher={"backoff_cap": "5s"})
     server, port = serve(tmp_path, processes, config)
     body = {"Type": "CREATE_AUDIENCE", "Name": "Buyers", "Customer": 1, "Audience": "limited"}
@@ -208,7 +208,7 @@ def test_an_audience_the_platform_keeps_refusing_does_not_hold_back_the_others(t
     """With the default breaker (5 failures, 30 s), one audience refused again and again."""
     from reliability.harness import dmp_post
 
-    receiver.fault("status", status=503, audiences=["poisoned"])
+    receiver.fault(error_rate=1, audiences=["poisoned"])
     config = write_config(tmp_path, receiver.url, integration={"breaker_cooldown": "30s"},
                           dispatcher={"lease": "5m"})
     server, port = serve(tmp_path, processes, config)
@@ -222,7 +222,7 @@ def test_an_audience_the_platform_keeps_refusing_does_not_hold_back_the_others(t
         assert dmp_post(port, "ADD_TO_AUDIENCE", body)[0] == 200
         wait_until(lambda: any(c["answer"] == 200 and [f"u{number}", uuid] in c["members"] for c in receiver.calls()),
                    timeout=PROMPT, what="the healthy audience's mutation", processes=[server])
-    receiver.fault("ok")
+    receiver.fault()
     wait_until(lambda: outbox_counts(tmp_path / "outbox.sqlite3")["pending"] == 0, timeout=30,
                what="the poisoned audience to drain once the platform takes it", processes=[server])
     assert outbox_counts(tmp_path / "outbox.sqlite3")["dead"] == 0

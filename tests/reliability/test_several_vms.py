@@ -116,7 +116,7 @@ def test_two_instances_on_postgresql_survive_losing_one_and_a_database_restart(
             victim.gunicorn.freeze()
         killed_at = time.monotonic()
         held = {o for o in lease_holders(url).values() if victim.owns(o)}
-        receiver.fault("ok")
+        receiver.fault()
         takeovers.append((death, time_to_take_over(url, held, since=killed_at) if held else None))
         if death == "SIGSTOP":
             victim.gunicorn.kill()
