@@ -258,7 +258,7 @@ def start_peer(procs, python, workdir, key, module, workers, threads, platform_p
 def start_receiver(procs, python, name, delay_ms=0.0, trace=False):
     """The platform: the sandbox's counting mode, from the checkout (see diy/sandbox/counting.py)."""
     port = free_port()
-    command = [python, "-m", "diy_wsgi", "sandbox", "--counting", "--port", port, "--latency", f"{delay_ms}ms"]
+    command = [python, "-m", "diy", "sandbox", "--counting", "--port", port, "--latency", f"{delay_ms}ms"]
     command += ["--trace", payloads.TRACE_ID.pattern.decode()] if trace else []
     process = procs.start(name, command, side="client", env={"PYTHONPATH": str(ROOT)}, cwd=ROOT)
     wait_for(lambda: port_open(port), 15, name)

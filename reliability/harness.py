@@ -149,7 +149,7 @@ class Receiver(Spawned):
     def __init__(self, directory, name="platform"):
         self.port, self.control_port = free_port(), free_port()
         self.journal = Path(directory) / f"{name}.jsonl"
-        args = python("-m", "diy_wsgi", "sandbox", "--port", self.port, "--control-port", self.control_port,
+        args = python("-m", "diy", "sandbox", "--port", self.port, "--control-port", self.control_port,
                       "--webhook-secret", WEBHOOK_SECRET, "--journal", self.journal)
         super().__init__(directory, args, name)
         self.url = f"http://127.0.0.1:{self.port}/webhook"

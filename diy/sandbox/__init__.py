@@ -4,7 +4,7 @@ It speaks, closely enough for diy-wsgi's targets, the three platform APIs they c
 Standard Webhooks receiver (`webhook.py`), The Trade Desk's
 first-party data upload (`thetradedesk.py`) and Criteo's OAuth2 and contact-list segments
 (`criteo.py`). Audiences and members live in memory (`state.py`); faults (errors, throttling,
-latency, outages) are decided by `faults.py`; `server.py` routes, renders and serves.
+latency, outages) are decided by `faults.py`; `server.py` routes, renders and serves; `launch.py` picks the server to start.
 
 In tests:
 
@@ -15,7 +15,8 @@ In tests:
 
 Nothing on the request path of diy-wsgi imports this package.
 """
-from diy.sandbox.server import Sandbox, SandboxServer, banner, make_server
+from diy.sandbox.launch import banner, make_server
+from diy.sandbox.server import Sandbox, SandboxServer
 from diy.sandbox.settings import (
     DEFAULT_CRITEO_CLIENT_ID,
     DEFAULT_CRITEO_CLIENT_SECRET,

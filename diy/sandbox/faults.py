@@ -28,18 +28,16 @@ the above and before the platform checks anything.
 import json
 import math
 import random as random_module
-import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 
 from diy.sandbox.wire import SandboxConfigError
+from targets.settings import parse_duration as duration_in
 
 MAX_DELAY = 300.0
 MAX_RETRY_AFTER = 86400
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 HANG_LIMIT = 120.0
 """A hung or held call gives up after this long whatever happens, so a stop never waits forever."""
 MODES = (None, "hang", "hold", "down")
@@ -174,14 +172,15 @@ def decide(settings: FaultSettings, random, now: float, call: Call = NO_CALL) ->
 
 
 def parse_duration(text: Any, what: str) -> float:
-    """Seconds from `50ms`, `1.5s`, `2m`, `1h` or a bare number of seconds."""
+    """Seconds from `50ms`, `1.5s`, `2m`, `1h` or a bare number of seconds (the one duration
+    parser, targets/settings.py), for a fault flag or a fault posted to the API."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
     else:
-        match = _DURATION.fullmatch(str(text).strip())
-        if match is None:
-            raise SandboxConfigError(f"{what} must be a duration such as 50ms, 1.5s, 2m or 1h")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            seconds = duration_in(str(text))
+        except ValueError:
+            raise SandboxConfigError(f"{what} must be a duration such as 50ms, 1.5s, 2m or 1h") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise SandboxConfigError(f"{what} must be a duration of 0 or more")
     return seconds
