@@ -15,15 +15,10 @@ from pathlib import Path
 
 import payloads
 from env import BENCH, ROOT
+from reliability.processes import free_port
 
 APPS = BENCH / "apps"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"bench-webhook-signing-key-00000").decode()
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(predicate, timeout, what):

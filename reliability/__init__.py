@@ -8,7 +8,9 @@ journaled). Here:
 
     loadgen.py    a signed load generator process that journals every answer
     checker.py    acknowledged against delivered: lost, duplicates, order, final membership
-    harness.py    starting and killing diy-wsgi, gunicorn, the sandbox and the load
+    processes.py  the one process harness (tests and bench use it too): spawning and killing
+                  processes, free ports, waiting, the INI text, signed DMP requests
+    harness.py    gunicorn, the sandbox and the load as processes; the outbox read from outside
     __main__.py   the runner
 
 Environment: `DIY_RELIABILITY=long` selects the long form; `DIY_RELIABILITY_RESULTS=FILE`

@@ -1,130 +1,35 @@
-"""Running the pieces as real processes: diy-wsgi (serve, dispatch, gunicorn), the receiving
-platform and the load generator, each with its output in a log file and killed by its own id.
-
-Every process is started in a session of its own, so `kill()` reaches exactly it and its
-children (gunicorn's workers) through its process group, and nothing else; and on a leash
-(`reliability.leash`), so it dies with the test run even when the run itself is killed.
+"""What the reliability suites run beside diy-wsgi: gunicorn, the receiving platform (the
+sandbox, on its control port), the load generator; the outbox read from outside; and the
+process helpers of `reliability.processes` bound to the runs' short settings.
 """
 import base64
+import functools
 import http.client
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from reliability import processes
+from reliability.processes import ROOT, Diy, Spawned, free_port, python, wait_for_port, wait_until  # noqa: F401 (for the suites)
+
 DMP_SECRET = "s3cr3t"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"reliability-webhook-signing-key").decode()
+SHORT_RUNS = {
+    "diy": {"write_timeout": "3s", "create_timeout": "1s"},
+    "dispatcher": {"poll_interval": "0.1s", "backoff_base": "0.05s", "backoff_cap": "0.5s", "lease": "3s",
+                   "stop_timeout": "2s", "max_attempts": "1000"},
+    "integration": {"hmac_secrets": DMP_SECRET, "target.secret": WEBHOOK_SECRET, "target.timeout": "1",
+                    "breaker_cooldown": "0.3s"},
+}
+"""The reliability runs' settings: short backoffs and timeouts keep runs short."""
 
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def config_text(database, receivers, *, diy=None, dispatcher=None, integration=None, extra_integrations=None):
-    """An INI text with one `[integration:demo]` at /dmp delivering to `receivers` (a URL), plus
-    `extra_integrations` ({name: (path, url, {key: value})}). Short backoffs keep runs short."""
-    sections = {
-        "diy": {"database": database, "write_timeout": "3s", "create_timeout": "1s", **(diy or {})},
-        "dispatcher": {"poll_interval": "0.1s", "backoff_base": "0.05s", "backoff_cap": "0.5s", "lease": "3s",
-                       "stop_timeout": "2s", "max_attempts": "1000", **(dispatcher or {})},
-        "integration:demo": _integration("/dmp", receivers, integration or {}),
-    }
-    for name, (path, url, keys) in (extra_integrations or {}).items():
-        sections[f"integration:{name}"] = _integration(path, url, keys)
-    return "".join(
-        f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items()) + "\n"
-        for name, keys in sections.items()
-    )
-
-
-def _integration(path, url, keys):
-    return {"path": path, "hmac_secrets": DMP_SECRET, "target": "webhook", "target.url": url,
-            "target.secret": WEBHOOK_SECRET, "target.timeout": "1", "breaker_cooldown": "0.3s", **keys}
-
-
-def write_config(directory, receiver_url, database=None, **sections):
-    path = Path(directory) / "diy.ini"
-    path.write_text(config_text(database or Path(directory) / "outbox.sqlite3", receiver_url, **sections))
-    return path
-
-
-class Spawned:
-    """A process in its own session with its output in `log_path`; with `hostname`, in a UTS
-    namespace of its own with that host name (standing in for another VM; root only)."""
-
-    def __init__(self, directory, args, name, env=None, hostname=None):
-        self.name = name
-        self.log_path = Path(directory) / f"{name}-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "wb")
-        leashed = [sys.executable, "-m", "reliability.leash", *map(str, args)]
-        if hostname:
-            leashed = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *leashed]
-        self.process = subprocess.Popen(
-            leashed, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "DIY_LEASH_PARENT": str(os.getpid()), **(env or {})},
-        )
-        self.pid = self.process.pid
-
-    def output(self):
-        return self.log_path.read_text(errors="replace")
-
-    @property
-    def running(self):
-        return self.process.poll() is None
-
-    def kill(self, sig=signal.SIGKILL, timeout=20):
-        """Send `sig` to this process's group (it and its children); returns the exit code."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.pid, signal.SIGKILL)
-            code = self.process.wait(timeout)
-        if sig == signal.SIGKILL:
-            # Children (gunicorn workers) that outlived their parent: the group is ours alone.
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self._log.close()
-        return code
-
-    def freeze(self):
-        """SIGSTOP to the whole group: it stops answering without closing a connection, as a VM
-        that loses power or network does."""
-        os.killpg(self.pid, signal.SIGSTOP)
-
-    def stop(self, timeout=30):
-        """SIGTERM to the process itself (gunicorn's master stops its workers); the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        finally:
-            self.kill()
-
-
-def python(*args):
-    return [sys.executable, *map(str, args)]
-
-
-class Diy(Spawned):
-    """`python -m diy serve|dispatch --config ...`."""
-
-    def __init__(self, directory, command, config, *extra, name=None):
-        super().__init__(directory, python("-m", "diy", command, "--config", config, *extra), name or command)
+config_text = functools.partial(processes.config_text, defaults=SHORT_RUNS)
+write_config = functools.partial(processes.write_config, defaults=SHORT_RUNS)
+dmp_post = functools.partial(processes.dmp_post, secret=DMP_SECRET.encode(), raw_allowed=True)
 
 
 class Gunicorn(Spawned):
@@ -220,29 +125,6 @@ class LoadGenerator(Spawned):
         raise AssertionError(f"the load generator printed no summary:\n{self.output()}")
 
 
-def wait_for_port(port, process=None, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and not process.running:
-            raise AssertionError(f"{process.name} exited early:\n{process.output()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"port {port} never opened" + (f":\n{process.output()}" if process else ""))
-
-
-def wait_until(condition, timeout=30, what="the condition", processes=(), interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    logs = "".join(f"\n--- {p.log_path.name}\n{p.output()[-4000:]}" for p in processes)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}{logs}")
-
-
 def query(database, sql):
     """Rows of `sql` in the outbox (an SQLite path or a postgresql:// URL), from a connection of
     its own; [] while the database cannot answer."""
@@ -292,22 +174,3 @@ def stored_uuids(database):
     finally:
         connection.close()
     return dict(rows)
-
-
-def dmp_post(port, request_type, payload, path="/dmp", timeout=10):
-    """POST a signed request as the DMP does; returns (status, parsed JSON body or None)."""
-    from diy.signature import sign
-
-    body = json.dumps(payload).encode()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("POST", f"{path}?type={request_type}", body=body, headers={
-            "Content-Type": "application/json", "X-HMAC": sign(DMP_SECRET.encode(), body)})
-        response = connection.getresponse()
-        raw = response.read()
-        try:
-            return response.status, json.loads(raw or b"null")
-        except ValueError:
-            return response.status, raw
-    finally:
-        connection.close()

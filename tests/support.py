@@ -1,5 +1,6 @@
 """Building configurations and signed DMP requests for the tests."""
 import base64
+import functools
 import io
 import json
 import re
@@ -9,32 +10,20 @@ import wsgiref.validate
 
 from diy.config import parse_config
 from diy.signature import sign
+from reliability import processes
 
 DMP_SECRET = b"s3cr3t"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"webhook-signing-key-for-tests-0").decode()
+TEST_SETTINGS = {
+    "diy": {"write_timeout": "0.5s", "create_timeout": "1s"},
+    "dispatcher": {"poll_interval": "0.1s", "backoff_base": "0.1s", "backoff_cap": "0.5s"},
+    "integration": {"hmac_secrets": DMP_SECRET.decode(), "target.secret": WEBHOOK_SECRET, "target.timeout": "2"},
+}
+"""The tests' secrets and timings, under every `config_text` of theirs."""
 
-
-def config_text(database, receiver_url, *, integration=None, dispatcher=None, diy=None, sections=None):
-    """An INI text; each keyword's {key: value} overrides or adds keys of that section;
-    `sections` adds whole sections ({name: {key: value}})."""
-    sections = {
-        "diy": {"database": database, "write_timeout": "0.5s", "create_timeout": "1s", **(diy or {})},
-        "dispatcher": {"poll_interval": "0.1s", "backoff_base": "0.1s", "backoff_cap": "0.5s", **(dispatcher or {})},
-        "integration:demo": {
-            "path": "/dmp",
-            "hmac_secrets": DMP_SECRET.decode(),
-            "target": "webhook",
-            "target.url": receiver_url,
-            "target.secret": WEBHOOK_SECRET,
-            "target.timeout": "2",
-            **(integration or {}),
-        },
-        **(sections or {}),
-    }
-    return "".join(
-        f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items()) + "\n"
-        for name, keys in sections.items()
-    )
+config_text = functools.partial(processes.config_text, defaults=TEST_SETTINGS)
+"""An INI text; each keyword's {key: value} overrides or adds keys of that section; `sections`
+adds whole sections ({name: {key: value}})."""
 
 
 def make_config(tmp_path, receiver_url, **sections):

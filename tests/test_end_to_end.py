@@ -7,7 +7,7 @@ import sqlite3
 import struct
 
 
-from tests.processes import Process, dmp_post, free_port, wait_for_port, wait_until, write_config
+from tests.processes import Diy, dmp_post, free_port, wait_for_port, wait_until, write_config
 from tests.support import WebhookReceiver, hold_calls, mutation
 
 
@@ -15,7 +15,7 @@ def test_serve_answers_the_dmp_and_delivers_add_remove_add(httpserver, tmp_path)
     receiver = WebhookReceiver(httpserver, created_id="rcv-1")
     config = write_config(tmp_path, receiver.url, integration={"return_target_id": "yes"})
     port = free_port()
-    server = Process(tmp_path, "serve", "--config", config, "--port", port)
+    server = Diy(tmp_path, "serve", "--config", config, "--port", port)
     try:
         wait_for_port(port, server)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -47,7 +47,7 @@ def test_a_dispatcher_killed_mid_batch_loses_nothing_and_is_taken_over_before_it
     config = write_config(tmp_path, receiver.url, dispatcher={"embedded": "no", "takeover_after": "2s", "threads": "2"},
                           integration={"target.timeout": "0.5"})
     port = free_port()
-    server = Process(tmp_path, "serve", "--config", config, "--port", port, name="serve")
+    server = Diy(tmp_path, "serve", "--config", config, "--port", port, name="serve")
     dispatchers = []
     try:
         wait_for_port(port, server)
@@ -56,12 +56,12 @@ def test_a_dispatcher_killed_mid_batch_loses_nothing_and_is_taken_over_before_it
             batch = [mutation(f"aud-{i % 3}", user) for i, user in enumerate(users[start:start + 100], start)]
             assert dmp_post(port, "ADD_TO_AUDIENCE", {"Mutations": batch})[0] == 200
 
-        dispatchers.append(Process(tmp_path, "dispatch", "--config", config, name="dispatch-1"))
+        dispatchers.append(Diy(tmp_path, "dispatch", "--config", config, name="dispatch-1"))
         assert first_call.wait(20), dispatchers[0].output()
         assert dispatchers[0].kill(signal.SIGKILL) == -signal.SIGKILL
         release.set()
 
-        dispatchers.append(Process(tmp_path, "dispatch", "--config", config, name="dispatch-2"))
+        dispatchers.append(Diy(tmp_path, "dispatch", "--config", config, name="dispatch-2"))
         expected = {f"aud-{a}": {u for i, u in enumerate(users) if i % 3 == a} for a in range(3)}
         wait_until(lambda: receiver.members == expected, timeout=30, what="every user delivered", processes=[server, *dispatchers])
         database = sqlite3.connect(tmp_path / "outbox.sqlite3")
@@ -82,7 +82,7 @@ def test_serve_keeps_its_open_files_flat_however_many_requests_touch_the_databas
     receiver = WebhookReceiver(httpserver)
     config = write_config(tmp_path, receiver.url)
     port = free_port()
-    server = Process(tmp_path, "serve", "--config", config, "--port", port)
+    server = Diy(tmp_path, "serve", "--config", config, "--port", port)
 
     def probe(times):
         for _ in range(times):
@@ -112,7 +112,7 @@ def test_serve_answers_metrics_only_to_requests_addressed_to_this_machine(httpse
     loopback, with its own name as the Host: the client's address alone would let it read /metrics."""
     config = write_config(tmp_path, WebhookReceiver(httpserver).url, diy={"server_name": "dmp.example.com"})
     port = free_port()
-    server = Process(tmp_path, "serve", "--config", config, "--port", port)
+    server = Diy(tmp_path, "serve", "--config", config, "--port", port)
 
     def metrics_status(host):
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -138,7 +138,7 @@ def test_serve_takes_a_client_that_hangs_up_mid_request_as_one_debug_line(httpse
     """A DMP, a probe or a load balancer may reset a connection before its request is read."""
     config = write_config(tmp_path, WebhookReceiver(httpserver).url, diy={"log_level": "debug"})
     port = free_port()
-    server = Process(tmp_path, "serve", "--config", config, "--port", port)
+    server = Diy(tmp_path, "serve", "--config", config, "--port", port)
     try:
         wait_for_port(port, server)
         client = socket.create_connection(("127.0.0.1", port), timeout=10)

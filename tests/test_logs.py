@@ -14,7 +14,7 @@ import pytest
 
 from diy import logs
 from diy_wsgi import make_app
-from tests.processes import Process, free_port, wait_for_port, wait_until, write_config
+from tests.processes import Diy, free_port, wait_for_port, wait_until, write_config
 from tests.support import call, make_config
 
 FORGED = "2026-11-27 05:34:21,000 INFO diy.receiver request method=POST path=/dmp status=200 request_id=forged"
@@ -111,7 +111,7 @@ def test_a_traceback_is_indented_and_escaped_under_its_record(captured):
 def test_a_request_through_serve_cannot_forge_a_log_line(tmp_path):
     """The issue's attack on the real server: a percent-encoded newline, ESC and NUL in the path."""
     port = free_port()
-    server = Process(tmp_path, "serve", "--config", write_config(tmp_path, "http://127.0.0.1:9/events"),
+    server = Diy(tmp_path, "serve", "--config", write_config(tmp_path, "http://127.0.0.1:9/events"),
                      "--port", port, name="serve")
     try:
         wait_for_port(port, server)

@@ -12,7 +12,7 @@ from diy.cli import main as cli_main
 from diy.config import load_config
 from diy_wsgi import make_app
 from tests.fakes.webhook import FakeWebhook
-from tests.processes import write_config
+from tests.processes import wait_until, write_config
 from tests.support import WEBHOOK_SECRET, call, mutation, mutations_body, parse_metrics
 
 ROTATED = "whsec_cm90YXRlZC1ieS10aGUtcmVjZWl2ZXItd2l0aG91dC11cw=="
@@ -37,13 +37,6 @@ def app(config_path):
     application = make_app(load_config(config_path))
     yield application
     application.stop()
-
-
-def wait_until(condition, what, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def metrics(app):
@@ -79,14 +72,14 @@ def test_held_work_is_shown_then_delivered_by_itself_once_the_credentials_are_ac
     for user in users:
         body = mutations_body("ADD_TO_AUDIENCE", mutation("4711", user))
         assert call(app, query="type=ADD_TO_AUDIENCE", body=body).status == 200
-    wait_until(lambda: metrics(app).get(REFUSED) == 1, "the account to be held")
+    wait_until(lambda: metrics(app).get(REFUSED) == 1, what="the account to be held")
     time.sleep(1.0)  # /readyz reuses its last look for a second
 
     ready = call(app, "GET", path="/readyz")
     held = status(config_path, capsys)
     receiver.secret = WEBHOOK_SECRET
-    wait_until(lambda: receiver.members.get("4711") == set(users), "delivery after the fix")
-    wait_until(lambda: metrics(app).get(REFUSED) == 0, "the account to be released")
+    wait_until(lambda: receiver.members.get("4711") == set(users), what="delivery after the fix")
+    wait_until(lambda: metrics(app).get(REFUSED) == 0, what="the account to be released")
     time.sleep(1.0)
     ready_again = call(app, "GET", path="/readyz")
 

@@ -36,7 +36,7 @@ from targets.base import ADD, REMOVE, Audience, Mutation
 from targets.errors import PartialFailure
 from targets.http import HttpClient
 from targets.webhook import WebhookTarget, sign
-from tests.processes import ROOT, Process, free_port, wait_for_port, wait_until
+from tests.processes import ROOT, Diy, free_port, wait_for_port, wait_until
 
 OTHER_SECRET = "whsec_b3RoZXIta2V5LW5vdC10aGUtc2FuZGJveGVz"
 TDID_1 = "df2df528-e032-4851-b7c6-99287c7d6bce"
@@ -567,7 +567,7 @@ def test_an_unknown_path_is_404_and_a_wrong_method_405(sandbox):
 
 def test_the_sandbox_command_starts_and_answers(tmp_path):
     port = free_port()
-    process = Process(tmp_path, "sandbox", "--port", port, name="sandbox")
+    process = Diy(tmp_path, "sandbox", "--port", port, name="sandbox")
     try:
         wait_for_port(port, process)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

@@ -14,7 +14,7 @@ from diy.sandbox import (
     DEFAULT_TTD_TOKEN,
     DEFAULT_WEBHOOK_SECRET,
 )
-from tests.processes import Process, dmp_post, free_port, wait_for_port, wait_until
+from tests.processes import Diy, dmp_post, free_port, wait_for_port, wait_until
 from tests.support import DMP_SECRET, mutation
 
 DMP_ID = "a5940e473cea659.356693871497425011"
@@ -97,7 +97,7 @@ def stop(processes):
             process.process.send_signal(signal.SIGTERM)
     codes = [process.process.wait(15) for process in processes]
     for process in processes:
-        process.log.close()
+        process.kill()  # closes its log; the group's leftovers, if any, go too
     return codes
 
 
@@ -105,8 +105,8 @@ def stop(processes):
 def test_the_dmps_requests_end_as_the_sandboxs_members(tmp_path, target_settings, members_at):
     sandbox_port, serve_port = free_port(), free_port()
     ini = write_ini(tmp_path, target_settings(f"http://127.0.0.1:{sandbox_port}"))
-    sandbox = Process(tmp_path, "sandbox", "--port", sandbox_port, name="sandbox")
-    server = Process(tmp_path, "serve", "--config", ini, "--port", serve_port, name="serve")
+    sandbox = Diy(tmp_path, "sandbox", "--port", sandbox_port, name="sandbox")
+    server = Diy(tmp_path, "serve", "--config", ini, "--port", serve_port, name="serve")
     processes = [sandbox, server]
     try:
         wait_for_port(sandbox_port, sandbox)

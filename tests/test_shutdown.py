@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.processes import Process, dmp_post, free_port, wait_for_port, wait_until, write_config
+from tests.processes import Diy, dmp_post, free_port, wait_for_port, wait_until, write_config
 from tests.support import WebhookReceiver, hold_calls, mutation
 
 
@@ -25,8 +25,8 @@ def test_a_second_sigint_stops_at_once_and_the_hung_delivery_is_taken_over(hangi
     config = write_config(tmp_path, hanging_platform.url, integration={"target.timeout": "30"},
                           dispatcher={"embedded": embedded, "stop_timeout": "60s", "takeover_after": "1s"})
     port = free_port()
-    server = Process(tmp_path, "serve", "--config", config, "--port", port, name="serve")
-    stopping = server if command == "serve" else Process(tmp_path, "dispatch", "--config", config, name="dispatch")
+    server = Diy(tmp_path, "serve", "--config", config, "--port", port, name="serve")
+    stopping = server if command == "serve" else Diy(tmp_path, "dispatch", "--config", config, name="dispatch")
     processes = [server, stopping]
     try:
         wait_for_port(port, server)
@@ -47,7 +47,7 @@ def test_a_second_sigint_stops_at_once_and_the_hung_delivery_is_taken_over(hangi
         assert "Traceback" not in stopping.output()
 
         hanging_platform.release.set()
-        processes.append(Process(tmp_path, "dispatch", "--config", config, name="takeover"))
+        processes.append(Diy(tmp_path, "dispatch", "--config", config, name="takeover"))
         wait_until(lambda: hanging_platform.members == {"4711": {"u1"}}, timeout=30, what="the takeover delivering",
                    processes=processes)
     finally:
@@ -60,7 +60,7 @@ def test_a_stop_that_outlasts_stop_timeout_says_which_calls_still_run(hanging_pl
     config = write_config(tmp_path, hanging_platform.url, integration={"target.timeout": "30"},
                           dispatcher={"stop_timeout": "0.5s"})
     port = free_port()
-    server = Process(tmp_path, "serve", "--config", config, "--port", port)
+    server = Diy(tmp_path, "serve", "--config", config, "--port", port)
     try:
         wait_for_port(port, server)
         assert dmp_post(port, "ADD_TO_AUDIENCE", {"Mutations": [mutation("4711", "u1")]})[0] == 200
@@ -86,7 +86,7 @@ def test_a_stop_names_the_audience_creations_still_running(httpserver, tmp_path)
     config = write_config(tmp_path, httpserver.url_for("/events"), integration={"target.timeout": "30"},
                           dispatcher={"embedded": "no"})
     port = free_port()
-    server = Process(tmp_path, "serve", "--config", config, "--port", port)
+    server = Diy(tmp_path, "serve", "--config", config, "--port", port)
     try:
         wait_for_port(port, server)
         created = dmp_post(port, "CREATE_AUDIENCE", {"Type": "CREATE_AUDIENCE", "Name": "n", "Customer": 1, "Audience": "a1"})

@@ -45,7 +45,7 @@ def test_workers_and_a_dispatcher_on_one_file_deliver_once_in_order_without_503(
     config = write_config(tmp_path, receiver.url, dispatcher={"lease": "5m"})
     port = free_port()
     gunicorn = Gunicorn(tmp_path, config, port, workers=3)
-    dispatcher = Diy(tmp_path, "dispatch", config)
+    dispatcher = Diy(tmp_path, "dispatch", "--config", config)
     processes.extend([gunicorn, dispatcher])
     wait_for_port(port, gunicorn)
     options = LOADS[load_name]

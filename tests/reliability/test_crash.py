@@ -52,7 +52,7 @@ class Service:
         gunicorn = Gunicorn(self.tmp_path, self.config, self.port, workers=self.workers)
         self.running = [gunicorn]
         if self.dispatcher:
-            self.running.append(Diy(self.tmp_path, "dispatch", self.config))
+            self.running.append(Diy(self.tmp_path, "dispatch", "--config", self.config))
         self.processes.extend(self.running)
         wait_for_port(self.port, gunicorn)
 
@@ -123,7 +123,7 @@ def test_a_dispatcher_killed_in_the_middle_of_a_platform_call_loses_nothing_and_
     load = LoadGenerator(tmp_path, service.port, audiences=4, users=6, threads=2, rate=20, duration=0,
                          max_mutations=5, prefix="midcall")
     processes.append(load)
-    dispatcher = Diy(tmp_path, "dispatch", config)
+    dispatcher = Diy(tmp_path, "dispatch", "--config", config)
     processes.append(dispatcher)
     takeovers = []
     for _ in range(MID_CALL_KILLS):
@@ -134,7 +134,7 @@ def test_a_dispatcher_killed_in_the_middle_of_a_platform_call_loses_nothing_and_
         assert dispatcher.kill() == -9
         killed_at = time.monotonic()
         receiver.fault()  # the held call completes at the platform: the sender never hears of it
-        dispatcher = Diy(tmp_path, "dispatch", config)
+        dispatcher = Diy(tmp_path, "dispatch", "--config", config)
         processes.append(dispatcher)
         takeovers.append(time_to_take_over(database, holders, since=killed_at))
     time.sleep(1.0)

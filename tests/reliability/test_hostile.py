@@ -330,7 +330,7 @@ def test_raw_hostile_bytes_leave_the_real_servers_answering(server, tmp_path, pr
     config.write_text(config_text(tmp_path / "outbox.sqlite3", "http://127.0.0.1:9/events"))
     port = free_port()
     process = (Gunicorn(tmp_path, config, port, workers=1) if server == "gunicorn"
-               else Diy(tmp_path, "serve", config, "--port", port))
+               else Diy(tmp_path, "serve", "--config", config, "--port", port))
     processes.append(process)
     wait_for_port(port, process)
     for payload in RAW:

@@ -56,7 +56,7 @@ SCENARIOS = {
 
 def serve(tmp_path, processes, config):
     port = free_port()
-    server = Diy(tmp_path, "serve", config, "--port", port)
+    server = Diy(tmp_path, "serve", "--config", config, "--port", port)
     processes.append(server)
     wait_for_port(port, server)
     return server, port

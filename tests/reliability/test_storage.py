@@ -144,7 +144,7 @@ def statuses(load):
 def under_load(tmp_path, processes, receiver, database, prefix):
     config = write_config(tmp_path, receiver.url, database=database, diy={"write_timeout": "0.5s"})
     port = free_port()
-    server = Diy(tmp_path, "serve", config, "--port", port)
+    server = Diy(tmp_path, "serve", "--config", config, "--port", port)
     processes.append(server)
     wait_for_port(port, server)
     load = LoadGenerator(tmp_path, port, audiences=4, users=8, threads=2, rate=20, duration=0, max_mutations=10,
