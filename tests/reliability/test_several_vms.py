@@ -19,7 +19,9 @@ audiences to the survivor in time.
    what was not stored), and the survivor reconnects by itself.
 5. The load stops, the outbox drains: 0 acknowledged mutations lost, order per user kept.
 
-The platform's calls time out after 60 s here, longer than any hold: the receiver applies a
+Each dispatcher has 2 delivery threads, so one instance holds at most 4 of the 8 audiences while
+calls are held and the other always gets some. The platform's calls time out after 60 s here,
+longer than any hold: the receiver applies a
 held call when the hold ends, and a call given up for a timeout (and sent again, with later
 mutations of its audience) but applied afterwards would arrive after newer ones. That is what
 any platform that finishes a call its client gave up on does (see "How delivery works").
@@ -94,7 +96,7 @@ class Instance:
 def test_two_instances_on_postgresql_survive_losing_one_and_a_database_restart(
         tmp_path, processes, receiver, figures, postgres_server):
     url = postgres_server.create_database()
-    config = write_config(tmp_path, receiver.url, database=url, dispatcher={"lease": "5m", "takeover_after": "5s"},
+    config = write_config(tmp_path, receiver.url, database=url, dispatcher={"lease": "5m", "takeover_after": "5s", "threads": "2"},
                           integration={"target.timeout": "60"})
     instances = [Instance(tmp_path, config, processes, name) for name in ("vm-a", "vm-b")]
     load = LoadGenerator(tmp_path, [i.port for i in instances], audiences=8, users=8, threads=4, rate=40,
