@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = (
     ("CLI", ("diy.__main__", "diy.cli", "diy.admin", "diy.sandbox")),
     ("WSGI app", ("diy_wsgi", "diy.health", "diy.servers")),
-    ("service", ("diy.service", "diy.metrics", "diy.config", "diy.dmp", "diy.logs", "diy.signature",
-                 "diy.http_errors", "diy.hosts")),
+    ("service", ("diy.service", "diy.metrics", "diy.config", "diy.config_values", "diy.config_secrets", "diy.dmp",
+                 "diy.logs", "diy.signature", "diy.http_errors", "diy.hosts")),
     ("dispatcher", ("outbox.dispatcher",)),
     ("outbox", ("outbox",)),
     ("targets", ("targets",)),
