@@ -12,11 +12,7 @@ from targets.settings import parse_duration
 
 def add_commands(commands, add_config):
     def command(name, run, help, description=None):
-        parser = commands.add_parser(name, help=help, description=description or help)
-        add_config(parser)
-        parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
-        parser.set_defaults(run=run)
-        return parser
+        return command_in(commands, name, run, help, add_config, description)
 
     command("status", run_status, "pending, leased and dead mutations per integration; dispatchers; file sizes")
 
@@ -104,9 +100,9 @@ def add_commands(commands, add_config):
                          help="postgresql://USER@HOST:PORT/DBNAME (the password from the URL, PGPASSWORD or ~/.pgpass)")
 
 
-
-def command_in(subparsers, name, run, help, add_config):
-    parser = subparsers.add_parser(name, help=help, description=help)
+def command_in(subparsers, name, run, help, add_config, description=None):
+    """One command's parser, with --config and --json, that runs `run`."""
+    parser = subparsers.add_parser(name, help=help, description=description or help)
     add_config(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.set_defaults(run=run)
