@@ -8,29 +8,22 @@ A request is authenticated (`X-HMAC`, optional Basic Auth) before its body is pa
 mutations are committed to the SQLite outbox in one transaction, and only then is it answered
 200; the dispatcher forwards them to the platform in the background. `__call__` is the one place
 that calls `start_response`: everything below raises an `HttpError` and it renders the answer.
+What a request carries (its id, type, Basic Auth and body) is read by diy/wsgi_request.py.
 """
-import base64
-import binascii
 import concurrent.futures
-import hmac
 import json
 import logging
 import os
-import re
-import secrets
 import threading
 import time
-from urllib.parse import parse_qs
 
 from diy import dmp
 from diy.http_errors import (
     AudienceRefused,
     BadRequest,
     HttpError,
-    LengthRequired,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     ServiceUnavailable,
     Unauthorized,
 )
@@ -39,6 +32,7 @@ from diy.health import Probes, Reply, public_reason
 from diy.metrics import request_labels
 from diy.service import Service
 from diy.signature import verify
+from diy.wsgi_request import check_basic_auth, read_body, request_id_of, request_type_of
 from outbox.errors import StoreError
 from targets.base import Audience
 from targets.errors import CredentialsRefused, PermanentError, TargetError
@@ -46,7 +40,6 @@ from targets.errors import CredentialsRefused, PermanentError, TargetError
 __version__ = "0.1.0"
 
 log = logging.getLogger("diy.receiver")
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 CREATION_THREADS = 8
 
 
@@ -302,11 +295,6 @@ def dmp_audience(integration, new):
     return Audience(integration.name, new.dmp_id, new.name, new.customer)
 
 
-def request_type_of(environ):
-    values = parse_qs(environ.get("QUERY_STRING", "")).get("type")
-    return values[0].strip().upper() if values else None
-
-
 class SentThen:
     """A response body that calls `after` once the server has sent it (WSGI's close()).
 
@@ -323,67 +311,6 @@ class SentThen:
 
     def close(self):
         self.after()
-
-
-def request_id_of(environ):
-    offered = environ.get("HTTP_X_REQUEST_ID", "")
-    return offered if REQUEST_ID.fullmatch(offered) else secrets.token_hex(8)
-
-
-def check_basic_auth(integration, environ):
-    if integration.basic_auth is None:
-        return
-    challenge = [("WWW-Authenticate", f'Basic realm="diy-wsgi {integration.name}", charset="UTF-8"')]
-    scheme, _, encoded = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-    try:
-        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        user = password = ""
-    expected_user, expected_password = integration.basic_auth
-    same_user = hmac.compare_digest(user.encode(), expected_user.encode())
-    same_password = hmac.compare_digest(password.encode(), expected_password.encode())
-    if scheme.lower() != "basic" or not (same_user and same_password):
-        raise Unauthorized("Basic Auth credentials are missing or wrong", challenge)
-
-
-def read_body(environ, limit):
-    """At most `limit` bytes of body; the declared length is checked before anything is read."""
-    declared = environ.get("CONTENT_LENGTH") or ""
-    stream = environ["wsgi.input"]
-    if not declared:
-        if environ.get("wsgi.input_terminated"):
-            raw = read_from(stream, limit + 1)
-            if len(raw) > limit:
-                raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
-            return raw
-        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
-            raise LengthRequired("send a Content-Length header")
-        return b""
-    try:
-        length = int(declared)
-    except ValueError:
-        raise BadRequest("the Content-Length header is not a number") from None
-    if length < 0:
-        raise BadRequest("the Content-Length header is negative")
-    if length > limit:
-        raise PayloadTooLarge(f"the body of {length} bytes is larger than the limit of {limit} bytes")
-    chunks, remaining = [], length
-    while remaining:
-        chunk = read_from(stream, remaining)
-        if not chunk:
-            raise BadRequest(f"the body ended after {length - remaining} of {length} bytes")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def read_from(stream, size):
-    """The server's reader fails in its own ways on a malformed or cut-off body (gunicorn's
-    InvalidChunkSize, NoMoreData): whichever it raises, the client sent a broken body."""
-    try:
-        return stream.read(size)
-    except Exception as error:
-        raise BadRequest(f"the body could not be read ({type(error).__name__})") from None
 
 
 class LazyApp:

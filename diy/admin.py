@@ -5,16 +5,15 @@ Each reads the configuration for the database path and secrets, works on the liv
 (safe while the service runs), prints a table or, with `--json`, one JSON document. None but
 `audiences set` creates the SQLite file when it is missing: the others say so in one line
 (`status` shows the configured integrations with nothing in them).
+
+Here: what each command does. Their arguments and help are in diy/admin_arguments.py, how
+they print in diy/admin_output.py, and their statements in outbox/admin.py.
 """
-import argparse
-import contextlib
-import datetime
-import json
 import os
 import sys
 
+from diy.admin_output import age, emit, listing, local_time, progress, table
 from diy.config import ConfigError, load_config
-from targets.settings import parse_duration
 from diy.logs import escape_unprintable as printable
 from diy.metrics import API_DEPRECATED_GAUGE, live_gauges, read_all
 from diy.signature import verify
@@ -27,125 +26,6 @@ from outbox.errors import StoreError
 from outbox.move import move
 from outbox.postgres import is_postgres_url
 from outbox.store import Outbox
-
-
-def add_commands(commands, add_config):
-    def command(name, run, help, description=None):
-        parser = commands.add_parser(name, help=help, description=description or help)
-        add_config(parser)
-        parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
-        parser.set_defaults(run=run)
-        return parser
-
-    command("status", run_status, "pending, leased and dead mutations per integration; dispatchers; file sizes")
-
-    dead = commands.add_parser("dead", help="list, show, replay or purge dead-lettered mutations",
-                               description="Dead letters: mutations a platform refused or that ran out of "
-                               "attempts, kept with the platform's reason until you replay or purge them.")
-    dead_commands = dead.add_subparsers(dest="dead_command", metavar="ACTION", required=True)
-    for name, run, help in (
-        ("list", run_dead_list, "list dead letters, oldest first"),
-        ("replay", run_dead_replay, "queue dead letters again, in order; stale ones (superseded by a later "
-         "mutation of the same user) are never replayed"),
-        ("purge", run_dead_purge, "delete dead letters for good"),
-    ):
-        parser = command_in(dead_commands, name, run, help, add_config)
-        add_filters(parser)
-        if name == "list":
-            parser.add_argument("--limit", type=int, default=100, help="most rows to show (default 100)")
-        if name == "purge":
-            parser.add_argument("--all", action="store_true", help="needed to purge without a filter")
-    show = command_in(dead_commands, "show", run_dead_show, "everything kept about one dead letter", add_config)
-    show.add_argument("id", type=int, help="the mutation id (from dead list)")
-
-    audiences = commands.add_parser("audiences", help="the DMP audience id -> platform id mapping",
-                                    description="The mapping from the DMP's audience ids to the platform's ids.")
-    audience_commands = audiences.add_subparsers(dest="audiences_command", metavar="ACTION", required=True)
-    listing = command_in(audience_commands, "list", run_audiences_list, "list audiences with their state", add_config)
-    listing.add_argument("--integration")
-    listing.add_argument("--state", choices=("creating", "ready", "failed"))
-    for name, run, help in (
-        ("show", run_audience_show, "one audience and its mutations by state"),
-        ("set", run_audience_set, "map a DMP audience id to a platform id by hand (it is then ready)"),
-        ("forget", run_audience_forget, "delete an audience's mapping and its finished mutations"),
-    ):
-        parser = command_in(audience_commands, name, run, help, add_config)
-        parser.add_argument("--integration", help="default: the integration that has this audience "
-                            "(or the only one configured)")
-        parser.add_argument("audience", help="the DMP's audience id (or the id the DMP sends)")
-        if name == "set":
-            parser.add_argument("target_id", help="the platform's id")
-
-    retry = command("retry-now", run_retry_now, "the platform is back: make every audience waiting for a retry due now",
-                    "Deliveries that failed wait for their next retry, up to [dispatcher] backoff_cap (10 "
-                    "minutes by default) after a long outage. Once the platform is back, this makes every "
-                    "audience waiting for a retry (or for its creation) due now; running dispatchers "
-                    "deliver it within poll_interval. Attempts already counted stay counted. An account "
-                    "whose circuit breaker is open still waits for the breaker's trial call (a process's "
-                    "breaker lives in that process).")
-    retry.add_argument("--integration", help="only this integration's audiences")
-    retry.add_argument("--audience", help="only this audience (the DMP's id, or the id the DMP sends)")
-
-    verifier = command("verify", run_verify, "check a body against an X-HMAC with the configured secrets",
-                       "Tell whether X-HMAC SIGNATURE matches the body in FILE (or standard input) under "
-                       "one of the integration's hmac_secrets; exit status 0 if it does, 1 if not.")
-    verifier.add_argument("--integration", help="default: every integration")
-    verifier.add_argument("--signature", required=True, help="the X-HMAC value the DMP sent")
-    verifier.add_argument("file", nargs="?", help="the body, byte for byte (default: standard input)")
-
-    check = command("check", run_check, "look for corruption in the database file (or a backup); exit 1 if any",
-                    "Run SQLite's quick_check on the database (safe while the service runs: it only reads); "
-                    "exit status 0 if the file is sound, 1 with what SQLite found if not. Run it after a "
-                    "crash of the machine, and on each backup before you rely on it.")
-    check.add_argument("--file", help="check this file instead, e.g. a backup (default: [diy] database)")
-    check.add_argument("--full", action="store_true",
-                       help="PRAGMA integrity_check: also every index against its table (slower on large files)")
-    disk = command("disk", run_disk, "time the flushes of the disk under the database (what every 200 waits for)",
-                   "Append 16 KiB to a file of its own in the database's folder and fsync it, every 20 ms "
-                   "for --seconds, then print how long the flushes took. Every acknowledged request waits "
-                   "for one (synchronous = full), and the requests behind a slow one wait with it, so p99 "
-                   "and max here are the floor under the service's p99. Safe beside the running service.")
-    disk.add_argument("--seconds", type=float, default=5.0, help="how long to measure (default 5)")
-    command("purge", run_purge, "delete delivered mutations older than [diy] retention now (it also runs by itself)")
-    command("vacuum", run_vacuum, "checkpoint and truncate the WAL, then VACUUM the database (blocks writers while it runs)")
-    backup = command("backup", run_backup, "copy the live database to a new file (online, consistent)",
-                     "Copy the database with SQLite's online backup API: the service keeps running and "
-                     "the copy is consistent. Restore by stopping the service and putting the copy in place.")
-    backup.add_argument("destination", help="a new file")
-    migrate = command("migrate", run_migrate, "move this SQLite outbox into an empty PostgreSQL database",
-                      "Copy the audiences (with their ids and platform ids), the undelivered mutations in "
-                      "their order and the dead letters from [diy] database (an SQLite file) into the empty "
-                      "PostgreSQL database at --to, in one transaction. Stop the service and every "
-                      "`diy-wsgi dispatch` first: migrate refuses while a dispatcher is running, and holds "
-                      "the file's write lock while it copies. Then set [diy] database to the URL and start "
-                      "the service (on as many VMs as you like). The SQLite file is left as it was.")
-    migrate.add_argument("--to", required=True, metavar="URL",
-                         help="postgresql://USER@HOST:PORT/DBNAME (the password from the URL, PGPASSWORD or ~/.pgpass)")
-
-
-
-def command_in(subparsers, name, run, help, add_config):
-    parser = subparsers.add_parser(name, help=help, description=help)
-    add_config(parser)
-    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
-    parser.set_defaults(run=run)
-    return parser
-
-
-def add_filters(parser):
-    parser.add_argument("--integration")
-    parser.add_argument("--audience", help="a DMP audience id (or the id the DMP sends)")
-    parser.add_argument("--customer", help="a DMP client id")
-    parser.add_argument("--older-than", type=duration, metavar="AGE", help="died at least AGE ago (e.g. 1h, 7d)")
-    parser.add_argument("--newer-than", type=duration, metavar="AGE", help="died at most AGE ago")
-
-
-def duration(text):
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
 
 FILE_LABELS = {"database_bytes": "size", "wal_bytes": "WAL"}
 HELD_REASON = ("the platform refuses its credentials; fix them and it resumes by itself "
@@ -213,23 +93,6 @@ def integration_of(config, admin, name, audience, *, new=False):
 
 def names(integrations):
     return ", ".join(i.name for i in integrations)
-
-
-@contextlib.contextmanager
-def progress(label):
-    """A count rewritten in place on stderr while a long command runs, when stderr is a terminal
-    (never in a pipe or a log, where it would only be noise)."""
-    shown = sys.stderr.isatty()
-
-    def report(*numbers):
-        if shown:
-            print(f"\r{label}: " + " ".join(str(n) for n in numbers) + "\033[K", end="", file=sys.stderr, flush=True)
-
-    try:
-        yield report
-    finally:
-        if shown:
-            print(file=sys.stderr)
 
 
 def run_status(args):
@@ -487,51 +350,3 @@ def run_migrate(args):
 
 MIGRATE_LOCK_WAIT = 30.0
 """Seconds migrate waits for the SQLite file's write lock and PostgreSQL's rows."""
-
-
-def emit(document):
-    print(json.dumps(document, indent=2, default=str))
-    return 0
-
-
-def age(seconds):
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.1f}s"
-
-
-def table(headers, rows):
-    """Rows under aligned headers; every cell made printable, since names and reasons come from
-    the DMP and the platforms and could otherwise clear the screen or forge a row."""
-    rows = [tuple(shown(cell) for cell in row) for row in rows]
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
-    for row in [headers] + rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    if not rows:
-        print("(none)")
-
-
-def listing(fields):
-    """One `name  value` line per field, values as `table` shows them."""
-    width = max(map(len, fields))
-    for key, value in fields.items():
-        print(f"{key:>{width}}  {shown(value)}")
-
-
-def shown(value):
-    """A value as a person reads it: `-` for none, JSON for a structure, printable always."""
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, (dict, list)):
-        value = json.dumps(value, ensure_ascii=False)
-    return printable(str(value))
-
-
-def local_time(epoch):
-    """An epoch time as this machine's local time, e.g. 2026-12-03 07:12:05+00:00."""
-    if epoch is None:
-        return None
-    return datetime.datetime.fromtimestamp(epoch).astimezone().isoformat(" ", "seconds")

@@ -10,7 +10,7 @@ import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from diy import logs
-from diy.admin import add_commands as add_admin_commands
+from diy.admin_arguments import add_commands as add_admin_commands
 from diy.config import ConfigError, load_config, load_secret
 from diy.servers import QuietDisconnects
 from diy.service import Service

@@ -11,31 +11,30 @@ interpolation); there is no `[DEFAULT]` section. Secrets (each item of `hmac_sec
 `basic_auth`, `database_password` and every `target.*` key) may be written `env:NAME` or
 `file:PATH`. Settings that work but are unsafe (a short HMAC secret, a secret file every user
 can read) are logged as warnings by logger `diy.config`.
+
+Here: the configuration's shape (the dataclasses, their defaults) and reading the file into it,
+section by section. How each kind of value is written is in diy/config_values.py; where secrets
+come from, and the warnings about them, in diy/config_secrets.py.
 """
 import configparser
 import hashlib
-import logging
 import os
 import re
-import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping, Optional
-from urllib.parse import urlsplit
+from typing import Mapping, Optional
 
+from diy import config_values as value
+from diy.config_secrets import (CREDENTIAL_KEY, inline_secrets, secret_resolver, warn,
+                                warn_if_inline_secrets_are_open_to_everyone)
 from outbox.postgres import is_postgres_url, without_password
-from targets.settings import parse_duration
 
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
 """Paths the service answers itself (diy/health.py); no integration may take them."""
 MIN_TAKEOVER_AFTER = 1.0
-SHORTEST_HMAC_SECRET = 16
-"""Bytes. The DMP sends each body with its HMAC, so one captured request lets anyone try
-secrets offline, as fast as they can compute HMAC-SHA1: 16 random bytes are out of reach."""
-
-log = logging.getLogger("diy.config")
+_SECTION_BEFORE_ANY_COMMENT = re.compile(r"\[(?P<header>[^]]+)\]")
 
 
 class ConfigError(Exception):
@@ -121,7 +120,7 @@ class Config:
 
     def integration_for_path(self, path: str) -> Optional[Integration]:
         """The integration the DMP reaches at `path` (a PATH_INFO; a trailing slash is ignored)."""
-        path = _normal_path(path)
+        path = value.normal_path(path)
         for integration in self.integrations:
             if integration.path == path:
                 return integration
@@ -141,7 +140,7 @@ def load_config(path, environ: Optional[Mapping[str, str]] = None) -> Config:
     config = parse_config(
         text, source=source, base_dir=os.path.dirname(os.path.abspath(source)),
         environ=os.environ if environ is None else environ)
-    _warn_if_inline_secrets_are_open_to_everyone(source, _inline_secrets(_read_ini(text, source)))
+    warn_if_inline_secrets_are_open_to_everyone(source, inline_secrets(_read_ini(text, source)))
     return config
 
 
@@ -155,7 +154,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir=".",
     ini = _read_ini(text, source)
     _refuse_comments_after_inline_secrets(source, ini, _read_ini(text, source, inline_comments=False))
     base_dir = os.path.abspath(base_dir)
-    resolve = _secret_resolver(base_dir, {} if environ is None else environ, source)
+    resolve = secret_resolver(base_dir, {} if environ is None else environ, source)
     for section in ini.sections():
         if section not in ("diy", "dispatcher") and not section.startswith("integration:"):
             raise _error(source, section, None, "unknown section; expected [diy], [dispatcher], "
@@ -212,9 +211,9 @@ def _refuse_comments_after_inline_secrets(source, ini, uncut):
     """`secret = abc ;def` is the secret `abc` and a comment, or the secret `abc ;def`: refused
     rather than guessed wherever a credential is written inline (env: and file: are unambiguous)."""
     for section in ini.sections():
-        for key, value in ini.items(section):
-            inline = [item for item in value.split(",") if not item.strip().startswith(("env:", "file:"))]
-            if _CREDENTIAL_KEY.fullmatch(key) and inline and value != uncut.get(section, key, fallback=value):
+        for key, text in ini.items(section):
+            inline = [item for item in text.split(",") if not item.strip().startswith(("env:", "file:"))]
+            if CREDENTIAL_KEY.fullmatch(key) and inline and text != uncut.get(section, key, fallback=text):
                 raise _error(source, section, key, "' ;' after a secret written inline is ambiguous (a comment, "
                              "or part of the secret?); put the comment on a line of its own, or the "
                              "secret in env: or file:")
@@ -222,18 +221,18 @@ def _refuse_comments_after_inline_secrets(source, ini, uncut):
 
 def _diy_settings(source, items, base_dir, resolve):
     settings = _parse_section(source, "diy", items, {
-        "database": lambda raw: _database(raw, base_dir),
+        "database": lambda raw: value.database(raw, base_dir),
         "database_password": resolve,
-        "metrics_dir": lambda raw: _folder(raw, base_dir),
-        "synchronous": _choice("full", "normal"),
-        "write_timeout": _duration(),
-        "max_body": _size,
-        "create_timeout": _duration(),
-        "retention": _duration(allow_zero=True),
-        "log_level": _choice("debug", "info", "warning", "error"),
-        "log_format": _choice("text", "json"),
-        "metrics_token": lambda raw: _metrics_token(resolve(raw)),
-        "server_name": _server_name,
+        "metrics_dir": lambda raw: value.folder(raw, base_dir),
+        "synchronous": value.choice("full", "normal"),
+        "write_timeout": value.duration(),
+        "max_body": value.size,
+        "create_timeout": value.duration(),
+        "retention": value.duration(allow_zero=True),
+        "log_level": value.choice("debug", "info", "warning", "error"),
+        "log_format": value.choice("text", "json"),
+        "metrics_token": lambda raw: value.metrics_token(resolve(raw)),
+        "server_name": value.server_name,
     })
     if "database" not in settings:
         raise _error(source, "diy", "database", "required: the path of the SQLite file or a postgresql:// URL")
@@ -247,15 +246,15 @@ def _diy_settings(source, items, base_dir, resolve):
 
 def _dispatcher_settings(source, items):
     settings = DispatcherSettings(**_parse_section(source, "dispatcher", items, {
-        "embedded": _boolean,
-        "threads": _whole_number(1, 256),
-        "poll_interval": _duration(),
-        "lease": _duration(),
-        "takeover_after": _duration(),
-        "max_attempts": _whole_number(1),
-        "backoff_base": _duration(),
-        "backoff_cap": _duration(),
-        "stop_timeout": _duration(allow_zero=True),
+        "embedded": value.boolean,
+        "threads": value.whole_number(1, 256),
+        "poll_interval": value.duration(),
+        "lease": value.duration(),
+        "takeover_after": value.duration(),
+        "max_attempts": value.whole_number(1),
+        "backoff_base": value.duration(),
+        "backoff_cap": value.duration(),
+        "stop_timeout": value.duration(allow_zero=True),
     }))
     if settings.backoff_cap < settings.backoff_base:
         raise _error(source, "dispatcher", "backoff_cap", "must be at least backoff_base")
@@ -273,34 +272,34 @@ def _accounts(source, sections, items, resolve):
         integration, marker, customer = section.partition(":customer:")
         if not marker:
             continue
-        if not _NAME.fullmatch(customer):
+        if not value.NAME.fullmatch(customer):
             raise _error(source, section, None, "ID must match [A-Za-z0-9_.-]+")
         overrides = _parse_section(source, section, items(section), {"target.*": resolve})
         accounts.setdefault(integration, {})[customer] = (section, {
-            key[len("target."):]: value for key, value in overrides.items()})
+            key[len("target."):]: setting for key, setting in overrides.items()})
     return accounts
 
 
 def _integration(source, section, items, resolve, customers):
     name = section[len("integration:"):]
-    if not _NAME.fullmatch(name):
+    if not value.NAME.fullmatch(name):
         raise _error(source, section, None, "NAME must match [A-Za-z0-9_.-]+")
     values = _parse_section(source, section, items, {
-        "path": _path,
-        "hmac_secrets": lambda raw: _hmac_secrets(
-            raw, resolve, lambda why: _warn(f"{source}: [{section}] hmac_secrets", why)),
-        "basic_auth": lambda raw: _basic_auth(resolve(raw)),
-        "target": _target,
-        "return_target_id": _boolean,
-        "calls_per_second": _rate,
-        "concurrent_calls": _whole_number(1, 1024),
-        "breaker_failures": _whole_number(1),
-        "breaker_cooldown": _duration(),
+        "path": lambda raw: value.integration_path(raw, RESERVED_PATHS),
+        "hmac_secrets": lambda raw: value.hmac_secrets(
+            raw, resolve, lambda why: warn(f"{source}: [{section}] hmac_secrets", why)),
+        "basic_auth": lambda raw: value.basic_auth(resolve(raw)),
+        "target": value.target,
+        "return_target_id": value.boolean,
+        "calls_per_second": value.rate,
+        "concurrent_calls": value.whole_number(1, 1024),
+        "breaker_failures": value.whole_number(1),
+        "breaker_cooldown": value.duration(),
         "target.*": resolve,
     })
     for key, why in (("path", 'required: the URL path the DMP calls, e.g. "/dmp"'),
                      ("hmac_secrets", "at least one secret is required"),
-                     ("target", f"required: {TARGET_FORMS}")):
+                     ("target", f"required: {value.TARGET_FORMS}")):
         if key not in values:
             raise _error(source, section, key, why)
     target_settings = {key[len("target."):]: values.pop(key)
@@ -334,7 +333,7 @@ def _parse_section(source, section, items, parsers):
                          f"unknown key; expected one of {', '.join(parsers)}")
         try:
             values[key] = parser(raw)
-        except _Invalid as invalid:
+        except value.Invalid as invalid:
             raise _error(source, section, key, str(invalid)) from None
     return values
 
@@ -342,125 +341,6 @@ def _parse_section(source, section, items, parsers):
 def _error(source, section, key, why):
     where = f"[{section}] {key}" if key else f"[{section}]"
     return ConfigError(f"{source}: {where}: {why}")
-
-
-def _warn(where, why):
-    """A setting that works but is unsafe: one line in the log (on stderr before logging is set up)."""
-    log.warning("unsafe configuration at=%s problem=%s", where, why)
-
-
-class _Invalid(Exception):
-    """A value is wrong; the message says why and `_parse_section` adds where."""
-
-
-_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
-             "no": False, "false": False, "off": False, "0": False}
-"""Ten years: longer is a typo, and far longer overflows the waits of `threading`."""
-_SIZE = re.compile(r"([0-9]+)\s*([kKmM]?)")
-_BYTES_PER_UNIT = {"": 1, "k": 1024, "m": 1024 * 1024}
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_SERVER_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
-_SECTION_BEFORE_ANY_COMMENT = re.compile(r"\[(?P<header>[^]]+)\]")
-_CREDENTIAL_KEY = re.compile(r"hmac_secrets|basic_auth|metrics_token|target\.(header\..+|.*(secret|token|password).*)")
-_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_]*)?")
-TARGET_FORMS = "a builtin target (webhook, thetradedesk, criteo) or package.module:Class for your own"
-
-
-def _rate(raw):
-    """Calls a second: `10`, `10/s`, `250/m` (a minute) or `1000/h`."""
-    number, slash, unit = raw.partition("/")
-    per = {"": 1, "s": 1, "m": 60, "h": 3600}.get(unit.strip() if slash else "")
-    try:
-        rate = float(number)
-    except ValueError:
-        rate = None
-    if per is None or rate is None or not 0 < rate < 1e6:
-        raise _Invalid("expected calls a second, e.g. 10, 10/s, 250/m or 1000/h")
-    return rate / per
-
-
-def _boolean(raw):
-    try:
-        return _BOOLEANS[raw.lower()]
-    except KeyError:
-        raise _Invalid("expected yes or no (or true/false, on/off, 1/0)") from None
-
-
-def _choice(*choices) -> Callable[[str], str]:
-    def parse(raw):
-        if raw.lower() not in choices:
-            raise _Invalid(f"expected one of {', '.join(choices)}")
-        return raw.lower()
-    return parse
-
-
-def _whole_number(low, high=None) -> Callable[[str], int]:
-    def parse(raw):
-        number = int(raw) if re.fullmatch("[0-9]+", raw) else None
-        if number is None or number < low or (high is not None and number > high):
-            raise _Invalid(f"expected a whole number from {low} to {high}" if high is not None
-                           else f"expected a whole number of at least {low}")
-        return number
-    return parse
-
-
-def _duration(allow_zero=False) -> Callable[[str], float]:
-    def parse(raw):
-        try:
-            seconds = parse_duration(raw)
-        except ValueError as error:
-            raise _Invalid(str(error)) from None
-        if seconds == 0 and not allow_zero:
-            raise _Invalid("must be more than 0")
-        return seconds
-    return parse
-
-
-def _size(raw):
-    match = _SIZE.fullmatch(raw)
-    if not match:
-        raise _Invalid("expected a number of bytes, optionally with k or M, such as 512k")
-    size = int(match.group(1)) * _BYTES_PER_UNIT[match.group(2).lower()]
-    if size == 0:
-        raise _Invalid("must be more than 0")
-    return size
-
-
-def _database(raw, base_dir):
-    if not raw:
-        raise _Invalid("required: the path of the SQLite file or a postgresql:// URL")
-    if is_postgres_url(raw):
-        return _postgres_url(raw)
-    if "://" in raw:
-        raise _Invalid("expected the path of the SQLite file or a postgresql:// URL")
-    return os.path.abspath(os.path.join(base_dir, raw))
-
-
-def _postgres_url(raw):
-    """A libpq connection URL; its host, port and database name are checked here, the rest by
-    libpq when it connects. Messages never repeat the URL (it may hold a password)."""
-    try:
-        parts = urlsplit(raw)
-        parts.port
-    except ValueError:
-        raise _Invalid("not a valid postgresql:// URL (check the port and any special characters, "
-                       "which must be percent-encoded)") from None
-    if not parts.path.strip("/") and "dbname=" not in parts.query:
-        raise _Invalid("the postgresql:// URL must name a database: postgresql://USER@HOST:PORT/DBNAME")
-    return raw
-
-
-def _server_name(raw):
-    name = raw.strip().lower()
-    if not _SERVER_NAME.fullmatch(name):
-        raise _Invalid("expected a host name such as dmp.example.com (the nginx site's server_name)")
-    return name
-
-
-def _folder(raw, base_dir):
-    if not raw:
-        raise _Invalid("expected the path of a folder")
-    return os.path.abspath(os.path.join(base_dir, raw))
 
 
 def default_metrics_dir(database):
@@ -472,131 +352,12 @@ def default_metrics_dir(database):
     return os.path.join(tempfile.gettempdir(), f"diy-wsgi-metrics-{digest}")
 
 
-def _normal_path(path):
-    return path.rstrip("/") or "/"
-
-
-def _path(raw):
-    if not raw.startswith("/"):
-        raise _Invalid('must start with "/"')
-    if any(char in "?#" or char.isspace() for char in raw):
-        raise _Invalid("must be a plain path, without spaces, query or fragment")
-    path = _normal_path(raw)
-    if path in RESERVED_PATHS:
-        raise _Invalid(f"{path} is reserved for the service itself")
-    return path
-
-
-def _target(raw):
-    if not _TARGET.fullmatch(raw):
-        raise _Invalid(f"expected {TARGET_FORMS}")
-    return raw
-
-
-def _hmac_secrets(raw, resolve, warn):
-    items = [item.strip() for item in raw.split(",") if item.strip()]
-    if not items:
-        raise _Invalid("at least one secret is required")
-    # surrogateescape gives back the exact bytes of an environment variable that is not UTF-8
-    secrets = tuple(resolve(item).encode("utf-8", "surrogateescape") for item in items)
-    if not all(secrets):
-        raise _Invalid("a secret is empty, and anyone could sign with an empty secret")
-    short = [f"#{number}" for number, secret in enumerate(secrets, 1) if len(secret) < SHORTEST_HMAC_SECRET]
-    if short:
-        warn(f"{'secrets' if len(short) > 1 else 'secret'} {', '.join(short)} "
-             f"{'are' if len(short) > 1 else 'is'} shorter than {SHORTEST_HMAC_SECRET} bytes: whoever captures one "
-             "signed request can guess a short secret offline and sign their own requests; use "
-             f"{SHORTEST_HMAC_SECRET} random bytes or more (openssl rand -hex 32)")
-    return secrets
-
-
-def _metrics_token(value):
-    if not value.strip():
-        raise _Invalid("the token is empty, and /metrics would answer anyone who sends "
-                       "'Authorization: Bearer'; set a token, or remove the key to keep /metrics loopback only")
-    return value
-
-
-def _basic_auth(value):
-    user, colon, password = value.partition(":")
-    if not (colon and user and password):
-        raise _Invalid("expected USER:PASSWORD, neither empty")
-    return user, password
-
-
 def load_secret(raw, where, environ=None):
     """One secret given outside a configuration file (`diy-wsgi sign --secret`): written inline,
     `env:NAME` or `file:PATH` (relative to the working directory), read and checked as the
     configuration's own secrets are; a problem is a ConfigError naming `where`."""
-    resolve = _secret_resolver(os.getcwd(), os.environ if environ is None else environ, where)
+    resolve = secret_resolver(os.getcwd(), os.environ if environ is None else environ, where)
     try:
         return resolve(raw)
-    except _Invalid as error:
+    except value.Invalid as error:
         raise ConfigError(f"{where}: {error}") from None
-
-
-def _secret_resolver(base_dir, environ, source) -> Callable[[str], str]:
-    """Return a function giving the value a secret's text stands for.
-
-    `env:NAME` is the variable NAME of `environ`; `file:PATH` is the content of the file
-    (relative to `base_dir`) without trailing newlines, with a warning when every user of the
-    machine may read or change it; anything else is the secret itself.
-    """
-    def resolve(raw):
-        if raw.startswith("env:"):
-            name = raw[len("env:"):].strip()
-            if not name:
-                raise _Invalid("env: needs the name of an environment variable")
-            if name not in environ:
-                raise _Invalid(f"environment variable {name} is not set")
-            return environ[name]
-        if raw.startswith("file:"):
-            path = os.path.join(base_dir, raw[len("file:"):].strip())
-            try:
-                secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-                _warn_if_open_to_everyone(source, path)
-                return secret
-            except OSError as error:
-                raise _Invalid(f"cannot read {path} "
-                               f"({error.strerror or type(error).__name__})") from None
-            except UnicodeDecodeError:
-                raise _Invalid(f"{path} is not UTF-8 text") from None
-        return raw
-    return resolve
-
-
-def _warn_if_open_to_everyone(source, path, what=None):
-    """One `unsafe configuration` line when every user of the machine may read or change the
-    secret file `path` (`what` names it otherwise: "the secret file PATH")."""
-    mode = os.stat(path).st_mode
-    if mode & (stat.S_IROTH | stat.S_IWOTH):
-        what = what or f"the secret file {path}"
-        _warn(source, f"{what} can be read or changed by every user of this machine "
-                      f"(mode {stat.S_IMODE(mode):o}); chmod 600 it")
-
-
-def _inline_secrets(ini):
-    """`[section] key` of every credential written inline (neither env: nor file:), a
-    PostgreSQL URL's password included."""
-    found = []
-    for section in ini.sections():
-        for key, value in ini.items(section):
-            inline = [item for item in value.split(",") if item.strip() and not item.strip().startswith(("env:", "file:"))]
-            credential = _CREDENTIAL_KEY.fullmatch(key) or key == "database_password"
-            if (credential and inline) or (key == "database" and _url_password(value)):
-                found.append(f"[{section}] {key}")
-    return found
-
-
-def _url_password(value):
-    try:
-        return is_postgres_url(value) and urlsplit(value.strip()).password is not None
-    except ValueError:
-        return False
-
-
-def _warn_if_inline_secrets_are_open_to_everyone(source, inline):
-    """A configuration file holding secrets written inline is itself a secret file."""
-    if inline:
-        _warn_if_open_to_everyone(source, source, what=f"the configuration file {source}, which holds "
-                                  f"secrets written inline ({', '.join(inline)}),")

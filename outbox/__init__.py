@@ -9,7 +9,8 @@
     dispatcher.py, guard.py, retry.py, accounts.py   delivery: leases, admission, backoff
     clock.py      the database's clock, for leases that several machines compare
     move.py       an SQLite outbox moved into PostgreSQL (`diy-wsgi migrate`)
+    replay.py     dead letters queued again (`diy-wsgi dead replay`, through admin.py's Admin)
 
-SQL lives in the storage modules alone (store.py, admin.py, move.py, the backends and their
+SQL lives in the storage modules alone (store.py, admin.py, replay.py, move.py, the backends and their
 schemas): the receiver, the dispatcher, the commands, the probes and the metrics call methods.
 """

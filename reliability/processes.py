@@ -33,9 +33,17 @@ def python(*args):
     return [sys.executable, *map(str, args)]
 
 
+def environment(env=None):
+    """What every process here runs with: this one's environment, PYTHONPATH at the project, and
+    `env`'s variables on top ({name: None} unsets one)."""
+    merged = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return {name: value for name, value in merged.items() if value is not None}
+
+
 class Spawned:
-    """A process in its own session with its output in `log_path`; with `hostname`, in a UTS
-    namespace of its own with that host name (standing in for another VM; root only)."""
+    """A process in its own session with its output in `log_path` and `environment(env)`; with
+    `hostname`, in a UTS namespace of its own with that host name (standing in for another VM;
+    root only)."""
 
     def __init__(self, directory, args, name, env=None, hostname=None):
         self.name = name
@@ -46,7 +54,7 @@ class Spawned:
             leashed = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *leashed]
         self.process = subprocess.Popen(
             leashed, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "DIY_LEASH_PARENT": str(os.getpid()), **(env or {})},
+            env=environment({"DIY_LEASH_PARENT": str(os.getpid()), **(env or {})}),
         )
         self.pid = self.process.pid
 

@@ -3,7 +3,7 @@
 import functools
 
 from reliability import processes
-from reliability.processes import ROOT, Diy, free_port  # noqa: F401 (for the tests)
+from reliability.processes import ROOT, Diy, Spawned, environment, free_port, python  # noqa: F401 (for the tests)
 from tests.support import DMP_SECRET, TEST_SETTINGS, config_text  # noqa: F401 (for the tests)
 
 write_config = functools.partial(processes.write_config, defaults=TEST_SETTINGS)

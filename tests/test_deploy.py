@@ -18,7 +18,6 @@ import re
 import runpy
 import shutil
 import signal
-import socket
 import socketserver
 import ssl
 import subprocess
@@ -34,7 +33,7 @@ from diy.config import parse_config
 from diy.signature import sign
 from targets import load_target_class
 from targets.http import HttpClient
-from tests.processes import ROOT, dmp_post, free_port, wait_until
+from tests.processes import ROOT, Spawned, dmp_post, free_port, python, wait_for_port, wait_until
 from tests.support import DMP_SECRET, WEBHOOK_SECRET, WebhookReceiver, mutation
 
 DEPLOY = ROOT / "deploy"
@@ -374,7 +373,9 @@ class HangUp(socketserver.BaseRequestHandler):
         self.server.requests += 1
 
 
-class RunningNginx:
+class RunningNginx(Spawned):
+    """nginx running the site in `folder` in front of `upstreams`, listening once constructed."""
+
     def __init__(self, folder, certificate, key, upstreams):
         self.folder = folder
         self.certificate = certificate
@@ -382,33 +383,20 @@ class RunningNginx:
         site = site_for_test(folder, certificate, key, http_port=self.http_port, https_port=self.https_port,
                              upstreams=[upstream.port for upstream in upstreams])
         conf = nginx_conf(folder, f"    include {site};")
-        self.log = open(folder / "nginx.out", "wb")
-        self.process = subprocess.Popen([nginx_binary(), "-p", f"{folder}/", "-e", f"{folder}/error.log", "-c", str(conf)],
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"nginx exited:\n{self.output()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.https_port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"nginx never listened:\n{self.output()}") from None
-                time.sleep(0.05)
+        super().__init__(folder, [nginx_binary(), "-p", f"{folder}/", "-e", f"{folder}/error.log", "-c", str(conf)],
+                         "nginx")
+        try:
+            wait_for_port(self.https_port, process=self)
+        except AssertionError:
+            self.kill()
+            raise
 
     def output(self):
-        return (self.folder / "nginx.out").read_text(errors="replace") + (self.folder / "error.log").read_text(errors="replace")
+        return super().output() + (self.folder / "error.log").read_text(errors="replace")
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(15)
-        self.log.close()
+        """SIGQUIT, nginx's graceful stop; SIGKILL if it is not done within 15 s."""
+        self.kill(signal.SIGQUIT, timeout=15)
 
     def request(self, method, path, body=None, headers=None, *, tls=True, source="127.0.0.1"):
         """(status, headers, body) of one request to the site, from `source`."""
@@ -633,25 +621,6 @@ def memory_deny_write_execute_works():
     return result.returncode != 77 and "Permission denied" in result.stderr
 
 
-class Launched:
-    def __init__(self, tmp_path, name, mode, args, env):
-        self.log_path = tmp_path / f"{name}.log"
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([sys.executable, "-c", LAUNCHER, mode, *args], cwd=ROOT,
-                                        stdout=self.log, stderr=subprocess.STDOUT, env=env)
-
-    def output(self):
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(40)
-        finally:
-            self.log.close()
-
-
 def answers(port, path):
     try:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
@@ -672,10 +641,13 @@ def test_the_example_config_serves_and_delivers_with_gunicorn_and_a_separate_dis
         "https://hooks.example.com/dmp": receiver.url,
     })
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIY_CONFIG": str(folder / "diy.ini"),
-           "DIY_BIND": f"127.0.0.1:{port}", "DIY_WORKERS": "2", "XDG_RUNTIME_DIR": str(tmp_path)}
-    gunicorn = Launched(tmp_path, "gunicorn", mode, ["-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "diy_wsgi:app"], env)
-    dispatcher = Launched(tmp_path, "dispatcher", mode, ["-m", "diy", "dispatch", "--config", str(folder / "diy.ini")], env)
+    env = {"DIY_CONFIG": str(folder / "diy.ini"), "DIY_BIND": f"127.0.0.1:{port}", "DIY_WORKERS": "2",
+           "XDG_RUNTIME_DIR": str(tmp_path)}
+    launched = python("-c", LAUNCHER, mode)
+    gunicorn = Spawned(tmp_path, [*launched, "-m", "gunicorn", "-c", ROOT / "gunicorn.conf.py", "diy_wsgi:app"],
+                       "gunicorn", env=env)
+    dispatcher = Spawned(tmp_path, [*launched, "-m", "diy", "dispatch", "--config", folder / "diy.ini"], "dispatcher",
+                         env=env)
     processes = (gunicorn, dispatcher)
     try:
         wait_until(lambda: answers(port, "/dmp"), what="gunicorn answering", processes=processes)
@@ -686,9 +658,9 @@ def test_the_example_config_serves_and_delivers_with_gunicorn_and_a_separate_dis
         wait_until(lambda: receiver.members.get("aud") == {f"u{i}" for i in range(10)}, what="delivery",
                    processes=processes)
     finally:
-        codes = [process.stop() for process in processes]
-    outputs = {process.log_path.name: process.output() for process in processes}
+        codes = [process.stop(timeout=40) for process in processes]
+    outputs = {process.name: process.output() for process in processes}
     assert codes == [0, 0], outputs
     # embedded = no: only the separate dispatcher delivered.
-    assert "dispatcher started" not in outputs["gunicorn.log"], outputs
+    assert "dispatcher started" not in outputs["gunicorn"], outputs
     assert "Traceback" not in "".join(outputs.values()), outputs

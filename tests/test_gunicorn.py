@@ -1,32 +1,25 @@
 """diy_wsgi:app under gunicorn with two workers and the project's gunicorn.conf.py."""
 import http.client
-import os
-import signal
 import subprocess
-import sys
 
 import pytest
 
-from tests.processes import ROOT, dmp_post, free_port, wait_until, write_config
+from tests.processes import ROOT, Spawned, dmp_post, environment, free_port, python, wait_until, write_config
 from tests.support import WebhookReceiver, mutation, parse_metrics
 
 pytest.importorskip("gunicorn")
+
+GUNICORN = python("-m", "gunicorn", "-c", "gunicorn.conf.py", "diy_wsgi:app")
 
 
 def test_two_gunicorn_workers_store_and_deliver(httpserver, tmp_path):
     receiver = WebhookReceiver(httpserver)
     config = write_config(tmp_path, receiver.url)
     port = free_port()
-    log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        gunicorn = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "diy_wsgi:app"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "DIY_CONFIG": str(config), "DIY_BIND": f"127.0.0.1:{port}",
-                 "DIY_WORKERS": "2"},
-        )
+    gunicorn = Spawned(tmp_path, GUNICORN, "gunicorn", env={
+        "DIY_CONFIG": str(config), "DIY_BIND": f"127.0.0.1:{port}", "DIY_WORKERS": "2"})
     try:
-        wait_until(lambda: log_path.read_text().count("dispatcher started") == 2, what="two workers booted")
+        wait_until(lambda: gunicorn.output().count("dispatcher started") == 2, what="two workers booted")
         for i in range(20):
             status, _ = dmp_post(port, "ADD_TO_AUDIENCE", {"Mutations": [mutation("aud", f"u{i}")]})
             assert status == 200
@@ -35,9 +28,8 @@ def test_two_gunicorn_workers_store_and_deliver(httpserver, tmp_path):
         wait_until(lambda: acknowledged_adds(port) == 20, what="both workers' counts in /metrics")
         assert all(acknowledged_adds(port) == 20 for _ in range(10)), "every worker shows the whole service"
     finally:
-        gunicorn.send_signal(signal.SIGTERM)
-        code = gunicorn.wait(30)
-    output = log_path.read_text()
+        code = gunicorn.stop(30)
+    output = gunicorn.output()
     assert code == 0, output
     assert output.count("dispatcher stopped") == 2, output
     assert "Traceback" not in output, output
@@ -69,13 +61,10 @@ BAD_CONFIGURATIONS = {
 
 @pytest.mark.parametrize("sections, message", BAD_CONFIGURATIONS.values(), ids=BAD_CONFIGURATIONS.keys())
 def test_a_bad_configuration_under_gunicorn_is_one_line_before_any_worker_starts(tmp_path, sections, message):
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "DIY_BIND": f"127.0.0.1:{free_port()}"}
-    environment.pop("DIY_CONFIG", None)
-    if sections is not None:
-        environment["DIY_CONFIG"] = str(write_config(tmp_path, "http://127.0.0.1:9/events", **sections))
+    config = None if sections is None else str(write_config(tmp_path, "http://127.0.0.1:9/events", **sections))
+    env = environment({"DIY_BIND": f"127.0.0.1:{free_port()}", "DIY_CONFIG": config})
 
-    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "diy_wsgi:app"], cwd=ROOT,
-                            env=environment, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(GUNICORN, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
     ours = [line for line in result.stderr.splitlines() if "diy-wsgi:" in line]
     assert result.returncode != 0

@@ -15,7 +15,8 @@ from targets.errors import (
     VersionRetired,
 )
 from targets.http import HttpClient
-from targets.thetradedesk import TheTradeDeskTarget, build_requests, segment_name
+from targets.thetradedesk import TheTradeDeskTarget
+from targets.thetradedesk_wire import build_requests, segment_name
 from tests.fakes.thetradedesk import FakeTheTradeDesk
 from tests.support import make_config
 
