@@ -2,8 +2,9 @@
 
 One loop thread claims audiences with due work (as many as there are free delivery threads)
 and hands each claim to a pool thread, which calls the target and settles the claim. A commit in
-this process wakes the loop at once (`wake`); on PostgreSQL a fourth thread listens for the
-commits of every other process and VM (LISTEN/NOTIFY); polling finds the rest. Retry policy lives here; the outbox only moves rows.
+this process wakes the loop at once (`wake`); a fourth thread hears of every other process's
+commits (PostgreSQL's LISTEN/NOTIFY, SQLite's data_version: `listen` of the backend); polling
+finds retries that came due. Retry policy lives here; the outbox only moves rows.
 
 A third thread beats the dispatcher's heart every `takeover_after / BEATS_PER_TAKEOVER`
 seconds. A dispatcher whose heartbeat is older than `takeover_after` is presumed dead and its
