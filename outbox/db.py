@@ -301,6 +301,8 @@ class Database:
     def sizes(self):
         return {"database_bytes": size_of(self.path), "wal_bytes": size_of(self.path + "-wal")}
 
+    LISTENS_FOR_FREE = False
+
     def listen(self, wake, stopping):
         """Call `wake()` when another connection commits (another process's request, most
         often), until `stopping` is set. SQLite has no notifications: a connection of its own

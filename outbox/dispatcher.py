@@ -122,7 +122,11 @@ class Dispatcher:
 
     # Running in the background.
 
-    def start(self):
+    def start(self, *, beside_requests=False):
+        """Start the threads. `beside_requests`: this process also takes requests, whose commits
+        wake it directly; it then listens for other processes' commits only where listening
+        costs nothing while busy (PostgreSQL), not where it polls (SQLite: a look every 5 ms
+        under load, for wakes its own requests already give)."""
         if self._loop is not None:
             return
         self._stopping.clear()
@@ -131,7 +135,7 @@ class Dispatcher:
         self._loop = threading.Thread(target=self._run, name="diy-dispatcher", daemon=True)
         self._heart = threading.Thread(target=self._beat, name="diy-heartbeat", daemon=True)
         self._heart.start()
-        if self.outbox.notifies:
+        if self.outbox.notifies and (self.outbox.listens_for_free or not beside_requests):
             self._listener = threading.Thread(target=self._listen, name="diy-listen", daemon=True)
             self._listener.start()
         self._loop.start()

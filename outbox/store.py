@@ -451,8 +451,13 @@ class Outbox:
 
     @property
     def notifies(self):
-        """Whether a commit on another machine can wake this one's dispatcher (`listen`)."""
+        """Whether another process's commit can wake this one's dispatcher (`listen`)."""
         return self.database.listen is not None
+
+    @property
+    def listens_for_free(self):
+        """Whether `listen` waits without polling (PostgreSQL's LISTEN; SQLite polls)."""
+        return self.database.LISTENS_FOR_FREE
 
     def listen(self, wake, stopping):
         """Call `wake()` when work is committed anywhere, until `stopping` is set."""

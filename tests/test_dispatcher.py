@@ -495,3 +495,17 @@ def test_another_processs_commit_wakes_an_sqlite_dispatcher_within_milliseconds(
         service.close()
 
     assert receiver.members == {"4711": {"u1"}}
+
+
+@pytest.mark.parametrize("beside_requests, listens", [(False, True), (True, False)], ids=["alone", "embedded"])
+def test_on_sqlite_only_a_dispatcher_without_requests_watches_for_other_commits(tmp_path, beside_requests, listens):
+    """The watch polls every 5 ms under load; an embedded dispatcher is woken by its own
+    process's requests, so it would pay that for nothing."""
+    service = Service(make_config(tmp_path, "http://127.0.0.1:9/hook"))
+    service.dispatcher.start(beside_requests=beside_requests)
+    try:
+        names = {thread.name for thread in threading.enumerate()}
+    finally:
+        service.close()
+
+    assert ("diy-listen" in names) == listens
