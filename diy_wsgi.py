@@ -68,7 +68,7 @@ class DiyApp:
             if self._started_in == os.getpid() or not self.config.dispatcher.embedded:
                 return
             self._started_in = os.getpid()
-        self.service.dispatcher.start()
+        self.service.dispatcher.start(beside_requests=True)
 
     def stop(self):
         """Stop the dispatcher, and say so when creation calls still run: the interpreter waits for

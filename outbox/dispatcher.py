@@ -2,8 +2,9 @@
 
 One loop thread claims audiences with due work (as many as there are free delivery threads)
 and hands each claim to a pool thread, which calls the target and settles the claim. A commit in
-this process wakes the loop at once (`wake`); on PostgreSQL a fourth thread listens for the
-commits of every other process and VM (LISTEN/NOTIFY); polling finds the rest. Retry policy lives here; the outbox only moves rows.
+this process wakes the loop at once (`wake`); a fourth thread hears of every other process's
+commits (PostgreSQL's LISTEN/NOTIFY, SQLite's data_version: `listen` of the backend); polling
+finds retries that came due. Retry policy lives here; the outbox only moves rows.
 
 A third thread beats the dispatcher's heart every `takeover_after / BEATS_PER_TAKEOVER`
 seconds. A dispatcher whose heartbeat is older than `takeover_after` is presumed dead and its
@@ -121,7 +122,11 @@ class Dispatcher:
 
     # Running in the background.
 
-    def start(self):
+    def start(self, *, beside_requests=False):
+        """Start the threads. `beside_requests`: this process also takes requests, whose commits
+        wake it directly; it then listens for other processes' commits only where listening
+        costs nothing while busy (PostgreSQL), not where it polls (SQLite: a look every 5 ms
+        under load, for wakes its own requests already give)."""
         if self._loop is not None:
             return
         self._stopping.clear()
@@ -130,7 +135,7 @@ class Dispatcher:
         self._loop = threading.Thread(target=self._run, name="diy-dispatcher", daemon=True)
         self._heart = threading.Thread(target=self._beat, name="diy-heartbeat", daemon=True)
         self._heart.start()
-        if self.outbox.notifies:
+        if self.outbox.notifies and (self.outbox.listens_for_free or not beside_requests):
             self._listener = threading.Thread(target=self._listen, name="diy-listen", daemon=True)
             self._listener.start()
         self._loop.start()

@@ -82,6 +82,8 @@ class PostgresDatabase:
     LOCK_DUE_ROWS = LOCK_DUE_ROWS
     LOCK_ROWS = LOCK_ROWS
     CODE_POINT_ORDER = CODE_POINT_ORDER
+    LISTENS_FOR_FREE = True
+    """LISTEN waits on the socket: nothing to pay while no one commits."""
 
     def __init__(self, url, *, password=None, write_timeout=3.0, application_name="diy-wsgi"):
         self.psycopg = load_psycopg()

@@ -40,6 +40,7 @@ AUDIENCE_COLUMNS = (
 )
 MAX_BATCH = 1 << MUTATION_ID_BITS
 NO_EXTRA = Mutation._field_defaults["extra"]
+_new_tuple = tuple.__new__
 RELEASED = "lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, claimed_through = NULL"
 
 
@@ -450,8 +451,13 @@ class Outbox:
 
     @property
     def notifies(self):
-        """Whether a commit on another machine can wake this one's dispatcher (`listen`)."""
+        """Whether another process's commit can wake this one's dispatcher (`listen`)."""
         return self.database.listen is not None
+
+    @property
+    def listens_for_free(self):
+        """Whether `listen` waits without polling (PostgreSQL's LISTEN; SQLite polls)."""
+        return self.database.LISTENS_FOR_FREE
 
     def listen(self, wake, stopping):
         """Call `wake()` when work is committed anywhere, until `stopping` is set."""
@@ -514,13 +520,15 @@ def take_batches(rows, limit):
 
 
 def decode_batches(batches):
+    """Mutation tuples of stored batch rows; built with tuple.__new__ (what namedtuple's own
+    constructor calls, without its Python-level call per mutation)."""
     mutations = []
     for batch_id, op, _, members, _ in batches:
-        first = batch_id << MUTATION_ID_BITS
-        mutations.extend(
-            Mutation(first + index, op, user, uuid, customer, platform, extra or NO_EXTRA)
-            for index, (user, uuid, customer, platform, extra) in enumerate(json.loads(members))
-        )
+        mutations += [
+            _new_tuple(Mutation, (mutation_id, op, user, uuid, customer, platform, extra or NO_EXTRA))
+            for mutation_id, (user, uuid, customer, platform, extra)
+            in enumerate(json.loads(members), batch_id << MUTATION_ID_BITS)
+        ]
     return mutations
 
 

@@ -1,5 +1,7 @@
 """The dispatcher against a real webhook receiver (pytest-httpserver), clock moved by hand."""
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -466,3 +468,44 @@ def test_a_database_that_cannot_be_written_pauses_the_loop_with_one_line_not_a_t
     waiting = [r for r in caplog.records if "dispatcher waiting for the database" in r.getMessage()]
     assert "locked by another writer" in waiting[0].getMessage()
     assert not any(r.exc_info for r in caplog.records if r.name == "diy.dispatcher")
+
+
+def test_another_processs_commit_wakes_an_sqlite_dispatcher_within_milliseconds(tmp_path, httpserver):
+    """SQLite has no NOTIFY: the dispatcher watches the file's data_version. It polls every 30 s
+    here, yet delivers within seconds what another process (`diy-wsgi dispatch`'s usual
+    neighbour, a gunicorn worker) commits."""
+    receiver = WebhookReceiver(httpserver)
+    config = make_config(tmp_path, receiver.url, dispatcher={"poll_interval": "30s"})
+    service = Service(config)
+    service.dispatcher.start()
+    committer = (
+        "import sys, time\n"
+        "from outbox.db import Database\n"
+        "from outbox.store import Outbox, ReceivedMutation\n"
+        "Outbox(Database(sys.argv[1])).enqueue('demo', 'add', [ReceivedMutation('4711', 'u1')],"
+        " pass_through=True, now=time.time())\n"
+    )
+    try:
+        time.sleep(1.0)
+        subprocess.run([sys.executable, "-c", committer, str(tmp_path / "outbox.sqlite3")], check=True, timeout=60)
+        deadline = time.monotonic() + 10
+        while not receiver.events and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        service.close()
+
+    assert receiver.members == {"4711": {"u1"}}
+
+
+@pytest.mark.parametrize("beside_requests, listens", [(False, True), (True, False)], ids=["alone", "embedded"])
+def test_on_sqlite_only_a_dispatcher_without_requests_watches_for_other_commits(tmp_path, beside_requests, listens):
+    """The watch polls every 5 ms under load; an embedded dispatcher is woken by its own
+    process's requests, so it would pay that for nothing."""
+    service = Service(make_config(tmp_path, "http://127.0.0.1:9/hook"))
+    service.dispatcher.start(beside_requests=beside_requests)
+    try:
+        names = {thread.name for thread in threading.enumerate()}
+    finally:
+        service.close()
+
+    assert ("diy-listen" in names) == listens

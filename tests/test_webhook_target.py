@@ -2,6 +2,7 @@
 import base64
 import hashlib
 import hmac
+import json
 
 import pytest
 
@@ -195,6 +196,33 @@ def test_members_body_is_exactly_the_documented_event(receiver, http, op, event_
         '{"external_user_id":"555","uuid":"cd043529-3e55-4672-52f0-18887ea12345",'
         '"customer":123,"platform":113,"extra":{}}]}}' % event_type
     ).encode("utf-8")
+
+
+AWKWARD = (
+    Mutation(21, ADD, 'quote " back \\ slash', uuid=None, customer="c-\u00e4\n\t\x01", platform=None),
+    Mutation(22, ADD, "\u2028 \U0001F600 ü", uuid="u", customer=2 ** 63 - 1, platform=-7,
+             extra={"nested": {"list": [1, 2.5, None, True]}, "ü": "\"x\""}),
+    Mutation(23, ADD, "float", customer=1.0, platform=True),
+    Mutation(24, ADD, "small", customer=-0.0, platform=1e-7, extra={"false": False}),
+)
+
+
+def test_members_body_writes_awkward_values_as_json_encodes_them(receiver, http):
+    """The members are written as text by hand (it is the delivery's hot path): every kind of
+    value the intake lets through comes out as the json module encodes the documented dict."""
+    accept(receiver)
+
+    webhook(receiver, http).add_users(AUDIENCE, AWKWARD)
+
+    [(_, body)] = received(receiver)
+    members = [{"external_user_id": m.external_user_id, "uuid": m.uuid, "customer": m.customer,
+                "platform": m.platform, "extra": dict(m.extra)} for m in AWKWARD]
+    assert body == json.dumps({
+        "type": "audience.members_added", "timestamp": "2026-11-27T05:34:21Z",
+        "data": {"integration": "shop", "audience": {"id": "rcv-7", "dmp_id": DMP_ID, "name": "Sommerkäufer",
+                                                     "customer": 123}, "members": members},
+    }, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert json.loads(body)["data"]["members"] == members
 
 
 def test_every_request_carries_json_signing_and_extra_headers(receiver, http):

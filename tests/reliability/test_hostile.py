@@ -401,7 +401,7 @@ def test_a_non_finite_number_never_reaches_the_platform_as_invalid_json(app, val
     """Was stored, and sent to the platform as the bare token Infinity or NaN, which is not JSON."""
     from outbox.store import decode_batches
     from targets.base import Audience
-    from targets.webhook import encode_event, members_event
+    from targets.webhook import members_body
 
     raw = f'{{"Mutations": [{{"Audience": "finite-{value}", "External_user_id": "u", "Customer": {value},' \
           f' "Score": {value}}}]}}'.encode()
@@ -413,7 +413,7 @@ def test_a_non_finite_number_never_reaches_the_platform_as_invalid_json(app, val
         "SELECT id, op, size, mutations, received_at FROM batches WHERE audience_id ="
         " (SELECT id FROM audiences WHERE key = ?)", (f"finite-{value}",)))
     audience = Audience("demo", f"finite-{value}", None, stored[0].customer, f"finite-{value}")
-    body = encode_event(members_event(audience, "add", stored, 0))  # what the dispatcher sends
+    body = members_body(audience, "add", stored, 0)  # what the dispatcher sends
 
     def refuse(token):
         raise ValueError(f"{token} is not JSON")
