@@ -17,11 +17,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-REQUIREMENTS = ("gunicorn==27.0.1", "flask==3.1.3", "huey==3.5.4", "uvloop==0.23.0", "py-spy==0.4.3",
+REQUIREMENTS = ("gunicorn==27.0.1", "flask==3.1.3", "huey==3.5.4", "uvloop==0.23.0",
                 'psycopg==3.3.9; python_version >= "3.10"', 'psycopg==3.2.13; python_version < "3.10"')
 """psycopg (pure Python, on the system's libpq) is diy-wsgi's optional `postgres` extra: the
 postgres phase runs diy-wsgi on PostgreSQL from the checkout with it. 3.3 needs Python 3.10."""
-TOOLS = ("gunicorn", "flask", "huey", "uvloop", "py-spy", "psycopg")
+TOOLS = ("gunicorn", "flask", "huey", "uvloop", "psycopg")
 
 
 def venv_path():

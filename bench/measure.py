@@ -14,7 +14,6 @@ from pathlib import Path
 
 import payloads
 from env import BENCH
-from outbox import disk
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
@@ -248,25 +247,6 @@ class Sampler(threading.Thread):
         self.stopping.set()
         self.join()
         return self.samples
-
-
-class FsyncProbe(threading.Thread):
-    """The disk on its own while a run goes on: `outbox.disk.flush_times` (what `diy-wsgi disk`
-    measures: 16 KiB appended and fsynced, about one request's WAL append) every `interval`."""
-
-    def __init__(self, folder, interval=0.05):
-        super().__init__(daemon=True)
-        self.folder, self.interval = folder, interval
-        self.times = []
-        self.stopping = threading.Event()
-
-    def run(self):
-        self.times = disk.flush_times(self.folder, seconds=math.inf, interval=self.interval, stop=self.stopping)
-
-    def stop(self):
-        self.stopping.set()
-        self.join()
-        return latency_summary(self.times)
 
 
 def slope(points):
