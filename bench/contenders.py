@@ -15,19 +15,10 @@ from pathlib import Path
 
 import payloads
 from env import BENCH, ROOT
-from reliability.processes import free_port
+from reliability.processes import free_port, wait_until
 
 APPS = BENCH / "apps"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"bench-webhook-signing-key-00000").decode()
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"bench: timed out waiting for {what}")
 
 
 def port_open(port):
@@ -213,13 +204,13 @@ def start_diy(procs, python, workdir, receiver_port, workers, threads, key="diy"
     contender.processes = [contender.master]
     log = contender.master.log_path
     if key == "diy":
-        wait_for(lambda: log.read_text(errors="replace").count("dispatcher started") >= workers, 30, "diy-wsgi workers")
+        wait_until(lambda: log.read_text(errors="replace").count("dispatcher started") >= workers, 30, "diy-wsgi workers")
     else:
-        wait_for(lambda: port_open(contender.port) and len(contender.worker_pids()) >= workers, 30, "diy-wsgi workers")
+        wait_until(lambda: port_open(contender.port) and len(contender.worker_pids()) >= workers, 30, "diy-wsgi workers")
     if key == "diy_standalone":
         dispatcher = procs.start(f"{name}-dispatch", [python, "-m", "diy", "dispatch", "--config", config],
                                  side="server", env={"PYTHONPATH": str(ROOT)}, cwd=ROOT)
-        wait_for(lambda: "dispatcher started" in dispatcher.log_path.read_text(errors="replace"), 30,
+        wait_until(lambda: "dispatcher started" in dispatcher.log_path.read_text(errors="replace"), 30,
                  "diy-wsgi dispatch")
         contender.processes.append(dispatcher)
         contender.extra_rss["diy-wsgi dispatch"] = dispatcher
@@ -264,7 +255,7 @@ def start_peer(procs, python, workdir, key, module, workers, threads, platform_p
                               side="server", env=env, cwd=APPS)
         contender.processes.append(process)
         contender.extra_rss["huey consumer"] = process
-    wait_for(lambda: port_open(contender.port) and len(contender.worker_pids()) >= workers, 30, f"{label} workers")
+    wait_until(lambda: port_open(contender.port) and len(contender.worker_pids()) >= workers, 30, f"{label} workers")
     return contender
 
 
@@ -274,7 +265,7 @@ def start_receiver(procs, python, name, delay_ms=0.0, trace=False):
     command = [python, "-m", "diy", "sandbox", "--counting", "--port", port, "--latency", f"{delay_ms}ms"]
     command += ["--trace", payloads.TRACE_ID.pattern.decode()] if trace else []
     process = procs.start(name, command, side="client", env={"PYTHONPATH": str(ROOT)}, cwd=ROOT)
-    wait_for(lambda: port_open(port), 15, name)
+    wait_until(lambda: port_open(port), 15, name)
     process.port = port
     return process
 

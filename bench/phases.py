@@ -3,7 +3,6 @@ loop at fixed loads, then each one's sustainable rate found by stepping), dispat
 scale, dead-letter replay, and PostgreSQL beside SQLite (postgres_phase.py). Each adds its numbers
 to the shared results dict."""
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +25,8 @@ TARGET_LOAD = 0.5
 """diy-wsgi's run there is repeated (settings "target_runs") and judged on the median run."""
 MODULES = {"hello": "hello_app", "flask_huey": "flask_huey_app", "vendor": "vendor_app", "floor": "floor_app"}
 DELIVERING = ("diy", "diy_standalone", "flask_huey")
-PHASES = {"warmup": "a", "saturation": "b", "open": "cde", "retry": "fgh", "drain": "w", "repeat": "jk",
-          "repeat_retry": "lm", "control": "nop", "control_retry": "qrs", "steps": "xz"}
+PHASES = {"warmup": "a", "saturation": "b", "open": "cde", "drain": "w", "repeat": "jk", "control": "nop",
+          "steps": "xz"}
 """Payload pools by use: each letter makes a run's users distinct (payloads.tag)."""
 SUSTAINABLE = {"request_p99_ms": 250.0, "delivery_p99_ms": 1000.0}
 """What a rate must keep to be sustainable: request p99 and delivery p99 under these, only 200s."""
@@ -36,10 +35,10 @@ FIRST_STEP, CEILING = 0.7, 1.1
 
 
 class Bench:
-    def __init__(self, results, procs, driver, workdir, settings, workers, threads, noisy):
+    def __init__(self, results, procs, driver, workdir, settings, workers, threads):
         self.results, self.procs, self.driver = results, procs, driver
         self.workdir, self.settings = Path(workdir), settings
-        self.workers, self.threads, self.noisy = workers, threads, noisy
+        self.workers, self.threads = workers, threads
         self.python = sys.executable
 
     def log(self, message):
@@ -87,8 +86,7 @@ class Bench:
             for key, loads in OPEN_LOADS.items():
                 rate = ingest[key]["saturation"]["requests_per_s"]
                 for index, load in enumerate(loads):
-                    ingest[key]["open_loop"].append(self.open_loop(
-                        running[key], load, rate, (PHASES["open"][index], PHASES["retry"][index])))
+                    ingest[key]["open_loop"].append(self.open_loop(running[key], load, rate, PHASES["open"][index]))
                 if key == "diy":
                     self.target_load_runs(running, ingest)
             for key in CONTENDERS:
@@ -111,12 +109,10 @@ class Bench:
         rate = ingest["diy"]["saturation"]["requests_per_s"]
         repeats = ingest["diy"]["target_repeats"] = []
         for index in range(self.settings["target_runs"]):
-            run = self.open_loop(running[CONTROL], TARGET_LOAD, rate,
-                                 (PHASES["control"][index], PHASES["control_retry"][index]))
+            run = self.open_loop(running[CONTROL], TARGET_LOAD, rate, PHASES["control"][index])
             ingest[CONTROL]["open_loop"].append(dict(run, rate_of="diy-wsgi"))
             if index < self.settings["target_runs"] - 1:
-                repeats.append(self.open_loop(running["diy"], TARGET_LOAD, rate,
-                                              (PHASES["repeat"][index], PHASES["repeat_retry"][index])))
+                repeats.append(self.open_loop(running["diy"], TARGET_LOAD, rate, PHASES["repeat"][index]))
 
     def drain(self, contender):
         queue = queue_of(contender)
@@ -131,11 +127,10 @@ class Bench:
         if sampler:
             sampler.start()
         started = time.monotonic()
-        result, (cpu, connections) = measure.during(
-            lambda: self.driver.saturate(contender.port, seconds, PHASES["saturation"]), seconds,
-            [p.pid for p in contender.processes], probe=lambda: connections_by_worker(contender))
+        result, cpu = measure.during(lambda: self.driver.saturate(contender.port, seconds, PHASES["saturation"]),
+                                     seconds, [p.pid for p in contender.processes])
         ended = time.monotonic()
-        result.update(cpu=cpu, connections_by_worker=connections, foreign_before=quiet, cpu_probe_ms=speed)
+        result.update(cpu=cpu, foreign_before=quiet, cpu_probe_ms=speed)
         if sampler:
             result["keeping_up"] = measure.keeping_up(sampler.stop(), started, ended)
             result["keeping_up"]["ingested_per_s"] = result["requests_per_s"] * payloads.MUTATIONS
@@ -164,24 +159,11 @@ class Bench:
             result["delivery_ms"] = measure.delivery_latency(answers, phase, self.receiver.trace())
         return result
 
-    def open_loop(self, contender, load, saturation_rate, phases):
-        """One open-loop run at `load`, its payloads from `phases[0]`; for diy-wsgi and the durable
-        minimum run again from `phases[1]` if other programs took too much CPU meanwhile."""
-        rate = load * saturation_rate
-        attempts = []
-        retries = self.settings["retries"] if contender.key in ("diy", CONTROL) else 0
-        for phase in phases[:1 + retries]:
-            attempts.append(dict(self.measured_run(contender, rate, self.settings["open"], phase), load=load))
-            foreign = attempts[-1]["cpu"]["foreign_cores"]
-            if foreign <= self.noisy or len(attempts) > retries:
-                break
-            self.log(f"{contender.label}: other programs used {foreign:.2f} cores; {load:.0%} again")
-        kept = min(attempts, key=lambda r: r["cpu"]["foreign_cores"])
-        kept["attempts"] = len(attempts)
-        latency = kept["latency_ms"]
-        self.log(f"{contender.label}: {load:.0%} = {rate:.0f}/s open loop: p50 {latency['p50']:.1f} ms, "
-                 f"p99 {latency['p99']:.1f} ms")
-        return kept
+    def open_loop(self, contender, load, saturation_rate, phase):
+        run = dict(self.measured_run(contender, load * saturation_rate, self.settings["open"], phase), load=load)
+        self.log(f"{contender.label}: {load:.0%} = {run['rate']:.0f}/s open loop: p50 {run['latency_ms']['p50']:.1f} "
+                 f"ms, p99 {run['latency_ms']['p99']:.1f} ms")
+        return run
 
     def sustainable(self, contender, saturation_rate):
         """The highest open-loop rate that keeps SUSTAINABLE: a bisection between 0 and CEILING x
@@ -306,19 +288,9 @@ def median_run(runs):
     return chosen
 
 
-def connections_by_worker(contender):
-    """How many established client connections each gunicorn worker holds (from `ss`)."""
-    try:
-        out = subprocess.run(["ss", "-tnpH", "state", "established", f"sport = :{contender.port}"],
-                             capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sorted((out.count(f"pid={pid},") for pid in contender.worker_pids()), reverse=True)
-
-
 def queue_of(contender):
     if contender.outbox:
-        return measure.Backlog(contender.outbox, measure.Backlog.DIY, measure.Backlog.DIY_INSERTED)
+        return measure.Backlog(contender.outbox, measure.Backlog.DIY)
     if contender.huey_db:
         return measure.Backlog(contender.huey_db, measure.Backlog.HUEY)
     return None

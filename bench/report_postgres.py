@@ -2,15 +2,6 @@
 from report_format import ms, num, table
 
 KEYS = ("sqlite", "pg_one", "pg_two")
-WAITS = (
-    ("running", ("active: on a CPU or waiting for one",)),
-    ("WAL flush", ("active: IO WALSync", "active: IO WALWrite", "active: LWLock WALWrite", "active: IO WALInitSync",
-                   "active: LWLock WALInsert")),
-    ("row lock", ("active: Lock transactionid", "active: Lock tuple")),
-    ("idle in transaction", ("idle in transaction (the app's turn)",)),
-    ("idle", ("idle",)),
-)
-
 
 def rate(entry):
     return entry["saturation"]["requests_per_s"]
@@ -26,10 +17,6 @@ def postgres_section(results):
     if not pg:
         return ""
     lines = ["## PostgreSQL: one and two app instances beside SQLite", ""]
-    run = pg.get("run")
-    if run and run["started"] != results["started"]:
-        lines += [f"From another run: `{run['command']}`, started {run['started']}, raw results in `{run['workdir']}`.",
-                  ""]
     if pg.get("skipped"):
         return "\n".join(lines + [f"Not measured: {pg['skipped']}.", ""])
     entries = {key: pg["contenders"][key] for key in KEYS if pg.get("contenders", {}).get(key, {}).get("saturation")}
@@ -43,7 +30,7 @@ def postgres_section(results):
         f"PostgreSQL {shown['server_version']} on 127.0.0.1, fsync = {shown['fsync']}, synchronous_commit = "
         f"{shown['synchronous_commit']}, full_page_writes = {shown['full_page_writes']}, its processes on the server "
         "core with the gunicorns; two instances share one database, the load split evenly.", "",
-        saturation_table(entries), "", open_loop_table(entries, pg), "", activity_table(entries), ""]
+        saturation_table(entries), "", open_loop_table(entries), ""]
     return "\n".join(lines)
 
 
@@ -62,33 +49,15 @@ def saturation_table(entries):
                   "non-2xx", "server cores: gunicorn + PostgreSQL", "CPU ms/request", "rounds: foreign cores"], rows)
 
 
-def open_loop_table(entries, pg):
+def open_loop_table(entries):
     rows = []
     for entry in entries.values():
         run = entry.get("open_loop")
         if run:
             latency, delivery = run["latency_ms"], run["delivery_ms"]
             bad = sum(n for s, n in run["statuses"].items() if s != "200") + run["unfinished"]
-            per_s = run.get("postgres_per_s")
-            idle = entry.get("idle", {})
             rows.append([entry["label"], num(run["rate"]), ms(latency["p50"]), ms(latency["p99"]),
                          ms(delivery.get("p50")), ms(delivery.get("p99")), delivery["undelivered"], bad,
-                         f"{run['cpu']['server_cores']:.2f}", num(per_s["commits"] / run["rate"], 1) if per_s else "",
-                         f"{idle['server_cores']:.3f}" if idle else "", f"{run['cpu']['foreign_cores']:.2f}"])
+                         f"{run['cpu']['server_cores']:.2f}", f"{run['cpu']['foreign_cores']:.2f}"])
     return table(["contender", "offered/s (open loop)", "request p50 ms", "request p99 ms", "delivery p50 ms",
-                  "delivery p99 ms", "undelivered", "not 200", "server cores", "commits per request",
-                  "server cores idle", "foreign cores"], rows)
-
-
-def activity_table(entries):
-    rows = []
-    for entry in entries.values():
-        sat = entry["saturation"]
-        activity, per_s = sat.get("postgres_activity"), sat.get("postgres_per_s")
-        if activity and per_s:
-            states = activity["sessions_by_state"]
-            rows.append([entry["label"], activity["sessions_max"], num(per_s["commits"] / sat["requests_per_s"], 1),
-                         num(per_s["commits"] / per_s["wal_syncs"], 1) if per_s["wal_syncs"] else "n/a",
-                         *(num(sum(states.get(key, 0.0) for key in keys), 2) for _, keys in WAITS)])
-    return table(["at saturation", "sessions (max)", "commits per request", "commits per WAL flush",
-                  *(f"sessions {name} (mean)" for name, _ in WAITS)], rows)
+                  "delivery p99 ms", "undelivered", "not 200", "server cores", "foreign cores"], rows)

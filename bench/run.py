@@ -27,17 +27,15 @@ import env  # noqa: E402
 
 SETTINGS = {
     "full": {"warmup": 3, "saturation": 10, "rounds": 3, "open": 12, "steps": 6, "step": 8, "drain_mutations": 300_000,
-             "backlog_sizes": [1_000, 1_000_000, 10_000_000], "backlog_rounds": 100, "retries": 1, "quiet_wait": 3,
+             "backlog_sizes": [1_000, 1_000_000, 10_000_000], "backlog_rounds": 100, "quiet_wait": 3,
              "drain_wait": 60, "delivery_window": 10, "replay_requests": (200, 20_000), "target_runs": 3},
     "quick": {"warmup": 1, "saturation": 3, "rounds": 1, "open": 3, "steps": 3, "step": 3, "drain_mutations": 20_000,
-              "backlog_sizes": [1_000, 100_000], "backlog_rounds": 50, "retries": 0, "quiet_wait": 0,
+              "backlog_sizes": [1_000, 100_000], "backlog_rounds": 50, "quiet_wait": 0,
               "drain_wait": 15, "delivery_window": 5, "replay_requests": (10, 500), "target_runs": 1},
 }
 """Seconds ("warmup", "saturation", "open", "step", waits), counts and sizes per mode."""
 PHASES = ("ingest", "dispatch", "backlog", "replay", "postgres")
 """In the order they run."""
-NOISY = 0.25
-"""Cores used by other programs during a run above which the run is repeated once."""
 
 
 def parse_args(argv=None):
@@ -55,8 +53,6 @@ def parse_args(argv=None):
     parser.add_argument("--only", help="comma-separated phases: " + ",".join(PHASES) + " (default all)")
     parser.add_argument("--report-from", metavar="RESULTS_JSON", help="run nothing: render the report from a saved "
                                                                        "run's results.json")
-    parser.add_argument("--postgres-from", metavar="RESULTS_JSON", help="with --report-from: the postgres phase's "
-                        "results from another run's results.json (its section says which run it comes from)")
     parser.add_argument("--keep-data", action="store_true", help="keep the databases in the work folder (the logs, "
                                                                   "raw results and report are always kept)")
     return parser.parse_args(argv)
@@ -71,14 +67,9 @@ def reexec_in_venv():
 def render_saved(args):
     import report
 
-    results = json.loads(Path(args.report_from).read_text())
-    if args.postgres_from:
-        other = json.loads(Path(args.postgres_from).read_text())
-        results["postgres"] = other["postgres"]
-        results["postgres"]["run"].setdefault("code", other.get("code"))
     out = Path(args.out) if args.out else BENCH / "RESULTS.md"
-    out.write_text(report.render(results))
-    print(f"bench: report {out} from {args.report_from}" + (f" and {args.postgres_from}" if args.postgres_from else ""))
+    out.write_text(report.render(json.loads(Path(args.report_from).read_text())))
+    print(f"bench: report {out} from {args.report_from}")
 
 
 def main():
@@ -94,6 +85,8 @@ def main():
 
     mode = "quick" if args.quick else "full"
     wrk = env.ensure_wrk()
+    if not wrk:
+        raise SystemExit("bench: needs wrk (Debian's package; installed automatically when run as root)")
     pinning = None if args.no_pin else {"server": args.server_cpus, "client": args.client_cpus}
     if pinning:
         os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
@@ -117,7 +110,7 @@ def main():
     results["phases"] = [phase for phase in PHASES if phase in phases]
     procs = contenders.Processes(workdir, pinning)
     bench = Bench(results, procs, measure.Driver(workdir, sys.executable, wrk, pinning, args.connections),
-                  workdir, SETTINGS[mode], args.workers, args.threads, NOISY)
+                  workdir, SETTINGS[mode], args.workers, args.threads)
     started = time.monotonic()
     try:
         bench.start_platforms()
