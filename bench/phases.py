@@ -30,8 +30,8 @@ PHASES = {"warmup": "a", "saturation": "b", "open": "cde", "drain": "w", "repeat
 """Payload pools by use: each letter makes a run's users distinct (payloads.tag)."""
 SUSTAINABLE = {"request_p99_ms": 250.0, "delivery_p99_ms": 1000.0}
 """What a rate must keep to be sustainable: request p99 and delivery p99 under these, only 200s."""
-FIRST_STEP, CEILING = 0.7, 1.1
-"""The stepping starts at FIRST_STEP x saturation and searches below CEILING x saturation."""
+FIRST_STEP, GROWTH = 0.7, 1.25
+"""The stepping starts at FIRST_STEP x saturation and goes up by GROWTH until a step fails."""
 
 
 class Bench:
@@ -166,10 +166,11 @@ class Bench:
         return run
 
     def sustainable(self, contender, saturation_rate):
-        """The highest open-loop rate that keeps SUSTAINABLE: a bisection between 0 and CEILING x
-        saturation, starting at FIRST_STEP x saturation, settings "steps" runs of settings "step"
-        seconds, each after the previous one's backlog drained."""
-        low, high = 0.0, CEILING * saturation_rate
+        """The highest open-loop rate that keeps SUSTAINABLE, in settings "steps" runs of settings
+        "step" seconds, each after the previous one's backlog drained: from FIRST_STEP x saturation
+        up by GROWTH until a step fails, then a bisection between the last that held and the
+        first that did not."""
+        low, high = 0.0, None
         rate = FIRST_STEP * saturation_rate
         steps = []
         for number in range(self.settings["steps"]):
@@ -189,8 +190,8 @@ class Bench:
                 low = rate
             else:
                 high = rate
-            rate = (low + high) / 2
-        return {"rate": low, "ceiling": CEILING * saturation_rate, "steps": steps}
+            rate = low * GROWTH if high is None else (low + high) / 2
+        return {"rate": low, "steps": steps}
 
     # Dispatch: how fast one dispatcher process drains a backlog.
 

@@ -234,8 +234,8 @@ def sustainable_tables(results):
     return "\n".join([
         f"The highest open-loop rate with request p99 < {SUSTAINABLE['request_p99_ms']:.0f} ms, delivery p99 < "
         f"{SUSTAINABLE['delivery_p99_ms']:.0f} ms (200s not delivered within {s['delivery_window']} s after the run "
-        f"count as later) and only 200s: a bisection of {s['steps']} steps of {s['step']} s each, each after the "
-        "previous one's backlog drained. x marks a step that failed.", "",
+        f"count as later) and only 200s: {s['steps']} steps of {s['step']} s, each after the previous one's backlog "
+        "drained, from 70% of saturation up by 25% until one fails, then bisecting. x marks a step that failed.", "",
         table(["contender", "sustainable requests/s", "of saturation", "steps"], summary), "",
         table(["contender", "step", "offered/s", "request p99 ms", "delivery p99 ms", "not 200",
                "generator late p99 ms", "server cores", "foreign cores", "verdict"], steps)])
@@ -277,6 +277,10 @@ def log_events_table(results):
         for name, events in entry.get("log_events", {}).items():
             seen = [f"{label}: {count}" for label, count in events.items() if count]
             rows.append([entry["label"], name, ", ".join(seen) or "none"])
+    for entry in results.get("postgres", {}).get("contenders", {}).values():
+        for name, events in entry.get("log_events", {}).items():
+            rows.append([entry.get("label", "postgres phase"), name,
+                         ", ".join(f"{label}: {count}" for label, count in events.items() if count) or "none"])
     if results.get("dispatch"):
         seen = [f"{label}: {count}" for label, count in results["dispatch"]["log_events"].items() if count]
         rows.append(["dispatch drain", "diy-wsgi dispatch", ", ".join(seen) or "none"])
@@ -336,7 +340,7 @@ def render(results):
                   "## Open-loop latency at fixed loads", "", open_loop_table(results), ""]
     parts += [dispatch_section(results), backlog_section(results), replay_section(results),
               postgres_section(results), memory_section(results)]
-    if ingest or results.get("dispatch"):
+    if ingest or results.get("dispatch") or results.get("postgres"):
         parts += ["## What the processes logged", "", log_events_table(results), ""]
     return "\n".join(part for part in parts if part is not None).rstrip() + "\n"
 
