@@ -9,25 +9,15 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import payloads
 from env import BENCH, ROOT
-from reliability.processes import free_port
+from reliability.processes import free_port, wait_until
 
 APPS = BENCH / "apps"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"bench-webhook-signing-key-00000").decode()
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"bench: timed out waiting for {what}")
 
 
 def port_open(port):
@@ -186,39 +176,57 @@ def diy_config(workdir, receiver_port, embedded=True, name="diy", database=None)
     return path
 
 
-def start_diy(procs, python, workdir, receiver_port, workers, threads, app="diy_wsgi:app", extra_env=None,
-              name="diy", embedded=True, database=None):
-    """diy-wsgi as deployed (`embedded`: a dispatcher in each worker), or its request path alone:
-    the same app with `embedded = no` and no dispatcher anywhere, so nothing is delivered.
-    `database`: a postgresql:// URL instead of the SQLite outbox in the work folder."""
-    config = diy_config(workdir, receiver_port, embedded=embedded, name=name, database=database)
-    if embedded:
-        contender = Contender("diy", "diy-wsgi", "diy_wsgi:app, the project's gunicorn.conf.py, dispatcher "
-                              "embedded in each worker, outbox WAL + synchronous=FULL")
-    else:
-        contender = Contender("diy_ingest", "diy-wsgi, request path alone", "the same, with `embedded = no` and no "
-                              "dispatcher running: requests are stored, nothing is delivered")
+DIY_LABELS = {
+    "diy": ("diy-wsgi", "diy_wsgi:app, the project's gunicorn.conf.py, a dispatcher embedded in each worker, "
+                        "outbox WAL + synchronous=FULL"),
+    "diy_standalone": ("diy-wsgi, standalone dispatcher", "the same gunicorn with `embedded = no`, and one "
+                       "`diy-wsgi dispatch` process on the same INI and outbox, on the server's core"),
+    "diy_ingest": ("diy-wsgi, request path alone", "the same gunicorn with `embedded = no` and no dispatcher "
+                   "running: requests are stored, nothing is delivered"),
+}
+
+
+def start_diy(procs, python, workdir, receiver_port, workers, threads, key="diy", name=None, database=None):
+    """diy-wsgi as deployed: `key` "diy" (a dispatcher embedded in each worker), "diy_standalone"
+    (`embedded = no` and one `diy-wsgi dispatch` process beside it) or "diy_ingest" (`embedded =
+    no` and no dispatcher anywhere: nothing is delivered). `database`: a postgresql:// URL
+    instead of the SQLite outbox in the work folder."""
+    name = name or key.replace("_", "-")
+    config = diy_config(workdir, receiver_port, embedded=key == "diy", name=name, database=database)
+    contender = Contender(key, *DIY_LABELS[key])
     contender.port = free_port()
-    if embedded and not database:
+    if key != "diy_ingest" and not database:
         contender.outbox = config.parent / "outbox.sqlite3"
-    env = {**gunicorn_env(contender.port, workers, threads), "DIY_CONFIG": str(config), "PYTHONPATH": str(ROOT),
-           **(extra_env or {})}
-    contender.master = procs.start(f"{name}-gunicorn", [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", app],
-                                   side="server", env=env, cwd=ROOT)
+    env = {**gunicorn_env(contender.port, workers, threads), "DIY_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
+    contender.master = procs.start(f"{name}-gunicorn", [python, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                                        "diy_wsgi:app"], side="server", env=env, cwd=ROOT)
     contender.processes = [contender.master]
     log = contender.master.log_path
-    if embedded:
-        wait_for(lambda: log.read_text(errors="replace").count("dispatcher started") >= workers, 30, "diy-wsgi workers")
+    if key == "diy":
+        wait_until(lambda: log.read_text(errors="replace").count("dispatcher started") >= workers, 30, "diy-wsgi workers")
     else:
-        wait_for(lambda: port_open(contender.port) and len(contender.worker_pids()) >= workers, 30, "diy-wsgi workers")
+        wait_until(lambda: port_open(contender.port) and len(contender.worker_pids()) >= workers, 30, "diy-wsgi workers")
+    if key == "diy_standalone":
+        dispatcher = procs.start(f"{name}-dispatch", [python, "-m", "diy", "dispatch", "--config", config],
+                                 side="server", env={"PYTHONPATH": str(ROOT)}, cwd=ROOT)
+        wait_until(lambda: "dispatcher started" in dispatcher.log_path.read_text(errors="replace"), 30,
+                 "diy-wsgi dispatch")
+        contender.processes.append(dispatcher)
+        contender.extra_rss["diy-wsgi dispatch"] = dispatcher
     return contender
+
+
+HUEY_CONSUMER = ("-w", "4", "-k", "thread", "-d", "0.01", "-m", "0.1", "-q")
+"""huey_consumer tuned for latency, as a user who reads its docs would: 4 worker threads (the
+deliveries wait on the network), and polling an empty queue from every 10 ms backing off to at most
+100 ms (defaults 0.1 s up to 10 s), so a task never waits long for a poll after a quiet spell."""
 
 
 def start_peer(procs, python, workdir, key, module, workers, threads, platform_port, consumer=False):
     labels = {
         "hello": ("hello world", "a WSGI app that reads the body and answers 200 (the ceiling)"),
-        "flask_huey": ("Flask + huey", "Flask view, SqliteHuey enqueue (defaults), huey_consumer -w 4 -k thread "
-                       "delivering to the same receiver"),
+        "flask_huey": ("Flask + huey", "Flask view, SqliteHuey enqueue (WAL, synchronous as built), `huey_consumer "
+                       + " ".join(HUEY_CONSUMER) + "` delivering to the same receiver"),
         "vendor": ("forward in request", "Flask view forwarding to a platform stub that answers in 50 ms "
                    "(keep-alive per thread), answering with its verdict"),
         "floor": ("durable minimum", "a WSGI function with Flask + huey's checks, one INSERT of the raw body and its "
@@ -242,11 +250,11 @@ def start_peer(procs, python, workdir, key, module, workers, threads, platform_p
     contender.processes = [contender.master]
     if consumer:
         huey_consumer = Path(python).parent / "huey_consumer"
-        process = procs.start(f"{key}-consumer", [huey_consumer, f"{module}.huey", "-w", "4", "-k", "thread", "-q"],
+        process = procs.start(f"{key}-consumer", [huey_consumer, f"{module}.huey", *HUEY_CONSUMER],
                               side="server", env=env, cwd=APPS)
         contender.processes.append(process)
         contender.extra_rss["huey consumer"] = process
-    wait_for(lambda: port_open(contender.port) and len(contender.worker_pids()) >= workers, 30, f"{label} workers")
+    wait_until(lambda: port_open(contender.port) and len(contender.worker_pids()) >= workers, 30, f"{label} workers")
     return contender
 
 
@@ -256,7 +264,7 @@ def start_receiver(procs, python, name, delay_ms=0.0, trace=False):
     command = [python, "-m", "diy", "sandbox", "--counting", "--port", port, "--latency", f"{delay_ms}ms"]
     command += ["--trace", payloads.TRACE_ID.pattern.decode()] if trace else []
     process = procs.start(name, command, side="client", env={"PYTHONPATH": str(ROOT)}, cwd=ROOT)
-    wait_for(lambda: port_open(port), 15, name)
+    wait_until(lambda: port_open(port), 15, name)
     process.port = port
     return process
 

@@ -12,16 +12,15 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-REQUIREMENTS = ("gunicorn==27.0.1", "flask==3.1.3", "huey==3.5.4", "uvloop==0.23.0", "py-spy==0.4.3",
+REQUIREMENTS = ("gunicorn==27.0.1", "flask==3.1.3", "huey==3.5.4", "uvloop==0.23.0",
                 'psycopg==3.3.9; python_version >= "3.10"', 'psycopg==3.2.13; python_version < "3.10"')
 """psycopg (pure Python, on the system's libpq) is diy-wsgi's optional `postgres` extra: the
 postgres phase runs diy-wsgi on PostgreSQL from the checkout with it. 3.3 needs Python 3.10."""
-TOOLS = ("gunicorn", "flask", "huey", "uvloop", "py-spy", "psycopg")
+TOOLS = ("gunicorn", "flask", "huey", "uvloop", "psycopg")
 
 
 def venv_path():
@@ -82,21 +81,11 @@ def make_workdir(base=None):
     raise SystemExit(f"bench: no disk-backed folder among {base or '/var/tmp, $TMPDIR'}; pass --workdir")
 
 
-def fsync_latency_ms(folder, rounds=200):
-    """Median and p99 of write(4 KiB) + fsync on `folder`'s disk: the floor under a durable commit."""
-    probe = Path(folder) / "fsync-probe"
-    fd = os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600)
-    times = []
-    try:
-        for _ in range(rounds):
-            os.write(fd, b"x" * 4096)
-            started = time.perf_counter()
-            os.fsync(fd)
-            times.append((time.perf_counter() - started) * 1000)
-    finally:
-        os.close(fd)
-        probe.unlink()
-    times.sort()
+def fsync_latency_ms(folder):
+    """p50 and p99 of an appended block's fsync on `folder`'s disk for 1 s (what `diy-wsgi disk` measures)."""
+    from outbox.disk import flush_times
+
+    times = sorted(flush_times(folder, seconds=1.0, interval=0))
     return {"p50": times[len(times) // 2], "p99": times[int(len(times) * 0.99)]}
 
 

@@ -12,8 +12,6 @@ Python (asyncio, uvloop when installed) rather than C: the rates it must offer h
 of a Python server on one core; the JSON it writes carries the generator's own lateness
 (`send_lag_ms`: actual minus intended send time), which tells when it falls behind.
 
-`--connections N` instead runs closed-loop (N connections, each sends when answered) for the
-saturation throughput, when wrk is not available.
 """
 import argparse
 import asyncio
@@ -85,7 +83,6 @@ class Generator:
         self.sent = {}
         self.done = {}
         self.status = {}
-        self.on_answer = None
 
     def request(self, index):
         return payloads.http_request(self.phase, index, path=self.path)
@@ -131,8 +128,6 @@ class Generator:
             connection.transport.close()
         else:
             self.release(connection)
-        if self.on_answer:
-            self.on_answer(connection, index)
 
     def lost(self, connection):
         self.opened -= 1
@@ -192,42 +187,6 @@ async def open_loop(generator, rate, duration, drain_timeout):
     }
 
 
-async def closed_loop(generator, connections, duration):
-    """N connections, each sending its next request as soon as the last is answered."""
-    counter = iter(range(10**9))
-    stop_at = time.monotonic() + duration
-    started = time.monotonic()
-
-    def next_request(connection, _index):
-        if time.monotonic() < stop_at and generator.idle and generator.idle[-1] is connection:
-            generator.dispatch(generator.idle.pop(), next(counter))
-
-    generator.on_answer = next_request
-    generator.max_connections = connections
-    for _ in range(connections):
-        generator.opened += 1
-        await generator.connect()
-    for connection in list(generator.idle):
-        generator.idle.remove(connection)
-        generator.dispatch(connection, next(counter))
-    while time.monotonic() < stop_at + 5 and len(generator.done) < len(generator.sent):
-        await asyncio.sleep(0.05)
-    elapsed = time.monotonic() - started
-    ok = sum(1 for s in generator.status.values() if 200 <= s < 300)
-    latencies = sorted((generator.done[i] - generator.sent[i]) * 1000 for i in generator.done)
-    generator.close()
-    return {
-        "mode": "closed",
-        "connections": connections,
-        "duration": elapsed,
-        "completed": len(generator.done),
-        "ok": ok,
-        "requests_per_s": ok / elapsed,
-        "statuses": dict(collections.Counter(map(str, generator.status.values()))),
-        "latency_ms": summary(latencies, len(latencies)),
-    }
-
-
 def summary(sorted_values, expected):
     """Percentiles over `expected` requests; missing ones (never answered) count as infinite."""
     if not expected:
@@ -259,9 +218,8 @@ def main(argv=None):
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", default=payloads.PATH)
     parser.add_argument("--phase", default="z", help="one letter; makes this run's users distinct")
-    parser.add_argument("--rate", type=float, help="requests per second (open loop)")
+    parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--connections", type=int, help="closed loop with this many connections")
     parser.add_argument("--max-connections", type=int, default=256)
     parser.add_argument("--drain-timeout", type=float, default=10.0)
     parser.add_argument("--out", required=True)
@@ -270,12 +228,7 @@ def main(argv=None):
         parser.error("the bench only ever sends to loopback")
     loop_name = install_loop()
     generator = Generator(args.host, args.port, args.path, args.phase, args.max_connections)
-    if args.connections:
-        result = asyncio.run(closed_loop(generator, args.connections, args.duration))
-    elif args.rate:
-        result = asyncio.run(open_loop(generator, args.rate, args.duration, args.drain_timeout))
-    else:
-        parser.error("give --rate (open loop) or --connections (closed loop)")
+    result = asyncio.run(open_loop(generator, args.rate, args.duration, args.drain_timeout))
     result["loop"] = loop_name
     with open(args.out, "w") as out:
         json.dump(result, out)

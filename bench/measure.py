@@ -14,7 +14,6 @@ from pathlib import Path
 
 import payloads
 from env import BENCH
-from outbox import disk
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
@@ -40,30 +39,15 @@ class Driver:
         return path
 
     def saturate(self, port, seconds, phase):
-        """Closed-loop throughput: wrk with `connections` keep-alive connections, one thread."""
-        self.runs += 1
-        if not self.wrk:
-            return self._saturate_python(port, seconds, phase)
-        script = self.workdir / "post.lua"
-        script.write_text(payloads.WRK_SCRIPT)
-        command = self._prefix() + [self.wrk, "-t1", f"-c{self.connections}", f"-d{seconds}s", "--latency",
-                                    "-s", str(script), f"http://127.0.0.1:{port}{payloads.PATH}"]
-        env = {"BENCH_POOL": str(self.pool(phase))}
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60)
-        (self.workdir / f"wrk-{self.runs}.txt").write_text(done.stdout + done.stderr)
-        return parse_wrk(done.stdout, seconds)
+        """Closed-loop throughput: wrk, one thread, `connections` keep-alive connections."""
+        return self.saturate_many([port], seconds, [phase])["parts"][0]
 
     def saturate_many(self, ports, seconds, phases):
-        """Closed-loop throughput against several instances at once: one wrk per port, started
+        """Closed-loop throughput against one or more instances at once: one wrk per port, started
         together, each with its share of `connections` and payloads of its own phase (so no two
-        send the same users); requests/s and errors are summed, latencies kept per instance."""
-        if len(ports) == 1:
-            result = self.saturate(ports[0], seconds, phases[0])
-            return dict(result, parts=[dict(result)], connections=[self.connections])
+        send the same users); requests/s and errors summed, each wrk's own result in "parts"."""
         shares = [self.connections // len(ports) + (1 if i < self.connections % len(ports) else 0)
                   for i in range(len(ports))]
-        if not self.wrk:
-            raise RuntimeError("bench: several instances at once need wrk")
         script = self.workdir / "post.lua"
         script.write_text(payloads.WRK_SCRIPT)
         running = []
@@ -79,14 +63,15 @@ class Driver:
             out, _ = process.communicate(timeout=seconds + 60)
             (self.workdir / f"wrk-{number}.txt").write_text(out)
             parts.append(parse_wrk(out, seconds))
-        return {"tool": f"{len(ports)} x wrk at once", "requests": sum(p["requests"] for p in parts),
-                "seconds": max(p["seconds"] for p in parts),
-                "requests_per_s": sum(p["requests_per_s"] for p in parts),
-                "non_2xx": sum(p["non_2xx"] for p in parts), "socket_errors": sum(p["socket_errors"] for p in parts),
-                "latency_ms": {}, "parts": parts, "connections": shares}
+        return {"requests_per_s": sum(p["requests_per_s"] for p in parts), "non_2xx": sum(p["non_2xx"] for p in parts),
+                "socket_errors": sum(p["socket_errors"] for p in parts), "parts": parts, "connections": shares}
+
+    def open_loop(self, port, rate, seconds, phase):
+        """One open-loop run of loadgen.py; its raw result."""
+        return self.open_loop_many([port], rate, seconds, [phase])[0]
 
     def open_loop_many(self, ports, rate, seconds, phases, drain_timeout=15):
-        """The open-loop run split evenly over several instances: one loadgen.py per port at
+        """The open-loop run split evenly over one or more instances: one loadgen.py per port at
         rate / len(ports), started together; their raw results, in port order."""
         running = []
         for port, phase in zip(ports, phases):
@@ -103,25 +88,6 @@ class Driver:
                 raise RuntimeError("bench: loadgen.py failed; see the work folder")
             results.append(json.loads(out.read_text()))
         return results
-
-    def _saturate_python(self, port, seconds, phase):
-        out = self.workdir / f"closed-{self.runs}.json"
-        subprocess.run(self._prefix() + [self.python, BENCH / "loadgen.py", "--port", str(port), "--phase", phase,
-                                         "--connections", str(self.connections), "--duration", str(seconds),
-                                         "--out", str(out)], check=True)
-        result = json.loads(out.read_text())
-        non_2xx = sum(n for s, n in result["statuses"].items() if not s.startswith("2"))
-        return {"tool": "loadgen.py closed loop", "requests_per_s": result["requests_per_s"], "non_2xx": non_2xx,
-                "socket_errors": 0, "latency_ms": {"p50": result["latency_ms"]["p50"],
-                                                   "p99": result["latency_ms"]["p99"]}}
-
-    def open_loop(self, port, rate, seconds, phase, drain_timeout=15):
-        self.runs += 1
-        out = self.workdir / f"open-{self.runs}.json"
-        subprocess.run(self._prefix() + [self.python, BENCH / "loadgen.py", "--port", str(port), "--phase", phase,
-                                         "--rate", f"{rate:.3f}", "--duration", str(seconds),
-                                         "--drain-timeout", str(drain_timeout), "--out", str(out)], check=True)
-        return json.loads(out.read_text())
 
 
 def parse_wrk(text, seconds):
@@ -160,26 +126,17 @@ class Backlog:
     """A read-only look at a queue's SQLite file: how much waits for delivery."""
 
     DIY = "SELECT COALESCE(SUM(pending), 0) FROM audiences"
-    DIY_INSERTED = f"SELECT COALESCE(MAX(seq), 0) * {payloads.MUTATIONS} FROM sqlite_sequence WHERE name = 'batches'"
-    """Every bench request stores one batch row of payloads.MUTATIONS mutations."""
     HUEY = "SELECT COUNT(*) FROM task"
 
-    def __init__(self, path, query, inserted_query=None):
-        self.path, self.query, self.inserted_query = path, query, inserted_query
-
-    def _read(self, query):
-        connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
-        try:
-            return connection.execute(query).fetchone()[0]
-        finally:
-            connection.close()
+    def __init__(self, path, query):
+        self.path, self.query = path, query
 
     def pending(self):
-        return self._read(self.query)
-
-    def inserted(self):
-        """Mutations ever stored (a counter that only grows), when the queue keeps one."""
-        return self._read(self.inserted_query) if self.inserted_query else None
+        connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+        try:
+            return connection.execute(self.query).fetchone()[0]
+        finally:
+            connection.close()
 
     def wait_empty(self, timeout):
         """Seconds it took to empty, or None if it did not within `timeout`."""
@@ -197,8 +154,6 @@ class PostgresBacklog:
     queries a second)."""
 
     PENDING = "SELECT COALESCE(SUM(pending), 0) FROM audiences"
-    INSERTED = f"SELECT COALESCE(MAX(id), 0) * {payloads.MUTATIONS} FROM batches"
-    """Every bench request stores one batch row; ids come from an identity that only grows."""
 
     def __init__(self, url):
         self.url = url
@@ -216,9 +171,6 @@ class PostgresBacklog:
     def pending(self):
         return int(self._read(self.PENDING)[0][0])
 
-    def inserted(self):
-        return int(self._read(self.INSERTED)[0][0])
-
     def wait_empty(self, timeout):
         return Backlog.wait_empty(self, timeout)
 
@@ -230,7 +182,7 @@ class PostgresBacklog:
 
 
 class Sampler(threading.Thread):
-    """Samples (monotonic time, pending, members the receiver got, mutations ever stored) every `interval`."""
+    """Samples (monotonic time, pending, members the receiver got) every `interval`."""
 
     def __init__(self, backlog, receiver, interval=0.5):
         super().__init__(daemon=True)
@@ -240,33 +192,13 @@ class Sampler(threading.Thread):
 
     def run(self):
         while not self.stopping.is_set():
-            self.samples.append((time.monotonic(), self.backlog.pending(), self.receiver.stats()["members"],
-                                 self.backlog.inserted()))
+            self.samples.append((time.monotonic(), self.backlog.pending(), self.receiver.stats()["members"]))
             self.stopping.wait(self.interval)
 
     def stop(self):
         self.stopping.set()
         self.join()
         return self.samples
-
-
-class FsyncProbe(threading.Thread):
-    """The disk on its own while a run goes on: `outbox.disk.flush_times` (what `diy-wsgi disk`
-    measures: 16 KiB appended and fsynced, about one request's WAL append) every `interval`."""
-
-    def __init__(self, folder, interval=0.05):
-        super().__init__(daemon=True)
-        self.folder, self.interval = folder, interval
-        self.times = []
-        self.stopping = threading.Event()
-
-    def run(self):
-        self.times = disk.flush_times(self.folder, seconds=math.inf, interval=self.interval, stop=self.stopping)
-
-    def stop(self):
-        self.stopping.set()
-        self.join()
-        return latency_summary(self.times)
 
 
 def slope(points):
@@ -283,12 +215,9 @@ def slope(points):
 def keeping_up(samples, started, ended):
     """Backlog growth and delivery rate while the load ran (the first 2 s skipped as ramp-up)."""
     window = [s for s in samples if started + 2 <= s[0] <= ended]
-    backlog = slope([(t, p) for t, p, _, _ in window])
-    delivered = slope([(t, m) for t, _, m, _ in window])
-    stored = slope([(t, i) for t, _, _, i in window]) if window and window[0][3] is not None else None
-    return {"backlog_slope_per_s": backlog, "delivered_per_s": delivered, "stored_per_s": stored,
-            "backlog_start": window[0][1] if window else None, "backlog_end": window[-1][1] if window else None,
-            "backlog_max": max((s[1] for s in window), default=None)}
+    return {"backlog_slope_per_s": slope([(t, p) for t, p, _ in window]),
+            "delivered_per_s": slope([(t, m) for t, _, m in window]),
+            "backlog_max": max((p for _, p, _ in window), default=None)}
 
 
 def delivery_latency(answers, phase, trace):
@@ -402,23 +331,15 @@ def wait_quiet(max_wait, threshold=0.15):
             return foreign
 
 
-def during(run, seconds, server_pids, head=2.0, tail=1.0, probe=None, groups=None, started_by_bench=()):
-    """Run `run()` in a thread and measure CPU use over its middle (skipping head and tail);
-    with `probe`, also call it half-way and return (usage, its answer) as the second value;
-    with `groups` ({name: pids}), the usage also says how many cores each group's trees used."""
+def during(run, seconds, server_pids, head=2.0, tail=1.0, groups=None, started_by_bench=()):
+    """Run `run()` in a thread and measure CPU use over its middle (skipping head and tail); with
+    `groups` ({name: pids}), the usage also says how many cores each group's trees used."""
     box = {}
     thread = threading.Thread(target=lambda: box.setdefault("result", run()), daemon=True)
     thread.start()
     time.sleep(min(head, seconds / 3))
     before = cpu_snapshot()
-    middle = max(0.5, seconds - head - tail)
-    probed = None
-    if probe:
-        time.sleep(middle / 2)
-        probed = probe()
-        time.sleep(middle / 2)
-    else:
-        time.sleep(middle)
+    time.sleep(max(0.5, seconds - head - tail))
     after = cpu_snapshot()
     thread.join()
     if "result" not in box:
@@ -426,4 +347,4 @@ def during(run, seconds, server_pids, head=2.0, tail=1.0, probe=None, groups=Non
     usage = cpu_usage(before, after, server_pids, started_by_bench)
     if groups:
         usage["groups"] = {name: cpu_usage(before, after, pids)["server_cores"] for name, pids in groups.items()}
-    return box["result"], (usage, probed) if probe else usage
+    return box["result"], usage

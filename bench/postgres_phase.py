@@ -10,14 +10,12 @@ dispatchers, and PostgreSQL for the two on it) shares one core budget. Two insta
 load evenly: one wrk per instance, started together, each with half the connections.
 """
 import shutil
-import threading
 import time
 import traceback
 from collections import Counter
 
 import contenders
 import measure
-import payloads
 from env import filesystem_of
 from loadgen import summary
 
@@ -37,8 +35,6 @@ OPEN_PHASES = ("v", "y")
 OPEN_LOAD = 0.5
 """The open-loop rate, as a share of the slowest contender's median saturation rate: the same
 offered rate for all three, one that each can keep up with."""
-ACTIVITY_INTERVAL = 0.2
-IDLE_SECONDS = 5.0
 SETTINGS_SHOWN = ("server_version", "fsync", "full_page_writes", "synchronous_commit", "wal_sync_method",
                   "wal_level", "commit_delay", "shared_buffers", "max_connections")
 
@@ -67,50 +63,6 @@ class Group:
         return rss
 
 
-class Activity(threading.Thread):
-    """What diy-wsgi's PostgreSQL sessions are doing, sampled from pg_stat_activity every
-    `interval`: how many are running (on a CPU or waiting for one), waiting on what (WAL flush,
-    a row lock...), idle inside a transaction (the app's turn) or idle."""
-
-    QUERY = ("SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
-             "WHERE datname = %s AND application_name = 'diy-wsgi'")
-
-    def __init__(self, url, database, interval=ACTIVITY_INTERVAL):
-        super().__init__(daemon=True)
-        self.url, self.database, self.interval = url, database, interval
-        self.counts = Counter()
-        self.samples = 0
-        self.sessions = []
-        self.stopping = threading.Event()
-
-    def run(self):
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True, application_name="diy-bench") as connection:
-            while not self.stopping.is_set():
-                rows = connection.execute(self.QUERY, (self.database,)).fetchall()
-                self.samples += 1
-                self.sessions.append(len(rows))
-                self.counts.update(classify(*row) for row in rows)
-                self.stopping.wait(self.interval)
-
-    def stop(self):
-        self.stopping.set()
-        self.join()
-        samples = max(1, self.samples)
-        return {"samples": self.samples, "sessions_max": max(self.sessions, default=0),
-                "sessions_mean": sum(self.sessions) / samples,
-                "sessions_by_state": {name: count / samples for name, count in self.counts.most_common()}}
-
-
-def classify(state, wait_type, wait_event):
-    if state == "active":
-        return "active: on a CPU or waiting for one" if wait_type is None else f"active: {wait_type} {wait_event}"
-    if state == "idle in transaction":
-        return "idle in transaction (the app's turn)"
-    return state or "unknown"
-
-
 class PostgresPhase:
     def __init__(self, bench):
         self.bench = bench
@@ -125,9 +77,7 @@ class PostgresPhase:
         from tests.postgres import PostgresServer, unavailable, wait_until_accepting
 
         reason = unavailable()
-        whole = self.bench.results
-        results = whole["postgres"] = {"run": {key: whole.get(key) for key in ("command", "started", "workdir",
-                                                                                "code")}}
+        results = self.bench.results["postgres"] = {}
         if reason:
             results["skipped"] = reason
             self.log(f"skipped: {reason}")
@@ -189,8 +139,7 @@ class PostgresPhase:
         results["contenders"] = {}
         running = {}
         sqlite = contenders.start_diy(self.procs, name="pg-phase-sqlite", **start)
-        running["sqlite"] = Group("sqlite", [sqlite], measure.Backlog(sqlite.outbox, measure.Backlog.DIY,
-                                                                      measure.Backlog.DIY_INSERTED))
+        running["sqlite"] = Group("sqlite", [sqlite], measure.Backlog(sqlite.outbox, measure.Backlog.DIY))
         url = self.create_database("diy_bench_one")
         one = contenders.start_diy(self.procs, name="pg-phase-one", database=url, **start)
         running["pg_one"] = Group("pg_one", [one], measure.PostgresBacklog(url), database="diy_bench_one")
@@ -212,12 +161,10 @@ class PostgresPhase:
             self.driver.saturate_many(group.ports, self.settings["warmup"],
                                       [WARMUP_PHASE] * len(group.ports))
             group.queue.wait_empty(self.settings["drain_wait"])
-        for key, group in running.items():
-            results["contenders"][key]["idle"] = self.idle(group)
         for number in range(self.settings["rounds"]):
             order = KEYS[number % len(KEYS):] + KEYS[:number % len(KEYS)]
             for key in order:
-                run = self.retried(lambda: self.saturation(running[key]), running[key].label)
+                run = self.saturation(running[key])
                 results["contenders"][key]["rounds"].append(run)
                 k = run["keeping_up"]
                 self.log(f"{running[key].label}: round {number + 1}: {run['requests_per_s']:.0f} requests/s, "
@@ -231,7 +178,7 @@ class PostgresPhase:
         slowest = min(entry["saturation"]["requests_per_s"] for entry in results["contenders"].values())
         rate = results["open_rate"] = OPEN_LOAD * slowest
         for key in KEYS:
-            run = self.retried(lambda: self.open_loop(running[key], rate), running[key].label)
+            run = self.open_loop(running[key], rate)
             results["contenders"][key]["open_loop"] = run
             self.log(f"{running[key].label}: {rate:.0f}/s open loop: request p99 {run['latency_ms']['p99']:.1f} ms, "
                      f"delivery p50 {run['delivery_ms'].get('p50', float('nan')):.1f} ms, "
@@ -239,60 +186,8 @@ class PostgresPhase:
         for key, group in running.items():
             results["contenders"][key]["rss_mib"] = group.peak_rss()
 
-    def retried(self, measure_once, label):
-        """One measurement, made again (settings "retries" times) while other programs used more
-        than the bench's noise threshold of CPU during it; the quietest attempt is kept, and
-        how many there were is recorded with the others' figures."""
-        attempts = []
-        for _ in range(1 + self.settings["retries"]):
-            attempts.append(measure_once())
-            foreign = attempts[-1]["cpu"]["foreign_cores"]
-            if foreign <= self.bench.noisy:
-                break
-            self.log(f"{label}: other programs used {foreign:.2f} cores" +
-                     ("; again" if len(attempts) <= self.settings["retries"] else "; keeping the quietest"))
-        kept = min(attempts, key=lambda run: run["cpu"]["foreign_cores"])
-        kept["attempts"] = len(attempts)
-        kept["discarded"] = [{"requests_per_s": run.get("requests_per_s"), "foreign_cores": run["cpu"]["foreign_cores"]}
-                             for run in attempts if run is not kept]
-        return kept
-
-    def idle(self, group, seconds=IDLE_SECONDS):
-        """The server CPU a contender uses with no load at all (its dispatchers waiting, polling,
-        heartbeating), and PostgreSQL's commits meanwhile."""
-        group.queue.wait_empty(self.settings["drain_wait"])
-        time.sleep(1.0)
-        counters = self.counters(group)
-        before = measure.cpu_snapshot()
-        time.sleep(seconds)
-        after = measure.cpu_snapshot()
-        usage = measure.cpu_usage(before, after, self.server_pids(group), [self.postmaster()])
-        usage["groups"] = {"gunicorn": measure.cpu_usage(before, after, group.master_pids)["server_cores"],
-                           "postgresql": measure.cpu_usage(before, after, [self.postmaster()])["server_cores"]}
-        if counters:
-            usage["postgres_per_s"] = self.per_second(counters, self.counters(group))
-        return usage
-
     def server_pids(self, group):
         return group.master_pids + ([self.postmaster()] if group.database else [])
-
-    @staticmethod
-    def per_second(before, after):
-        before, after = dict(before), dict(after)
-        elapsed = after.pop("at") - before.pop("at")
-        return {name: (after[name] - before[name]) / elapsed for name in after}
-
-    def counters(self, group):
-        """PostgreSQL's cumulative counters: WAL written and flushed (the cluster), commits (the
-        contender's database)."""
-        if not group.database:
-            return None
-        wal = self.admin.execute(
-            "SELECT wal_records, wal_bytes::float8, wal_write, wal_sync FROM pg_stat_wal").fetchone()
-        db = self.admin.execute("SELECT xact_commit, xact_rollback, deadlocks FROM pg_stat_database WHERE datname = %s",
-                                (group.database,)).fetchone()
-        return dict(zip(("wal_records", "wal_bytes", "wal_writes", "wal_syncs", "commits", "rollbacks", "deadlocks"),
-                        (*wal, *db)), at=time.monotonic())
 
     def saturation(self, group):
         seconds = self.settings["saturation"]
@@ -300,34 +195,16 @@ class PostgresPhase:
         quiet = measure.wait_quiet(self.settings["quiet_wait"])
         sampler = measure.Sampler(group.queue, self.bench.receiver)
         sampler.start()
-        activity = Activity(self.server.url(), group.database) if group.database else None
-        if activity:
-            activity.start()
-        before = self.counters(group)
         started = time.monotonic()
-        server_pids = self.server_pids(group)
-        result, (cpu, connections) = measure.during(
+        result, cpu = measure.during(
             lambda: self.driver.saturate_many(group.ports, seconds, SATURATION_PHASES[:len(group.ports)]), seconds,
-            server_pids, probe=lambda: [self.bench_connections(instance) for instance in group.instances],
-            groups={"gunicorn": group.master_pids, "postgresql": [self.postmaster()]},
+            self.server_pids(group), groups={"gunicorn": group.master_pids, "postgresql": [self.postmaster()]},
             started_by_bench=[self.postmaster()])
         ended = time.monotonic()
-        after = self.counters(group)
-        result.update(cpu=cpu, connections_by_worker=connections, foreign_before=quiet, cpu_probe_ms=speed)
+        result.update(cpu=cpu, foreign_before=quiet, cpu_probe_ms=speed)
         result["keeping_up"] = measure.keeping_up(sampler.stop(), started, ended)
-        result["keeping_up"]["ingested_per_s"] = result["requests_per_s"] * payloads.MUTATIONS
-        if activity:
-            result["postgres_activity"] = activity.stop()
-        if before and after:
-            result["postgres_per_s"] = self.per_second(before, after)
         result["drain_s"] = group.queue.wait_empty(self.settings["drain_wait"])
-        result["left_after_drain"] = group.queue.pending()
         return result
-
-    def bench_connections(self, instance):
-        from phases import connections_by_worker
-
-        return connections_by_worker(instance)
 
     def open_loop(self, group, rate):
         """Every contender at the same offered rate, split evenly over its instances; request
@@ -339,12 +216,10 @@ class PostgresPhase:
         quiet = measure.wait_quiet(self.settings["quiet_wait"])
         receiver.trace()  # forget what earlier runs delivered
         phases = OPEN_PHASES[:len(group.ports)]
-        before = self.counters(group)
         parts, cpu = measure.during(lambda: self.driver.open_loop_many(group.ports, rate, seconds, phases), seconds,
                                     self.server_pids(group),
                                     groups={"gunicorn": group.master_pids, "postgresql": [self.postmaster()]},
                                     started_by_bench=[self.postmaster()])
-        after = self.counters(group)
         drain = group.queue.wait_empty(self.settings["drain_wait"])
         trace = receiver.trace()
         requests, delivered, missing, statuses = [], [], 0, Counter()
@@ -361,8 +236,7 @@ class PostgresPhase:
                 "latency_ms": summary(sorted(requests), expected), "delivery_ms": measure.latency_summary(delivered,
                                                                                                          missing),
                 "send_lag_p99_ms": max(part["send_lag_ms"]["p99"] for part in parts), "drain_s": drain,
-                "cpu": cpu, "foreign_before": quiet, "cpu_probe_ms": speed,
-                "postgres_per_s": self.per_second(before, after) if before and after else None}
+                "cpu": cpu, "foreign_before": quiet, "cpu_probe_ms": speed}
 
 
 def run(bench):

@@ -7,24 +7,17 @@ superseded and every dead letter is checked against every later mutation of its 
 
 Then one `Admin.replay` of every dead letter, timed in all and between its chunks: each chunk is
 one write transaction, so the longest gap bounds how long a request could wait for the write
-lock meanwhile. The baseline is the previous design, which asked the later batches once per dead
-letter: its query is timed on the first dead letters (reads only) and multiplied out.
+lock meanwhile.
 """
 import time
 from pathlib import Path
 
 from outbox.admin import Admin, DeadFilter
 from outbox.db import Database
-from outbox.store import Outbox, ReceivedMutation, batch_of
+from outbox.store import Outbox, ReceivedMutation
 
 AUDIENCES = 4
 MUTATIONS = 100
-BASELINE_SAMPLE = 20
-PER_DEAD_LETTER = (
-    "SELECT 1 FROM batches b, json_each(b.mutations) j WHERE b.audience_id = ? AND b.id >= ?"
-    " AND (b.id > ? OR j.key > ?) AND json_extract(j.value, '$[0]') = ? LIMIT 1"
-)
-"""The previous design's check, run for each dead letter inside the replay's write transaction."""
 
 
 def build(outbox, dead_requests, later_requests, now):
@@ -54,19 +47,6 @@ def build(outbox, dead_requests, later_requests, now):
     drain(refuse=False)
 
 
-def baseline_ms(database):
-    """The previous design's check for the first dead letters: ms per dead letter."""
-    connection = database.connection()
-    letters = connection.execute(
-        "SELECT id, audience_id, external_user_id FROM dead_letters ORDER BY id LIMIT ?", (BASELINE_SAMPLE,)
-    ).fetchall()
-    started = time.perf_counter()
-    for mutation_id, audience_id, user in letters:
-        batch, index = batch_of(mutation_id), mutation_id & 0xFFFF
-        connection.execute(PER_DEAD_LETTER, (audience_id, batch, batch, index, user)).fetchone()
-    return (time.perf_counter() - started) * 1000 / len(letters)
-
-
 def run(folder, dead_requests, later_requests):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,7 +55,6 @@ def run(folder, dead_requests, later_requests):
     started = time.perf_counter()
     build(outbox, dead_requests, later_requests, now)
     built = time.perf_counter() - started
-    per_letter = baseline_ms(database)
     marks = [time.perf_counter()]
     replayed, superseded = Admin(outbox).replay(
         DeadFilter(), now=now, progress=lambda *_: marks.append(time.perf_counter())
@@ -87,6 +66,5 @@ def run(folder, dead_requests, later_requests):
         "dead_letters": dead, "later_mutations": later_requests * MUTATIONS, "build_s": built,
         "replayed": replayed, "superseded": superseded, "replay_s": marks[-1] - marks[0],
         "first_chunk_s": marks[1] - marks[0], "longest_later_chunk_ms": max(chunks, default=0) * 1000,
-        "chunks": len(marks) - 1, "baseline_ms_per_dead_letter": per_letter,
-        "baseline_s": per_letter * dead / 1000,
+        "chunks": len(marks) - 1,
     }

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """diy-wsgi's benchmarks, in one command; writes bench/RESULTS.md.
 
-    python3 bench/run.py            the full run (about 17-20 minutes)
-    python3 bench/run.py --quick    a smoke run (under 2 minutes); its report goes to the work folder
+    python3 bench/run.py            the full run (about 25 minutes)
+    python3 bench/run.py --quick    a smoke run (about 4 minutes); its report goes to the work folder
 
-It makes its own virtualenv outside the repository (gunicorn, Flask, huey, uvloop, py-spy),
+It makes its own virtualenv outside the repository (gunicorn, Flask, huey, uvloop, psycopg),
 installs Debian's wrk if it is missing and we are root, then re-runs itself in that venv.
 Everything listens on 127.0.0.1. Databases, logs and raw results go to a fresh work folder on
 a real disk (/var/tmp by default, never tmpfs; the databases are deleted at the end unless
@@ -26,20 +26,16 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 import env  # noqa: E402
 
 SETTINGS = {
-    "full": {"warmup": 3, "saturation": 10, "rounds": 3, "open": 20, "drain_mutations": 300_000,
-             "backlog_sizes": [1_000, 1_000_000, 10_000_000], "backlog_rounds": 100, "profile": 10,
-             "profile_open": 30, "retries": 1, "quiet_wait": 5, "drain_wait": 60, "replay_requests": (200, 20_000),
-             "target_runs": 3},
-    "quick": {"warmup": 1, "saturation": 3, "rounds": 1, "open": 3, "drain_mutations": 20_000,
-              "backlog_sizes": [1_000, 100_000], "backlog_rounds": 50, "profile": 3,
-              "profile_open": 3, "retries": 0, "quiet_wait": 0, "drain_wait": 15, "replay_requests": (10, 500),
-              "target_runs": 1},
+    "full": {"warmup": 3, "saturation": 10, "rounds": 3, "open": 12, "steps": 6, "step": 8, "drain_mutations": 300_000,
+             "backlog_sizes": [1_000, 1_000_000, 10_000_000], "backlog_rounds": 100, "quiet_wait": 3,
+             "drain_wait": 60, "delivery_window": 10, "replay_requests": (200, 20_000), "target_runs": 3},
+    "quick": {"warmup": 1, "saturation": 3, "rounds": 1, "open": 3, "steps": 3, "step": 3, "drain_mutations": 20_000,
+              "backlog_sizes": [1_000, 100_000], "backlog_rounds": 50, "quiet_wait": 0,
+              "drain_wait": 15, "delivery_window": 5, "replay_requests": (10, 500), "target_runs": 1},
 }
-PHASES = ("ingest", "dispatch", "profile", "backlog", "replay", "postgres")
+"""Seconds ("warmup", "saturation", "open", "step", waits), counts and sizes per mode."""
+PHASES = ("ingest", "dispatch", "backlog", "replay", "postgres")
 """In the order they run."""
-LOADS = (0.25, 0.50, 0.75)
-NOISY = 0.25
-"""Cores used by other programs during a run above which the run is repeated once."""
 
 
 def parse_args(argv=None):
@@ -57,8 +53,6 @@ def parse_args(argv=None):
     parser.add_argument("--only", help="comma-separated phases: " + ",".join(PHASES) + " (default all)")
     parser.add_argument("--report-from", metavar="RESULTS_JSON", help="run nothing: render the report from a saved "
                                                                        "run's results.json")
-    parser.add_argument("--postgres-from", metavar="RESULTS_JSON", help="with --report-from: the postgres phase's "
-                        "results from another run's results.json (its section says which run it comes from)")
     parser.add_argument("--keep-data", action="store_true", help="keep the databases in the work folder (the logs, "
                                                                   "raw results and report are always kept)")
     return parser.parse_args(argv)
@@ -73,14 +67,9 @@ def reexec_in_venv():
 def render_saved(args):
     import report
 
-    results = json.loads(Path(args.report_from).read_text())
-    if args.postgres_from:
-        other = json.loads(Path(args.postgres_from).read_text())
-        results["postgres"] = other["postgres"]
-        results["postgres"]["run"].setdefault("code", other.get("code"))
     out = Path(args.out) if args.out else BENCH / "RESULTS.md"
-    out.write_text(report.render(results))
-    print(f"bench: report {out} from {args.report_from}" + (f" and {args.postgres_from}" if args.postgres_from else ""))
+    out.write_text(report.render(json.loads(Path(args.report_from).read_text())))
+    print(f"bench: report {out} from {args.report_from}")
 
 
 def main():
@@ -96,6 +85,8 @@ def main():
 
     mode = "quick" if args.quick else "full"
     wrk = env.ensure_wrk()
+    if not wrk:
+        raise SystemExit("bench: needs wrk (Debian's package; installed automatically when run as root)")
     pinning = None if args.no_pin else {"server": args.server_cpus, "client": args.client_cpus}
     if pinning:
         os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
@@ -108,7 +99,7 @@ def main():
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "workdir": str(workdir),
         "settings": {**SETTINGS[mode], "workers": args.workers, "threads": args.threads,
-                     "connections": args.connections, "pinning": pinning, "loads": LOADS, "wrk": wrk},
+                     "connections": args.connections, "pinning": pinning, "wrk": wrk},
         "machine": env.machine(workdir),
         "code": env.code_version(),
     }
@@ -119,7 +110,7 @@ def main():
     results["phases"] = [phase for phase in PHASES if phase in phases]
     procs = contenders.Processes(workdir, pinning)
     bench = Bench(results, procs, measure.Driver(workdir, sys.executable, wrk, pinning, args.connections),
-                  workdir, SETTINGS[mode], args.workers, args.threads, NOISY)
+                  workdir, SETTINGS[mode], args.workers, args.threads)
     started = time.monotonic()
     try:
         bench.start_platforms()
@@ -127,8 +118,6 @@ def main():
             bench.ingest()
         if "dispatch" in phases:
             bench.dispatch_drain()
-        if "profile" in phases:
-            bench.profile()
         if "backlog" in phases:
             bench.backlog()
         if "replay" in phases:

@@ -1,9 +1,9 @@
 """What a Python team would write instead: Flask, and huey's SqliteHuey as the queue.
 
 The view checks the request as diy-wsgi does (dmp_checks), enqueues one huey task holding the
-request's mutations and answers 200; `huey_consumer flask_huey_app.huey -w 4 -k thread` runs the
-task, which POSTs the members to the platform (the bench's receiver) over a keep-alive
-connection per thread. SqliteHuey with its defaults: WAL, and SQLite's own default synchronous
+request's mutations and answers 200; `huey_consumer flask_huey_app.huey` (options tuned for
+latency: contenders.HUEY_CONSUMER) runs the task, which POSTs the members to the platform (the
+bench's receiver) over a keep-alive connection per thread. SqliteHuey with its defaults: WAL, and SQLite's own default synchronous
 (FULL in Debian's build), so an enqueued task survives a power cut; but the consumer deletes the
 row when it dequeues, so a consumer killed mid-task loses that task.
 """

@@ -23,10 +23,11 @@ _local = threading.local()
 def connection():
     """This thread's connection (gthread runs each request on one of a fixed set of threads)."""
     if not hasattr(_local, "connection"):
-        db = sqlite3.connect(DATABASE, timeout=0, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(DATABASE, timeout=10, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+        db.execute("PRAGMA busy_timeout=0")  # from here on store() polls for the lock, as diy-wsgi does
         _local.connection = db
     return _local.connection
 
