@@ -8,6 +8,10 @@ another; those of threads that have ended are closed when another thread opens o
 `Database` and `outbox.postgres.PostgresDatabase` are the two backends behind `Outbox` and
 `Admin`: the same methods, and the few SQL fragments that differ (`in_list`, `LOCK_DUE_ROWS`,
 `LOCK_ROWS`, `CODE_POINT_ORDER`, `text_of`, `notify_work`, `listen`).
+
+Why one module of this length: it is the whole of SQLite for the outbox, the connection per
+thread, the group commit and waiting for the write lock, checkpoints and the commit watch, each
+depending on how the others use the same connections and lock.
 """
 import contextlib
 import json

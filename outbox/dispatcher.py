@@ -10,6 +10,10 @@ A third thread beats the dispatcher's heart every `takeover_after / BEATS_PER_TA
 seconds. A dispatcher whose heartbeat is older than `takeover_after` is presumed dead and its
 leases are taken over by the next claim, so a killed process holds its audiences for seconds,
 not a whole `lease`; the lease still bounds a live dispatcher's call that hangs.
+
+Why one module of this length: the threads (loop, heart, listener, pool) and the delivery of a
+claim share one state, which claims are in flight and whether this dispatcher is stopping or
+still beating, and stopping, takeover and settling are only correct read together.
 """
 import concurrent.futures
 import logging

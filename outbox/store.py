@@ -23,6 +23,10 @@ audience first updates (locks) its row, so the batches of one audience commit in
 a claim skips an audience whose row another transaction holds. Settling names the claimed batch
 ids all the same. Writes lock audience rows in key order, so two requests never deadlock.
 A mutation's id is `batch id << MUTATION_ID_BITS | index` (outbox/schema.py).
+
+Why one module of this length: `Outbox`'s methods are the transactions that move a row from
+stored to claimed to settled, and each settling method relies on what `claim` wrote (the lease
+token, `claimed_through`); read side by side they show that contract whole.
 """
 import collections
 import json
