@@ -93,7 +93,7 @@ def post_event(server, event, message_id, secret=DEFAULT_WEBHOOK_SECRET):
 
 
 def members_event(kind, dmp_id, *users):
-    return {"type": f"audience.members_{kind}", "data": {
+    return {"type": f"audience.members_{kind}", "timestamp": "2026-11-27T05:34:21Z", "data": {
         "integration": "shop", "audience": {"id": None, "dmp_id": dmp_id, "name": None, "customer": 1},
         "members": [{"external_user_id": user} for user in users]}}
 
@@ -191,6 +191,51 @@ def test_a_repeated_webhook_id_is_applied_once(sandbox):
     assert audiences(sandbox)["webhook"]["a1"]["members"] == []
 
 
+def signed_headers(body, message_id, secret=DEFAULT_WEBHOOK_SECRET):
+    timestamp = int(time.time())
+    return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret, message_id, timestamp, body)}
+
+
+@pytest.mark.parametrize("event, content_type", [
+    ({k: v for k, v in members_event("added", "a1", "u1").items() if k != "timestamp"}, "application/json"),
+    ({**members_event("added", "a1", "u1"), "data": {"audience": {"dmp_id": "a1"}, "members": []}},
+     "application/json"),
+    (members_event("added", "a1", "u1"), "text/plain"),
+], ids=["no-timestamp", "no-integration", "not-json-content-type"])
+def test_the_webhook_refuses_an_event_not_of_the_documented_shape(sandbox, event, content_type):
+    body = json.dumps(event).encode()
+
+    answer = call(sandbox, "POST", "/webhook", body, {"content-type": content_type, **signed_headers(body, "m1")})
+
+    assert answer.status == 400
+    assert audiences(sandbox)["webhook"] == {}
+
+
+def test_the_webhook_refuses_members_sent_under_another_id_than_it_gave(sandbox):
+    created = {"type": "audience.created", "timestamp": "2026-11-27T05:34:21Z",
+               "data": {"integration": "shop", "audience": {"id": None, "dmp_id": "a1", "name": None}}}
+    given = post_event(sandbox, created, "m1").json()["id"]
+    wrong = members_event("added", "a1", "u1")
+    wrong["data"]["audience"]["id"] = "sbx-elsewhere"
+    right = members_event("added", "a1", "u2")
+    right["data"]["audience"]["id"] = given
+
+    assert post_event(sandbox, wrong, "m2").status == 400
+    assert post_event(sandbox, right, "m3").status == 200
+    assert audiences(sandbox)["webhook"]["a1"]["members"] == ["u2"]
+
+
+def test_the_webhook_answers_413_over_its_member_limit(start_sandbox):
+    server = start_sandbox(webhook_max_members=2)
+
+    over = post_event(server, members_event("added", "a1", "u1", "u2", "u3"), "m1")
+    within = post_event(server, members_event("added", "a1", "u1", "u2"), "m2")
+
+    assert (over.status, within.status) == (413, 200)
+    assert audiences(server)["webhook"]["a1"]["members"] == ["u1", "u2"]
+
+
 # The Trade Desk.
 
 def test_the_trade_desk_names_a_malformed_tdid_in_failed_lines_and_applies_the_rest(sandbox):
@@ -223,7 +268,7 @@ def test_the_trade_desk_removes_a_tdid_uploaded_with_ttl_zero(sandbox):
 def test_the_trade_desk_takes_its_token_or_a_body_signature(sandbox, headers, status):
     body = json.dumps(ttd_upload((TDID_1, "seg", 60))).encode()
 
-    answer = call(sandbox, "POST", "/data/advertiser", body, headers(body))
+    answer = call(sandbox, "POST", "/data/advertiser", body, {"Content-Type": "application/json", **headers(body)})
 
     assert answer.status == status
 
@@ -235,6 +280,49 @@ def test_the_trade_desk_refuses_a_body_over_2_5_mb_with_413_whatever_its_item_co
 
     assert (many.status, large.status) == (200, 413)
     assert audiences(sandbox)["thetradedesk"] == {"seg": {"advertiser_ids": ["adv1"], "members": [TDID_1]}}
+
+
+TTD_JSON = {"TTD-Auth": DEFAULT_TTD_TOKEN, "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("upload, headers, status, said", [
+    (ttd_upload((TDID_1, "seg", 60)), {"TTD-Auth": DEFAULT_TTD_TOKEN, "Content-Type": "text/plain"}, 400,
+     "SerializationFailed"),
+    ({**ttd_upload((TDID_1, "seg", 60)), "Extra": 1}, TTD_JSON, 400, "SerializationFailed"),
+    ({"AdvertiserId": "adv1", "Items": []}, TTD_JSON, 400, "MissingData"),
+    ({**ttd_upload((TDID_1, "seg", 60)), "DataProviderId": 7}, TTD_JSON, 400, "IncorrectContent"),
+    (ttd_upload((TDID_1, "seg", 60), advertiser="adv2"), TTD_JSON, 403, "AdvertiserMisconfigured"),
+    ({**ttd_upload((TDID_1, "seg", 60)), "DataProviderId": "dp"}, TTD_JSON, 403, "DataProviderMisconfigured"),
+], ids=["content-type", "unknown-key", "no-items", "data-provider-not-a-string", "other-advertiser",
+        "unknown-data-provider"])
+def test_the_trade_desk_refuses_an_upload_it_would_not_process(sandbox, upload, headers, status, said):
+    answer = call(sandbox, "POST", "/data/advertiser", json.dumps(upload).encode(), headers)
+
+    assert (answer.status, said in answer.body.decode()) == (status, True)
+    assert audiences(sandbox)["thetradedesk"] == {}
+
+
+def test_the_trade_desk_fails_an_item_of_unknown_keys_alone(sandbox):
+    upload = ttd_upload((TDID_1, "seg", 60), (TDID_2, "seg", 60))
+    upload["Items"][1]["Cookie"] = "x"
+
+    answer = call(sandbox, "POST", "/data/advertiser", upload, {"TTD-Auth": DEFAULT_TTD_TOKEN})
+
+    assert answer.json() == {"FailedLines": [
+        {"ErrorCode": "ItemDeserializationError", "Message": "an item must be a JSON object of known keys, item #2"}]}
+    assert audiences(sandbox)["thetradedesk"]["seg"]["members"] == [TDID_1]
+
+
+def test_the_trade_desk_refuses_a_new_segment_over_its_limit(start_sandbox):
+    server = start_sandbox(ttd_segment_limit=1)
+    headers = {"TTD-Auth": DEFAULT_TTD_TOKEN}
+
+    first = call(server, "POST", "/data/advertiser", ttd_upload((TDID_1, "seg", 60)), headers)
+    again = call(server, "POST", "/data/advertiser", ttd_upload((TDID_2, "seg", 60)), headers)
+    second = call(server, "POST", "/data/advertiser", ttd_upload((TDID_1, "other", 60)), headers)
+
+    assert (first.status, again.status, second.status) == (200, 200, 403)
+    assert second.json()["ErrorCode"] == "TargetingDataLimitReached"
 
 
 def test_the_trade_desk_target_adds_and_reports_a_malformed_tdid(sandbox, http_client):
@@ -534,7 +622,7 @@ def test_a_window_covers_its_start_but_not_its_end():
 # The views.
 
 def test_the_page_escapes_audience_names(sandbox):
-    created = {"type": "audience.created", "data": {"integration": "shop", "audience": {
+    created = {"type": "audience.created", "timestamp": "2026-11-27T05:34:21Z", "data": {"integration": "shop", "audience": {
         "dmp_id": "a1", "name": "<script>alert(1)</script>", "customer": 1}}}
     post_event(sandbox, created, "msg_created")
 
