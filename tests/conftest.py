@@ -9,6 +9,7 @@ from outbox.backends import open_database
 from outbox.db import Database
 from outbox.store import Outbox
 from tests import postgres
+from tests.sandboxed import Sandboxed
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -51,6 +52,13 @@ def start_sandbox():
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+@pytest.fixture
+def sandboxed(start_sandbox):
+    """sandboxed(settings fields..., clock=...): a sandbox in a thread, with every platform call
+    it answers kept (tests/sandboxed.py)."""
+    return lambda **options: Sandboxed(start_sandbox(**options))
 
 
 @pytest.fixture

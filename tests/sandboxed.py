@@ -1,0 +1,69 @@
+"""The sandbox (diy/sandbox) in process, as the target tests and the contract suite drive it.
+
+`Sandboxed` is a sandbox started by the `sandboxed` fixture (tests/conftest.py: 127.0.0.1,
+port 0, in a thread) plus the one thing tests need that the product does not: every platform
+call it answered, kept through `Sandbox.listeners`. Faults, refusals, credentials and state are
+the sandbox's own (`.sandbox`); the functions below read them the way the tests ask.
+"""
+import json
+
+
+class Sandboxed:
+    def __init__(self, server):
+        self.server, self.sandbox, self.url = server, server.sandbox, server.url
+        self.exchanges = []
+        self.sandbox.listeners.append(self.exchanges.append)
+
+    def calls(self, api):
+        """The `Exchange`s of one platform, in the order they were answered."""
+        return [exchange for exchange in self.exchanges if exchange.api == api]
+
+    def bodies(self, api):
+        """The parsed JSON body of each call (None when not JSON), faulted and refused ones too."""
+        return [_json_or_none(exchange.request.body) for exchange in self.calls(api)]
+
+    def refusals(self, api):
+        """(status, message) of each call the platform itself refused whole."""
+        return [(e.reply.status, e.refusal.message) for e in self.calls(api) if e.refusal is not None]
+
+    def fail_next(self, status, times=1, headers=None, body=None, *, after=0):
+        self.sandbox.faults.fail_next(status, times, headers, body, after=after)
+
+
+def webhook_settings(sandboxed):
+    """The `target.*` settings (prefix cut) of a WebhookTarget delivering to the sandbox."""
+    return {"url": f"{sandboxed.url}/webhook", "secret": sandboxed.sandbox.webhook.secret, "timeout": "5"}
+
+
+def webhook_members(sandboxed, audience_id):
+    """The members of the webhook audience of this receiver id (or DMP id)."""
+    for dmp_id, audience in sandboxed.sandbox.state.snapshot()["webhook"].items():
+        if audience_id in (audience["id"], dmp_id):
+            return set(audience["members"])
+    return set()
+
+
+def ttd_settings(sandboxed, signature=False):
+    """The `target.*` settings of a TheTradeDeskTarget: its token, or with `signature` its
+    secret (and the data provider's, when the sandbox has one)."""
+    ttd = sandboxed.sandbox.thetradedesk
+    settings = {"base_url": sandboxed.url, "advertiser_id": ttd.advertiser_id, "timeout": "5"}
+    if not signature:
+        return {**settings, "token": ttd.token}
+    settings.update(auth="signature", secret=ttd.secret)
+    if ttd.data_provider_id is not None:
+        settings.update(data_provider_id=ttd.data_provider_id, data_provider_secret=ttd.data_provider_secret)
+    return settings
+
+
+def ttd_members(sandboxed):
+    """{segment name: set of TDIDs} of the segments that have members."""
+    segments = sandboxed.sandbox.state.snapshot()["thetradedesk"]
+    return {name: set(segment["members"]) for name, segment in segments.items() if segment["members"]}
+
+
+def _json_or_none(raw):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
