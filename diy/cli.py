@@ -295,7 +295,8 @@ def add_sandbox_command(commands):
     credentials.add_argument("--webhook-secret", metavar="whsec_...", help="the webhook target's target.secret")
     credentials.add_argument("--ttd-token", help="The Trade Desk TTD-Auth token")
     credentials.add_argument("--ttd-secret", help="The Trade Desk key for TtdSignature")
-    credentials.add_argument("--ttd-advertiser-id", help="the one advertiser The Trade Desk takes data for (default adv1)")
+    credentials.add_argument("--ttd-advertiser-id",
+                             help="the one advertiser The Trade Desk takes data for (default adv1)")
     credentials.add_argument("--criteo-client-id", help="Criteo OAuth2 client id")
     credentials.add_argument("--criteo-client-secret", help="Criteo OAuth2 client secret")
     faults = sandbox.add_argument_group("faults, on platform calls only (also settable at runtime: POST /api/faults)")
@@ -318,9 +319,10 @@ def run_sandbox(args):
     try:
         settings = sandbox.settings_from_flags(
             host=args.host, port=args.port, webhook_secret=args.webhook_secret, ttd_token=args.ttd_token,
-            ttd_secret=args.ttd_secret, ttd_advertiser_id=args.ttd_advertiser_id, criteo_client_id=args.criteo_client_id,
-            criteo_client_secret=args.criteo_client_secret, error_rate=args.error_rate,
-            rate_limit_rate=args.rate_limit_rate, retry_after=args.retry_after, latency=args.latency,
+            ttd_secret=args.ttd_secret, ttd_advertiser_id=args.ttd_advertiser_id,
+            criteo_client_id=args.criteo_client_id, criteo_client_secret=args.criteo_client_secret,
+            error_rate=args.error_rate, rate_limit_rate=args.rate_limit_rate, retry_after=args.retry_after,
+            latency=args.latency,
             latency_jitter=args.latency_jitter, outages=args.outage, seed=args.seed,
             control_port=args.control_port, journal=args.journal, counting=args.counting, trace=args.trace,
         )

@@ -42,6 +42,7 @@ OTHER_SECRET = "whsec_b3RoZXIta2V5LW5vdC10aGUtc2FuZGJveGVz"
 TDID_1 = "df2df528-e032-4851-b7c6-99287c7d6bce"
 TDID_2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
 SEGMENTS = "/2026-07/marketing-solutions/audience-segments"
+SEARCH = {"data": {"attributes": {"audienceSegmentTypes": ["ContactList"], "advertiserIds": ["12345"]}}}
 
 
 # Starting sandboxes and talking to them.
@@ -415,7 +416,7 @@ def test_criteo_announces_then_retires_an_api_version(start_sandbox, clock, toda
     clock.now = calendar.timegm(time.strptime(today, "%Y-%m-%d"))
     sandbox = start_sandbox(clock=clock)
 
-    answer = criteo(sandbox, "POST", "/2026-01/marketing-solutions/audience-segments/search", {},
+    answer = criteo(sandbox, "POST", "/2026-01/marketing-solutions/audience-segments/search", SEARCH,
                     criteo_token(sandbox))
 
     assert answer.status == status
@@ -424,19 +425,66 @@ def test_criteo_announces_then_retires_an_api_version(start_sandbox, clock, toda
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-token"}], ids=["none", "unknown"])
 def test_criteo_refuses_a_call_without_a_valid_token(sandbox, headers):
-    answer = call(sandbox, "POST", f"{SEGMENTS}/search", {}, headers)
+    answer = call(sandbox, "POST", f"{SEGMENTS}/search", SEARCH, headers)
 
     assert answer.status == 401
     assert answer.json()["errors"][0]["code"] == "authorization-token-invalid"
 
 
-def test_criteo_refuses_wrong_client_credentials(sandbox):
-    form = urlencode({"grant_type": "client_credentials", "client_id": DEFAULT_CRITEO_CLIENT_ID,
-                      "client_secret": "wrong"}).encode()
+FORM = "application/x-www-form-urlencoded"
+GRANT = {"grant_type": "client_credentials", "client_id": DEFAULT_CRITEO_CLIENT_ID,
+         "client_secret": DEFAULT_CRITEO_CLIENT_SECRET}
 
-    answer = call(sandbox, "POST", "/oauth2/token", form)
 
-    assert (answer.status, answer.json()["error"]) == (401, "invalid_client")
+@pytest.mark.parametrize("fields, content_type, status, error", [
+    ({**GRANT, "client_secret": "wrong"}, FORM, 401, "invalid_client"),
+    ({**GRANT, "grant_type": "password"}, FORM, 400, "unsupported_grant_type"),
+    ({k: v for k, v in GRANT.items() if k != "client_secret"}, FORM, 400, "invalid_request"),
+    (GRANT, "application/json", 400, "invalid_request"),
+], ids=["wrong-secret", "another-grant", "missing-field", "not-form-encoded"])
+def test_criteo_refuses_a_token_request_it_would_not_grant(sandbox, fields, content_type, status, error):
+    answer = call(sandbox, "POST", "/oauth2/token", urlencode(fields).encode(), {"Content-Type": content_type})
+
+    assert (answer.status, answer.json()["error"]) == (status, error)
+
+
+def criteo_call(sandbox, path, body, content_type="application/json", method="POST"):
+    headers = {"Authorization": f"Bearer {criteo_token(sandbox)}", "Content-Type": content_type}
+    return call(sandbox, method, path, json.dumps(body).encode(), headers)
+
+
+AMENDMENT = {"operation": "add", "identifierType": "gum", "gumCallerId": 1, "identifiers": ["g1"]}
+
+
+@pytest.mark.parametrize("path, body, content_type, status, code", [
+    (f"{SEGMENTS}/search", SEARCH, "text/plain", 400, "invalid-request"),
+    ("/v1/marketing-solutions/audience-segments/search", SEARCH, "application/json", 404, "route-not-found"),
+    (f"{SEGMENTS}/search?limit=0", SEARCH, "application/json", 400, "invalid-request"),
+    (f"{SEGMENTS}/search", {"data": {"attributes": {"advertiserIds": ["12345"]}}}, "application/json", 400,
+     "invalid-request"),
+    (f"{SEGMENTS}/create", {"data": [{"type": "AudienceSegment", "attributes": {
+        "advertiserId": "999", "name": "n", "contactList": {}}}]}, "application/json", 403, "access-denied"),
+], ids=["not-json", "not-a-version", "search-limit-0", "search-without-segment-types", "another-advertiser"])
+def test_criteo_refuses_a_call_it_would_not_serve(sandbox, path, body, content_type, status, code):
+    answer = criteo_call(sandbox, path, body, content_type)
+
+    assert (answer.status, answer.json()["errors"][0]["code"]) == (status, code)
+
+
+@pytest.mark.parametrize("change", [
+    {"type": "Amendment"},
+    {"attributes": {**AMENDMENT, "identifierType": "email"}},
+    {"attributes": {**AMENDMENT, "identifiers": []}},
+    {"attributes": {**AMENDMENT, "identifiers": [7]}},
+], ids=["not-an-amendment", "gum-caller-id-without-gum", "no-identifiers", "an-identifier-not-a-string"])
+def test_criteo_refuses_a_malformed_contact_list_change(sandbox, change):
+    token = criteo_token(sandbox)
+    segment = criteo_create(sandbox, token, "seg").json()["data"][0]["id"]
+    body = {"data": {"type": "ContactlistAmendment", "attributes": AMENDMENT, **change}}
+
+    answer = criteo_call(sandbox, f"{SEGMENTS}/{segment}/contact-list", body, method="PATCH")
+
+    assert (answer.status, answer.json()["errors"][0]["code"]) == (400, "invalid-request")
 
 
 def test_a_criteo_token_expires_after_900_seconds(start_sandbox, clock):
@@ -444,7 +492,7 @@ def test_a_criteo_token_expires_after_900_seconds(start_sandbox, clock):
     token = criteo_token(sandbox)
     clock.advance(900)
 
-    answer = criteo(sandbox, "POST", f"{SEGMENTS}/search", {}, token)
+    answer = criteo(sandbox, "POST", f"{SEGMENTS}/search", SEARCH, token)
 
     assert answer.status == 401
     assert answer.json()["errors"][0]["code"] == "authorization-token-expired"
@@ -453,7 +501,7 @@ def test_a_criteo_token_expires_after_900_seconds(start_sandbox, clock):
 def test_criteo_answers_429_once_the_window_is_used_up_until_it_resets(start_sandbox, clock):
     sandbox = start_sandbox(clock=clock, criteo_rate_limit=2)
     token = criteo_token(sandbox)
-    search = lambda: criteo(sandbox, "POST", f"{SEGMENTS}/search", {}, token)  # noqa: E731
+    search = lambda: criteo(sandbox, "POST", f"{SEGMENTS}/search", SEARCH, token)  # noqa: E731
 
     answers = [search(), search(), search()]
     clock.advance(60)

@@ -81,8 +81,7 @@ class Sandbox:
         self.on_mode: Callable[[Optional[str]], None] = refuse_down
         """Called with the new `mode` before a fault change applies; the control port's server
         takes the platform port down and up, and without one "down" is refused."""
-        self.criteo = CriteoApi(self.state, settings.criteo_client_id, settings.criteo_client_secret,
-                                clock, settings.criteo_rate_limit, settings.criteo_rate_window)
+        self.criteo = CriteoApi(self.state, settings, clock)
         self.webhook = WebhookApi(self.state, settings.webhook_secret, clock, settings.webhook_max_members)
         self.thetradedesk = TheTradeDeskApi(self.state, settings)
         self.platforms = {"webhook": self.webhook, "thetradedesk": self.thetradedesk, "criteo": self.criteo}

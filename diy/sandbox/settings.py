@@ -47,6 +47,12 @@ class SandboxSettings:
     ttd_failed_lines: str = "recorded"
     """The shape of a failed line: "recorded" (as production integrations saw it) or "schema"
     (with the SDK's optional `ItemNumber` and `TDID`)."""
+    criteo_advertiser_id: str = "12345"
+    """The one advertiser the Criteo app may create segments for (403 access-denied otherwise)."""
+    criteo_name_clash: str = "warnings"
+    """Where a taken name is named: "warnings" of a 200 (as Criteo's partial approvals list it)
+    or "errors" of a 400 (the shape this project first assumed; no source)."""
+    criteo_token_lifetime: int = 900
     criteo_rate_limit: int = 250
     criteo_rate_window: float = 60.0
     faults: FaultSettings = field(default_factory=FaultSettings)
@@ -97,6 +103,8 @@ class SandboxSettings:
             raise SandboxConfigError("--trace goes with --counting")
         if (self.ttd_data_provider_id is None) != (self.ttd_data_provider_secret is None):
             raise SandboxConfigError("a Trade Desk data provider needs its id and its secret")
+        if self.criteo_name_clash not in ("warnings", "errors"):
+            raise SandboxConfigError("criteo_name_clash must be warnings or errors")
         if self.ttd_failed_lines not in ("recorded", "schema"):
             raise SandboxConfigError("ttd_failed_lines must be recorded or schema")
         if not (isinstance(self.criteo_rate_limit, int) and self.criteo_rate_limit > 0
@@ -108,7 +116,8 @@ def settings_from_flags(
     *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
     webhook_secret: Optional[str] = None, ttd_token: Optional[str] = None,
     ttd_secret: Optional[str] = None, criteo_client_id: Optional[str] = None,
-    criteo_client_secret: Optional[str] = None, ttd_advertiser_id: Optional[str] = None, error_rate: str = "0", rate_limit_rate: str = "0",
+    criteo_client_secret: Optional[str] = None, ttd_advertiser_id: Optional[str] = None,
+    error_rate: str = "0", rate_limit_rate: str = "0",
     retry_after: str = "1", latency: str = "0", latency_jitter: str = "0",
     outages: Iterable[str] = (), seed: Optional[int] = None, control_port: Optional[int] = None,
     journal: Optional[str] = None, counting: bool = False, trace: Optional[str] = None,

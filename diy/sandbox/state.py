@@ -151,6 +151,10 @@ class SandboxState:
                 and (segment_ids is None or segment.id in segment_ids)
             ]
 
+    def criteo_delete(self, segment_id: str) -> None:
+        with self._lock:
+            self._criteo.pop(segment_id, None)
+
     def criteo_amend(self, segment_id: str, add: bool, identifiers: Iterable[str]) -> bool:
         """Add or remove identifiers; False when there is no such segment."""
         with self._lock:
