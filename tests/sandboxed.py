@@ -6,6 +6,13 @@ call it answered, kept through `Sandbox.listeners`. Faults, refusals, credential
 the sandbox's own (`.sandbox`); the functions below read them the way the tests ask.
 """
 import json
+from collections import namedtuple
+from urllib.parse import parse_qsl
+
+TOKEN_PATH = "/oauth2/token"
+Recorded = namedtuple("Recorded", "method path query headers body")
+"""One request as received: `body` parsed (JSON, or the form of a token request with the
+client secret masked; None when neither)."""
 
 
 class Sandboxed:
@@ -22,12 +29,16 @@ class Sandboxed:
         """The parsed JSON body of each call (None when not JSON), faulted and refused ones too."""
         return [_json_or_none(exchange.request.body) for exchange in self.calls(api)]
 
+    def recorded(self, api):
+        """A `Recorded` per call of one platform, in order."""
+        return [_recorded(exchange.request) for exchange in self.calls(api)]
+
     def refusals(self, api):
         """(status, message) of each call the platform itself refused whole."""
         return [(e.reply.status, e.refusal.message) for e in self.calls(api) if e.refusal is not None]
 
-    def fail_next(self, status, times=1, headers=None, body=None, *, after=0):
-        self.sandbox.faults.fail_next(status, times, headers, body, after=after)
+    def fail_next(self, status, times=1, headers=None, body=None, *, after=0, token=None):
+        self.sandbox.faults.fail_next(status, times, headers, body, after=after, token=token)
 
 
 def webhook_settings(sandboxed):
@@ -60,6 +71,50 @@ def ttd_members(sandboxed):
     """{segment name: set of TDIDs} of the segments that have members."""
     segments = sandboxed.sandbox.state.snapshot()["thetradedesk"]
     return {name: set(segment["members"]) for name, segment in segments.items() if segment["members"]}
+
+
+def criteo_settings(sandboxed):
+    """The `target.*` settings of a CriteoTarget on the sandbox's app and advertiser (GUM ids)."""
+    criteo = sandboxed.sandbox.criteo
+    return {"base_url": sandboxed.url, "client_id": criteo.client_id, "client_secret": criteo.client_secret,
+            "advertiser_id": criteo.advertiser_id, "identifier_type": "gum", "gum_caller_id": "123"}
+
+
+def criteo_segments(sandboxed):
+    """{segment id: name} of every Criteo segment."""
+    return {id_: segment["name"] for id_, segment in sandboxed.sandbox.state.snapshot()["criteo"].items()}
+
+
+def criteo_members(sandboxed):
+    """{segment id: set of identifiers} of every Criteo segment."""
+    return {id_: set(segment["members"]) for id_, segment in sandboxed.sandbox.state.snapshot()["criteo"].items()}
+
+
+def criteo_api_calls(sandboxed):
+    """A `Recorded` per Criteo call but the token requests."""
+    return [recorded for recorded in sandboxed.recorded("criteo") if recorded.path != TOKEN_PATH]
+
+
+def criteo_token_requests(sandboxed):
+    return sum(1 for exchange in sandboxed.calls("criteo") if exchange.request.path == TOKEN_PATH)
+
+
+def criteo_violations(sandboxed):
+    """What Criteo would refuse as malformed: a 400, an unknown route, a call without a Bearer
+    token (an expired or revoked token, another advertiser or segment are no fault of the request)."""
+    return [(e.reply.status, e.refusal.message) for e in sandboxed.calls("criteo") if e.refusal is not None
+            and (e.reply.status == 400 or getattr(e.refusal, "code", "") == "route-not-found"
+                 or (e.reply.status == 401 and e.request.path != TOKEN_PATH
+                     and not (e.request.header("authorization") or "").startswith("Bearer ")))]
+
+
+def _recorded(request):
+    if request.path == TOKEN_PATH:
+        form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+        body = {**form, **({"client_secret": "***"} if "client_secret" in form else {})}
+    else:
+        body = _json_or_none(request.body)
+    return Recorded(request.method, request.path, request.query, request.headers, body)
 
 
 def _json_or_none(raw):

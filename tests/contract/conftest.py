@@ -1,6 +1,5 @@
-"""The contract suite's adapters: how to drive each target on its enforcing fake: the sandbox
-(diy/sandbox, in process: tests/sandboxed.py) for the webhook and The Trade Desk, the strict
-fake of tests/fakes for Criteo.
+"""The contract suite's adapters: how to drive each target on its enforcing fake, the sandbox
+(diy/sandbox, in process: tests/sandboxed.py).
 
 An adapter (`Platform`) knows, for one target:
 
@@ -38,8 +37,10 @@ from targets.criteo import CriteoTarget
 from targets.http import HttpClient
 from targets.thetradedesk import TheTradeDeskTarget
 from targets.webhook import WebhookTarget
-from tests.fakes.criteo import TOKEN_PATH, FakeCriteo
-from tests.sandboxed import ttd_members, ttd_settings, webhook_members, webhook_settings
+from tests.sandboxed import (
+    criteo_api_calls, criteo_members, criteo_settings, criteo_token_requests, criteo_violations, ttd_members,
+    ttd_settings, webhook_members, webhook_settings,
+)
 
 INTEGRATION = "contract"
 AUDIENCE = Audience(INTEGRATION, "a5940e473cea659.356693871497425011", "Summer buyers", 42)
@@ -194,23 +195,32 @@ class CriteoPlatform(Platform):
     wrong_credentials = {"client_secret": "wrong-criteo-secret"}
 
     def make_fake(self, request):
-        server = request.getfixturevalue("server")
-        return FakeCriteo(server, clock=self.clock)
+        return request.getfixturevalue("sandboxed")(clock=self.clock)
+
+    def settings(self):
+        return criteo_settings(self.fake)
+
+    def fail_next(self, status, times=1, headers=None, body=None):
+        self.fake.fail_next(status, times=times, headers=headers, body=body, token=False)
 
     def refuse_credentials(self):
         """The app's client secret rotated at Criteo: its tokens stop working (401) and the old
         secret gets no new one (401 invalid_client)."""
-        self.client_secret, self.fake.client_secret = self.fake.client_secret, "a-secret-issued-since"
-        self.fake.revoke_token()
+        criteo = self.fake.sandbox.criteo
+        self.client_secret, criteo.client_secret = criteo.client_secret, "a-secret-issued-since"
+        criteo.revoke_tokens()
 
     def accept_credentials(self):
-        self.fake.client_secret = self.client_secret
+        self.fake.sandbox.criteo.client_secret = self.client_secret
 
     def credentials(self):
-        return [self.fake.client_secret, self.wrong_credentials["client_secret"]]
+        return [self.fake.sandbox.criteo.client_secret, self.wrong_credentials["client_secret"]]
+
+    def members(self, target_id):
+        return criteo_members(self.fake).get(target_id, set())
 
     def member_batches(self):
-        return [len(recorded.body["data"]["attributes"]["identifiers"]) for recorded in self.fake.requests
+        return [len(recorded.body["data"]["attributes"]["identifiers"]) for recorded in criteo_api_calls(self.fake)
                 if recorded.method == "PATCH"]
 
     def throttle_headers(self, seconds):
@@ -219,7 +229,10 @@ class CriteoPlatform(Platform):
                 "x-ratelimit-reset": str(int(self.clock() + seconds))}
 
     def calls(self):
-        return sum(1 for recorded in self.fake.requests if recorded.path != TOKEN_PATH)
+        return len(criteo_api_calls(self.fake))
+
+    def violations(self):
+        return criteo_violations(self.fake)
 
     @staticmethod
     def refusal_body(reason):
@@ -228,22 +241,16 @@ class CriteoPlatform(Platform):
                 "warnings": []}
 
     def refuse(self, users):
-        self.fake.invalid(users)
+        self.fake.sandbox.criteo.invalid(users)
 
     def revoke_tokens(self):
-        self.fake.revoke_token()
+        self.fake.sandbox.criteo.revoke_tokens()
 
     def token_requests(self):
-        return self.fake.token_requests
+        return criteo_token_requests(self.fake)
 
 
 PLATFORMS = [WebhookPlatform, TheTradeDeskPlatform, CriteoPlatform]
-
-
-@pytest.fixture
-def server(httpserver_ipv4):
-    yield httpserver_ipv4
-    httpserver_ipv4.check_handler_errors()
 
 
 @pytest.fixture
