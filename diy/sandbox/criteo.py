@@ -64,7 +64,7 @@ from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 from diy.sandbox.criteo_wire import (
     SAMPLE_INVALID_MAX, CriteoError, OAuthError, amendment, create_entries, create_problem, error_entry,
-    invalid, json_body, plausible_identifier, search_filters, search_query, token_form,
+    json_body, plausible_identifier, search_filters, search_query, token_form,
 )
 from diy.sandbox.faults import Call
 from diy.sandbox.settings import SandboxSettings

@@ -53,7 +53,7 @@ import hmac
 import json
 import re
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from diy.sandbox.faults import NO_CALL, Call
 from diy.sandbox.settings import SandboxSettings
