@@ -25,7 +25,8 @@ runtime changes (each change lets go of the calls held or hung under the one bef
 a `Script` of answers a test scripts for the next calls (`fail_next`), which come before all of
 the above and before the platform checks anything; under `mode` "hold" a scripted answer is held
 first, like any other call (a platform slow to fail). A scripted answer may be for token
-requests only, or for every call but them (`Call.token`), as a test of an OAuth2 client needs.
+requests only, or for every call but them (`Call.token`), as a test of an OAuth2 client needs,
+and likewise for creations only or for every call but them (`Call.creates`).
 """
 import json
 import math
@@ -278,12 +279,13 @@ class Script:
 
     def add(self, status: int, times: int = 1, headers: Optional[Mapping[str, str]] = None,
             body: Any = None, after: int = 0, text_type: str = "text/plain; charset=utf-8",
-            token: Optional[bool] = None) -> None:
-        """`token`: None for any call, True for token requests only, False for all but them."""
+            token: Optional[bool] = None, creates: Optional[bool] = None) -> None:
+        """`token` (`creates`): None for any call, True for token requests (creations) only,
+        False for every call but them."""
         if times < 1:
             raise ValueError("times must be at least 1")
         rendered = None if body is None else render(body, text_type)
-        self._queue.append([status, times, tuple((headers or {}).items()), rendered, token])
+        self._queue.append([status, times, tuple((headers or {}).items()), rendered, (token, creates)])
         self._normal_before_next = after
 
     def take(self, call: Call = NO_CALL) -> Optional[Decision]:
@@ -291,8 +293,8 @@ class Script:
         if not self._queue:
             return None
         answer = self._queue[0]
-        status, _, headers, rendered, token = answer
-        if token is not None and token != call.token:
+        status, _, headers, rendered, (token, creates) = answer
+        if (token is not None and token != call.token) or (creates is not None and creates != call.creates):
             return None
         if self._normal_before_next > 0:
             self._normal_before_next -= 1
@@ -336,12 +338,19 @@ class Faults:
             return replace(decision, generation=self.generation) if decision.hang or decision.hold else decision
 
     def fail_next(self, status: int, times: int = 1, headers=None, body=None, *, after: int = 0,
-                  text_type: str = "text/plain; charset=utf-8", token: Optional[bool] = None) -> None:
+                  text_type: str = "text/plain; charset=utf-8", token: Optional[bool] = None,
+                  creates: Optional[bool] = None) -> None:
         """Answer the next `times` calls with `status` (and `headers`, `body`), unchecked, once
         `after` more calls have been answered normally. `body`: a dict or list (JSON), text or
-        bytes; by default the platform's own error body for the status. `token`: see `Script.add`."""
+        bytes; by default the platform's own error body for the status. `token`, `creates`:
+        which calls it is for (see `Script.add`)."""
         with self._lock:
-            self.script.add(status, times, headers, body, after, text_type, token)
+            self.script.add(status, times, headers, body, after, text_type, token, creates)
+
+    def clear_script(self) -> None:
+        """Forget the scripted answers not given yet."""
+        with self._lock:
+            self.script.clear()
 
     def change(self, changes: Mapping[str, Any],
                before: Callable[[Optional[str]], None] = lambda mode: None) -> FaultSettings:
