@@ -9,7 +9,8 @@ from outbox.backends import open_database
 from outbox.db import Database
 from outbox.store import Outbox
 from tests import postgres
-from tests.sandboxed import Sandboxed
+from tests.sandboxed import Receiver, Sandboxed
+from tests.support import WEBHOOK_SECRET
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -59,6 +60,13 @@ def sandboxed(start_sandbox):
     """sandboxed(settings fields..., clock=...): a sandbox in a thread, with every platform call
     it answers kept (tests/sandboxed.py)."""
     return lambda **options: Sandboxed(start_sandbox(**options))
+
+
+@pytest.fixture
+def receiver_for(sandboxed):
+    """receiver_for(script=(), retry_after=None): the sandbox's webhook taking the tests' secret,
+    as the service tests read it (tests/sandboxed.py's Receiver)."""
+    return lambda **options: Receiver(sandboxed(webhook_secret=WEBHOOK_SECRET), **options)
 
 
 @pytest.fixture

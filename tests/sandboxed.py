@@ -6,6 +6,7 @@ call it answered, kept through `Sandbox.listeners`. Faults, refusals, credential
 the sandbox's own (`.sandbox`); the functions below read them the way the tests ask.
 """
 import json
+import time
 from collections import namedtuple
 from urllib.parse import parse_qsl
 
@@ -37,8 +38,8 @@ class Sandboxed:
         """(status, message) of each call the platform itself refused whole."""
         return [(e.reply.status, e.refusal.message) for e in self.calls(api) if e.refusal is not None]
 
-    def fail_next(self, status, times=1, headers=None, body=None, *, after=0, token=None):
-        self.sandbox.faults.fail_next(status, times, headers, body, after=after, token=token)
+    def fail_next(self, status, times=1, headers=None, body=None, *, after=0, token=None, creates=None):
+        self.sandbox.faults.fail_next(status, times, headers, body, after=after, token=token, creates=creates)
 
 
 def webhook_settings(sandboxed):
@@ -52,6 +53,76 @@ def webhook_members(sandboxed, audience_id):
         if audience_id in (audience["id"], dmp_id):
             return set(audience["members"])
     return set()
+
+
+class Receiver:
+    """The sandbox's webhook as the service tests read it: `script` statuses answer the first
+    calls (429s and 503s with `Retry-After: retry_after` when given), then the webhook answers."""
+
+    def __init__(self, sandboxed, script=(), retry_after=None):
+        self.sandboxed, self.url = sandboxed, webhook_settings(sandboxed)["url"]
+        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        for status in script:
+            sandboxed.fail_next(status, headers=headers, body={"error": "scripted failure"})
+
+    def answered(self):
+        """The calls the webhook itself answered 200 (duplicates too), in order."""
+        return [e for e in self.sandboxed.calls("webhook") if e.reply.status == 200 and e.fault in (None, "hold")]
+
+    @property
+    def events(self):
+        return [json.loads(e.request.body) for e in self.answered()]
+
+    @property
+    def ids(self):
+        return [e.request.header("webhook-id") for e in self.answered()]
+
+    @property
+    def calls(self):
+        return len(self.sandboxed.calls("webhook"))
+
+    @property
+    def members(self):
+        """{DMP audience id: set of members} of every audience the webhook knows."""
+        audiences = self.sandboxed.sandbox.state.snapshot()["webhook"]
+        return {dmp_id: set(audience["members"]) for dmp_id, audience in audiences.items()}
+
+    def created_ids(self):
+        """The ids the webhook answered audience.created with."""
+        return [json.loads(e.reply.body)["id"] for e in self.answered()
+                if json.loads(e.request.body)["type"] == "audience.created"]
+
+
+class _Flag:
+    """What tests wait on (`wait`, `is_set`) or set (`set`), as with a threading.Event."""
+
+    def __init__(self, check=lambda: False, act=lambda: None):
+        self.check, self.act = check, act
+
+    def is_set(self):
+        return self.check()
+
+    def wait(self, timeout):
+        deadline = time.monotonic() + timeout
+        while not self.check() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.check()
+
+    def set(self):
+        self.act()
+
+
+def hold_calls(sandboxed, status=None, mode="hold"):
+    """The sandbox's fault mode `mode` until `release.set()`: returns (held, release), `held`
+    set once a call is held. "hold": creations pass, the others wait and are then applied and
+    answered (the first of them `status` instead, when given); "hang": every call waits and is
+    then closed unanswered."""
+    faults, stats = sandboxed.sandbox.faults, sandboxed.sandbox.stats
+    if status is not None:
+        faults.fail_next(status, creates=False)
+    faults.change({"mode": mode})
+    held = _Flag(lambda: faults.held > 0 or stats.snapshot()["faults"]["hang"] > 0)
+    return held, _Flag(act=lambda: faults.change({"mode": None}))
 
 
 def ttd_settings(sandboxed, signature=False):

@@ -8,13 +8,13 @@ import sys
 import pytest
 
 from tests.processes import ROOT, dmp_post, free_port, wait_until, write_config
-from tests.support import WebhookReceiver, mutation, parse_metrics
+from tests.support import mutation, parse_metrics
 
 pytest.importorskip("gunicorn")
 
 
-def test_two_gunicorn_workers_store_and_deliver(httpserver, tmp_path):
-    receiver = WebhookReceiver(httpserver)
+def test_two_gunicorn_workers_store_and_deliver(receiver_for, tmp_path):
+    receiver = receiver_for()
     config = write_config(tmp_path, receiver.url)
     port = free_port()
     log_path = tmp_path / "gunicorn.log"
