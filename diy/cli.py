@@ -233,7 +233,8 @@ endpoints (platform calls; faults apply to these):
   POST /oauth2/token            Criteo client credentials, tokens valid 900 s
   POST|PATCH /<version>/marketing-solutions/audience-segments/create, /search,
                                 /<id>/contact-list   Criteo contact lists: Bearer token,
-                                unique names, 250 calls a minute (x-ratelimit-* headers, 429)
+                                advertiser 12345 only (403 otherwise), unique names, 250 calls
+                                a minute (x-ratelimit-* headers, 429)
 views (never faulted):
   GET /                         HTML: platforms, audiences, member counts
   GET /api/audiences            JSON: every audience with its members
@@ -299,6 +300,8 @@ def add_sandbox_command(commands):
                              help="the one advertiser The Trade Desk takes data for (default adv1)")
     credentials.add_argument("--criteo-client-id", help="Criteo OAuth2 client id")
     credentials.add_argument("--criteo-client-secret", help="Criteo OAuth2 client secret")
+    credentials.add_argument("--criteo-advertiser-id",
+                             help="the one advertiser Criteo makes segments for (default 12345)")
     faults = sandbox.add_argument_group("faults, on platform calls only (also settable at runtime: POST /api/faults)")
     faults.add_argument("--error-rate", default="0", metavar="FRACTION", help="share of calls answered 503 (e.g. 0.1)")
     faults.add_argument("--rate-limit-rate", default="0", metavar="FRACTION", help="share answered 429 with Retry-After")
@@ -321,6 +324,7 @@ def run_sandbox(args):
             host=args.host, port=args.port, webhook_secret=args.webhook_secret, ttd_token=args.ttd_token,
             ttd_secret=args.ttd_secret, ttd_advertiser_id=args.ttd_advertiser_id,
             criteo_client_id=args.criteo_client_id, criteo_client_secret=args.criteo_client_secret,
+            criteo_advertiser_id=args.criteo_advertiser_id,
             error_rate=args.error_rate, rate_limit_rate=args.rate_limit_rate, retry_after=args.retry_after,
             latency=args.latency,
             latency_jitter=args.latency_jitter, outages=args.outage, seed=args.seed,

@@ -648,6 +648,12 @@ def test_a_client_that_gives_up_during_the_latency_is_one_debug_line_not_a_trace
     assert call(sandbox, "GET", "/api/stats").status == 200
 
 
+def test_the_advertisers_the_platforms_take_are_flags():
+    settings = settings_from_flags(ttd_advertiser_id="adv9", criteo_advertiser_id="777")
+
+    assert (settings.ttd_advertiser_id, settings.criteo_advertiser_id) == ("adv9", "777")
+
+
 @pytest.mark.parametrize("text, seconds", [("50ms", 0.05), ("1.5s", 1.5), ("2m", 120), ("1h", 3600), ("30", 30)],
                          ids=["ms", "s", "m", "h", "bare"])
 def test_durations_are_read_with_units(text, seconds):
@@ -657,7 +663,9 @@ def test_durations_are_read_with_units(text, seconds):
 @pytest.mark.parametrize("flags", [
     {"host": "0.0.0.0"}, {"webhook_secret": "not-whsec"}, {"error_rate": "1.5"},
     {"error_rate": "0.6", "rate_limit_rate": "0.6"}, {"latency": "soon"}, {"outages": ["30s"]},
-], ids=["not-loopback", "webhook-secret", "rate-above-1", "rates-above-1", "latency", "outage"])
+    {"ttd_advertiser_id": " "}, {"criteo_advertiser_id": ""},
+], ids=["not-loopback", "webhook-secret", "rate-above-1", "rates-above-1", "latency", "outage",
+        "ttd-advertiser", "criteo-advertiser"])
 def test_wrong_flags_are_refused_with_one_error(flags):
     with pytest.raises(SandboxConfigError):
         settings_from_flags(**flags)

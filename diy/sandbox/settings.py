@@ -84,7 +84,8 @@ class SandboxSettings:
         for flag, value in (("--ttd-token", self.ttd_token), ("--ttd-secret", self.ttd_secret),
                             ("--ttd-advertiser-id", self.ttd_advertiser_id),
                             ("--criteo-client-id", self.criteo_client_id),
-                            ("--criteo-client-secret", self.criteo_client_secret)):
+                            ("--criteo-client-secret", self.criteo_client_secret),
+                            ("--criteo-advertiser-id", self.criteo_advertiser_id)):
             if not isinstance(value, str) or not value.strip():
                 raise SandboxConfigError(f"{flag} must not be empty")
         if self.counting:
@@ -117,6 +118,7 @@ def settings_from_flags(
     webhook_secret: Optional[str] = None, ttd_token: Optional[str] = None,
     ttd_secret: Optional[str] = None, criteo_client_id: Optional[str] = None,
     criteo_client_secret: Optional[str] = None, ttd_advertiser_id: Optional[str] = None,
+    criteo_advertiser_id: Optional[str] = None,
     error_rate: str = "0", rate_limit_rate: str = "0",
     retry_after: str = "1", latency: str = "0", latency_jitter: str = "0",
     outages: Iterable[str] = (), seed: Optional[int] = None, control_port: Optional[int] = None,
@@ -126,7 +128,7 @@ def settings_from_flags(
     credentials = {
         "webhook_secret": webhook_secret, "ttd_token": ttd_token, "ttd_secret": ttd_secret,
         "criteo_client_id": criteo_client_id, "criteo_client_secret": criteo_client_secret,
-        "ttd_advertiser_id": ttd_advertiser_id,
+        "ttd_advertiser_id": ttd_advertiser_id, "criteo_advertiser_id": criteo_advertiser_id,
     }
     faults = FaultSettings(
         error_rate=parse_rate(error_rate, "--error-rate"),
