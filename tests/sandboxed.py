@@ -1,9 +1,11 @@
-"""The sandbox (diy/sandbox) in process, as the target tests and the contract suite drive it.
+"""The sandbox (diy/sandbox) in process, as the target tests, the contract suite and the
+service tests drive it: the tests' one fake platform.
 
 `Sandboxed` is a sandbox started by the `sandboxed` fixture (tests/conftest.py: 127.0.0.1,
 port 0, in a thread) plus the one thing tests need that the product does not: every platform
 call it answered, kept through `Sandbox.listeners`. Faults, refusals, credentials and state are
-the sandbox's own (`.sandbox`); the functions below read them the way the tests ask.
+the sandbox's own (`.sandbox`); what follows only reads them the way the tests ask (each
+target's settings, the members, the calls), and `hold_calls` puts its fault mode on and off.
 """
 import json
 import time
@@ -56,8 +58,9 @@ def webhook_members(sandboxed, audience_id):
 
 
 class Receiver:
-    """The sandbox's webhook as the service tests read it: `script` statuses answer the first
-    calls (429s and 503s with `Retry-After: retry_after` when given), then the webhook answers."""
+    """The sandbox's webhook as the service tests read it (the `receiver_for` fixture): `script`
+    statuses answer the first calls (each with `Retry-After: retry_after` when given), then the
+    webhook answers."""
 
     def __init__(self, sandboxed, script=(), retry_after=None):
         self.sandboxed, self.url = sandboxed, webhook_settings(sandboxed)["url"]
