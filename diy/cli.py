@@ -224,15 +224,17 @@ memory (gone when it stops) and can misbehave on purpose (errors, throttling, la
 outages) so retries can be seen and tested. It listens on loopback only.
 
 endpoints (platform calls; faults apply to these):
-  POST /webhook                 Standard Webhooks receiver: 401 on a bad signature, a repeated
-                                webhook-id is applied once, audience.created -> {"id": "sbx-<n>"}
+  POST /webhook                 Standard Webhooks receiver: 401 on a bad signature, 400 on an
+                                event not of the documented shape, a repeated webhook-id is
+                                applied once, audience.created -> {"id": "sbx-<n>"}
   POST /data/advertiser         The Trade Desk first-party data: TTD-Auth or TtdSignature,
-                                TtlInMinutes 0 removes, FailedLines for bad TDIDs, 413 over
-                                10,000 items or 2.5 MB
+                                advertiser adv1 only (403 otherwise), TtlInMinutes 0 removes,
+                                FailedLines for bad TDIDs, 413 over 2.5 MB
   POST /oauth2/token            Criteo client credentials, tokens valid 900 s
   POST|PATCH /<version>/marketing-solutions/audience-segments/create, /search,
                                 /<id>/contact-list   Criteo contact lists: Bearer token,
-                                unique names, 250 calls a minute (x-ratelimit-* headers, 429)
+                                advertiser 12345 only (403 otherwise), unique names, 250 calls
+                                a minute (x-ratelimit-* headers, 429)
 views (never faulted):
   GET /                         HTML: platforms, audiences, member counts
   GET /api/audiences            JSON: every audience with its members
@@ -294,8 +296,12 @@ def add_sandbox_command(commands):
     credentials.add_argument("--webhook-secret", metavar="whsec_...", help="the webhook target's target.secret")
     credentials.add_argument("--ttd-token", help="The Trade Desk TTD-Auth token")
     credentials.add_argument("--ttd-secret", help="The Trade Desk key for TtdSignature")
+    credentials.add_argument("--ttd-advertiser-id",
+                             help="the one advertiser The Trade Desk takes data for (default adv1)")
     credentials.add_argument("--criteo-client-id", help="Criteo OAuth2 client id")
     credentials.add_argument("--criteo-client-secret", help="Criteo OAuth2 client secret")
+    credentials.add_argument("--criteo-advertiser-id",
+                             help="the one advertiser Criteo makes segments for (default 12345)")
     faults = sandbox.add_argument_group("faults, on platform calls only (also settable at runtime: POST /api/faults)")
     faults.add_argument("--error-rate", default="0", metavar="FRACTION", help="share of calls answered 503 (e.g. 0.1)")
     faults.add_argument("--rate-limit-rate", default="0", metavar="FRACTION", help="share answered 429 with Retry-After")
@@ -316,9 +322,11 @@ def run_sandbox(args):
     try:
         settings = sandbox.settings_from_flags(
             host=args.host, port=args.port, webhook_secret=args.webhook_secret, ttd_token=args.ttd_token,
-            ttd_secret=args.ttd_secret, criteo_client_id=args.criteo_client_id,
-            criteo_client_secret=args.criteo_client_secret, error_rate=args.error_rate,
-            rate_limit_rate=args.rate_limit_rate, retry_after=args.retry_after, latency=args.latency,
+            ttd_secret=args.ttd_secret, ttd_advertiser_id=args.ttd_advertiser_id,
+            criteo_client_id=args.criteo_client_id, criteo_client_secret=args.criteo_client_secret,
+            criteo_advertiser_id=args.criteo_advertiser_id,
+            error_rate=args.error_rate, rate_limit_rate=args.rate_limit_rate, retry_after=args.retry_after,
+            latency=args.latency,
             latency_jitter=args.latency_jitter, outages=args.outage, seed=args.seed,
             control_port=args.control_port, journal=args.journal, counting=args.counting, trace=args.trace,
         )

@@ -40,7 +40,7 @@ Answers, read into `targets.errors`:
     anything else                              `targets.http.raise_for_status`
 
 What each fact rests on (nothing was tried against a live endpoint; tests use
-`tests/fakes/thetradedesk.py`, which enforces all of it):
+the sandbox's `diy/sandbox/thetradedesk.py`, which enforces all of it):
 - path, `TTD-Auth` header, request and response schemas (`AdvertiserId`, `DataProviderId`,
   `Items[].TDID`, `Data[].Name`/`TtlInMinutes`, `FailedLines[].ErrorCode`/`Message`/
   `ItemNumber` as a string, `TDID` on a failed line), the statuses 200/400/401/403/413/429/

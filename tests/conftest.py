@@ -9,6 +9,8 @@ from outbox.backends import open_database
 from outbox.db import Database
 from outbox.store import Outbox
 from tests import postgres
+from tests.sandboxed import Receiver, Sandboxed
+from tests.support import WEBHOOK_SECRET
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -51,6 +53,20 @@ def start_sandbox():
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+@pytest.fixture
+def sandboxed(start_sandbox):
+    """sandboxed(settings fields..., clock=...): a sandbox in a thread, with every platform call
+    it answers kept (tests/sandboxed.py)."""
+    return lambda **options: Sandboxed(start_sandbox(**options))
+
+
+@pytest.fixture
+def receiver_for(sandboxed):
+    """receiver_for(script=(), retry_after=None): the sandbox's webhook taking the tests' secret,
+    as the service tests read it (tests/sandboxed.py's Receiver)."""
+    return lambda **options: Receiver(sandboxed(webhook_secret=WEBHOOK_SECRET), **options)
 
 
 @pytest.fixture

@@ -102,58 +102,6 @@ def call(app, method="POST", path="/dmp", query="", body=b"", headers=None, sign
     return Response(captured["status"], captured["headers"], body)
 
 
-class WebhookReceiver:
-    """A webhook receiver on pytest-httpserver: verifies each signature, keeps the membership.
-
-    `script` lists statuses to answer (in order) before answering 200; a 200 from the script
-    (or after it) is applied. `members[dmp_id]` is the set of external user ids in the audience.
-    """
-
-    def __init__(self, httpserver, path="/events", script=(), retry_after=None, created_id=None):
-        import threading
-
-        self.url = httpserver.url_for(path)
-        self.script = list(script)
-        self.retry_after = retry_after
-        self.created_id = created_id
-        self.events = []
-        self.ids = []
-        self.members = {}
-        self.calls = 0
-        self.lock = threading.Lock()
-        httpserver.expect_request(path, method="POST").respond_with_handler(self.handle)
-
-    def handle(self, request):
-        import time
-
-        from werkzeug import Response as WerkzeugResponse
-
-        from targets.webhook import verify
-
-        verify(WEBHOOK_SECRET, dict(request.headers), request.get_data(), now=time.time())
-        with self.lock:
-            self.calls += 1
-            status = self.script.pop(0) if self.script else 200
-            if status != 200:
-                headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
-                return WerkzeugResponse('{"error": "scripted failure"}', status=status, headers=headers)
-            event = json.loads(request.get_data())
-            self.events.append(event)
-            self.ids.append(request.headers["webhook-id"])
-            audience = event["data"]["audience"]
-            members = self.members.setdefault(audience["dmp_id"], set())
-            users = {member["external_user_id"] for member in event["data"].get("members", [])}
-            if event["type"] == "audience.members_added":
-                members |= users
-            elif event["type"] == "audience.members_removed":
-                members -= users
-            answer = {"id": self.created_id} if event["type"] == "audience.created" and self.created_id else {}
-            return WerkzeugResponse(json.dumps(answer), status=200, content_type="application/json")
-
-    def delivered(self, event_type):
-        return [event for event in self.events if event["type"] == event_type]
-
-
 SAMPLE = re.compile(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$')
 
 
@@ -169,26 +117,3 @@ def parse_metrics(text):
         pairs = tuple(re.findall(r'([a-z_]+)="((?:[^"\\]|\\.)*)"', labels or ""))
         samples[(name, pairs)] = float(value)
     return samples
-
-
-def hold_calls(httpserver, path="/events", *, status=200, after_first_delivery=None, wait=60):
-    """A platform that holds its calls to `path` until `release` is set, then answers `status`;
-    returns (held, release), `held` set once a call is held. With `after_first_delivery` (a
-    WebhookReceiver) only the first members delivery is held and every other call goes to it.
-    pytest-httpserver answers one request at a time: nothing else is answered meanwhile."""
-    import threading
-
-    from werkzeug import Response as WerkzeugResponse
-
-    held, release = threading.Event(), threading.Event()
-
-    def handle(request):
-        if after_first_delivery is not None and (held.is_set() or b"members_added" not in request.get_data()):
-            return after_first_delivery.handle(request)
-        held.set()
-        release.wait(wait)
-        return WerkzeugResponse("{}", status=status)
-
-    httpserver.clear_all_handlers()
-    httpserver.expect_request(path).respond_with_handler(handle)
-    return held, release

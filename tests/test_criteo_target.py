@@ -1,4 +1,5 @@
-"""CriteoTarget against FakeCriteo on 127.0.0.1 (pytest-httpserver), clock moved by hand."""
+"""CriteoTarget against the sandbox's Criteo (diy/sandbox, in process on 127.0.0.1), clock moved by hand."""
+import calendar
 import dataclasses
 import json
 import threading
@@ -27,19 +28,16 @@ from targets.errors import (
     VersionRetired,
 )
 from targets.http import HttpClient
-from tests.fakes.criteo import FakeCriteo
+from tests.sandboxed import (
+    TOKEN_PATH, criteo_api_calls, criteo_members, criteo_segments, criteo_settings, criteo_token_requests,
+    criteo_violations,
+)
 from tests.support import config_text
 
 NOW = 1_000_000.0  # the `clock` fixture's start
 DMP_ID = "a5940e473cea659.356693871497425011"
 AUDIENCE = Audience("shop", DMP_ID, "Summer buyers", 123)
 NAME = f"mapp Summer buyers ({DMP_ID})"
-
-
-@pytest.fixture
-def server(httpserver_ipv4):
-    yield httpserver_ipv4
-    httpserver_ipv4.check_handler_errors()
 
 
 @pytest.fixture
@@ -50,16 +48,45 @@ def http():
 
 
 @pytest.fixture
-def fake(server, clock):
-    fake = FakeCriteo(server, clock=clock)
-    yield fake
-    assert fake.violations == [], "the target sent a request Criteo would refuse as malformed"
+def start_criteo(sandboxed, clock):
+    """A sandbox on the test's clock whose Criteo app is cid/csecret; `options` are more of its
+    settings. Each is checked at the end for a request Criteo would refuse as malformed."""
+    started = []
+
+    def start(**options):
+        started.append(sandboxed(clock=clock, criteo_client_id="cid", criteo_client_secret="csecret", **options))
+        return started[-1]
+
+    yield start
+    for fake in started:
+        assert criteo_violations(fake) == [], "the target sent a request Criteo would refuse as malformed"
+
+
+@pytest.fixture
+def fake(start_criteo):
+    return start_criteo()
 
 
 def criteo(fake, http, clock, **overrides):
-    """A CriteoTarget on the fake; an override of None drops that setting."""
-    settings = {**fake.settings(), **overrides}
+    """A CriteoTarget on the sandbox; an override of None drops that setting."""
+    settings = {**criteo_settings(fake), **overrides}
     return CriteoTarget({k: v for k, v in settings.items() if v is not None}, http, clock=clock)
+
+
+def fail_next(fake, status, times=1, headers=None, body=None, token=False):
+    """Script the next API calls (with `token`, the next token requests) of the sandbox."""
+    fake.fail_next(status, times, headers, body, token=token)
+
+
+def hold_token_requests(fake):
+    """Calls wait (token requests are the only ones here) until the returned function is called."""
+    fake.sandbox.faults.change({"mode": "hold"})
+    return lambda: fake.sandbox.faults.change({"mode": None})
+
+
+def issued_tokens(fake):
+    return [json.loads(e.reply.body)["access_token"] for e in fake.calls("criteo")
+            if e.request.path == TOKEN_PATH and e.reply.status == 200]
 
 
 def users(*identifiers, op=ADD, first_id=1):
@@ -68,10 +95,6 @@ def users(*identifiers, op=ADD, first_id=1):
 
 def on(segment_id):
     return dataclasses.replace(AUDIENCE, target_id=segment_id)
-
-
-def api_calls(fake):
-    return [request for request in fake.requests if request.path != "/oauth2/token"]
 
 
 def criteo_error(code, title="Refused", detail="scripted"):
@@ -94,13 +117,13 @@ def wait_for(condition, seconds=10.0):
 
 def test_a_token_is_fetched_once_and_reused(fake, http, clock):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
+    segment = fake.sandbox.criteo.create_segment("s")
 
     target.add_users(on(segment), users("g1"))
     target.add_users(on(segment), users("g2"))
 
-    assert fake.token_requests == 1
-    [token_request] = [r for r in fake.requests if r.path == "/oauth2/token"]
+    assert criteo_token_requests(fake) == 1
+    [token_request] = [r for r in fake.recorded("criteo") if r.path == TOKEN_PATH]
     assert token_request.body == {"client_id": "cid", "client_secret": "***",
                                   "grant_type": "client_credentials"}
 
@@ -112,20 +135,20 @@ def test_a_token_is_fetched_once_and_reused(fake, http, clock):
 )
 def test_a_token_is_replaced_shortly_before_it_expires(fake, http, clock, seconds_later, token_requests):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
+    segment = fake.sandbox.criteo.create_segment("s")
     target.add_users(on(segment), users("g1"))
 
     clock.advance(seconds_later)
     target.add_users(on(segment), users("g2"))
 
-    assert fake.token_requests == token_requests
-    assert len(api_calls(fake)) == 2, "never a call with an expired token"
+    assert criteo_token_requests(fake) == token_requests
+    assert len(criteo_api_calls(fake)) == 2, "never a call with an expired token"
 
 
 def test_threads_needing_a_token_at_once_share_one_fetch(fake, http, clock):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
-    release = fake.hold_token_requests()
+    segment = fake.sandbox.criteo.create_segment("s")
+    release = hold_token_requests(fake)
     failures = []
 
     def add(n):
@@ -138,22 +161,22 @@ def test_threads_needing_a_token_at_once_share_one_fetch(fake, http, clock):
     for thread in threads:
         thread.start()
     try:
-        assert wait_for(lambda: fake.token_requests == 1 and target.tokens.waiting == 4)
+        assert wait_for(lambda: fake.sandbox.faults.held == 1 and target.tokens.waiting == 4)
     finally:
         release()
         for thread in threads:
             thread.join(10)
 
     assert failures == []
-    assert fake.token_requests == 1
-    assert fake.members[segment] == {f"g{n}" for n in range(5)}
+    assert criteo_token_requests(fake) == 1
+    assert criteo_members(fake)[segment] == {f"g{n}" for n in range(5)}
 
 
 def test_threads_that_waited_for_a_failed_token_fetch_fail_alike_without_fetching(fake, http, clock):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
-    fake.fail_next(503, token=True)
-    release = fake.hold_token_requests()
+    segment = fake.sandbox.criteo.create_segment("s")
+    fail_next(fake, 503, token=True)
+    release = hold_token_requests(fake)
     failures = []
 
     def add(n):
@@ -166,51 +189,51 @@ def test_threads_that_waited_for_a_failed_token_fetch_fail_alike_without_fetchin
     for thread in threads:
         thread.start()
     try:
-        assert wait_for(lambda: fake.token_requests == 1 and target.tokens.waiting == 2)
+        assert wait_for(lambda: fake.sandbox.faults.held == 1 and target.tokens.waiting == 2)
     finally:
         release()
         for thread in threads:
             thread.join(10)
 
     assert [type(error) for error in failures] == [TransientError] * 3
-    assert fake.token_requests == 1
-    assert api_calls(fake) == []
+    assert criteo_token_requests(fake) == 1
+    assert criteo_api_calls(fake) == []
 
 
 @pytest.mark.parametrize(
     "refuse",
     [
-        lambda fake: fake.revoke_token(),
-        lambda fake: fake.fail_next(401, body=criteo_error("authorization-token-expired")),
-        lambda fake: fake.fail_next(401, body=""),
+        lambda fake: fake.sandbox.criteo.revoke_tokens(),
+        lambda fake: fail_next(fake, 401, body=criteo_error("authorization-token-expired")),
+        lambda fake: fail_next(fake, 401, body=""),
     ],
     ids=["revoked-token", "token-expired-code", "bare-401"],
 )
 def test_a_refused_token_is_replaced_and_the_call_repeated_once(fake, http, clock, refuse):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
+    segment = fake.sandbox.criteo.create_segment("s")
     target.add_users(on(segment), users("g1"))
     refuse(fake)
 
     target.add_users(on(segment), users("g2"))
 
-    assert fake.token_requests == 2
-    assert len(api_calls(fake)) == 3
-    assert fake.members[segment] == {"g1", "g2"}
+    assert criteo_token_requests(fake) == 2
+    assert len(criteo_api_calls(fake)) == 3
+    assert criteo_members(fake)[segment] == {"g1", "g2"}
 
 
 def test_a_second_401_in_a_row_is_a_credentials_refusal(fake, http, clock):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
-    fake.fail_next(401, times=2)
+    segment = fake.sandbox.criteo.create_segment("s")
+    fail_next(fake, 401, times=2)
 
     with pytest.raises(CredentialsRefused) as raised:
         target.add_users(on(segment), users("g1"))
 
     assert "freshly fetched access token" in raised.value.message
-    assert "tok-" not in raised.value.message, "never the token itself"
-    assert fake.token_requests == 2
-    assert len(api_calls(fake)) == 2
+    assert not [token for token in issued_tokens(fake) if token in raised.value.message], "never the token"
+    assert criteo_token_requests(fake) == 2
+    assert len(criteo_api_calls(fake)) == 2
 
 
 @pytest.mark.parametrize(
@@ -225,7 +248,7 @@ def test_a_second_401_in_a_row_is_a_credentials_refusal(fake, http, clock):
 def test_refused_client_credentials_are_a_credentials_refusal_naming_the_settings(fake, http, clock, settings, script):
     target = criteo(fake, http, clock, **settings)
     if script:
-        fake.fail_next(script["status"], body=script["body"], token=True)
+        fail_next(fake, script["status"], body=script["body"], token=True)
 
     with pytest.raises(CredentialsRefused) as raised:
         target.create_audience(AUDIENCE)
@@ -233,7 +256,7 @@ def test_refused_client_credentials_are_a_credentials_refusal_naming_the_setting
     message = raised.value.message
     assert "target.client_id" in message and "target.client_secret" in message
     assert "wrong-secret-value" not in message and "csecret" not in message
-    assert api_calls(fake) == []
+    assert criteo_api_calls(fake) == []
 
 
 # Creating segments.
@@ -242,8 +265,8 @@ def test_refused_client_credentials_are_a_credentials_refusal_naming_the_setting
 def test_create_returns_the_new_segments_id_and_sends_the_documented_body(fake, http, clock):
     segment = criteo(fake, http, clock).create_audience(AUDIENCE)
 
-    assert fake.segments == {segment: NAME}
-    [request] = api_calls(fake)
+    assert criteo_segments(fake) == {segment: NAME}
+    [request] = criteo_api_calls(fake)
     assert (request.method, request.path) == ("POST", "/2026-07/marketing-solutions/audience-segments/create")
     assert request.body == {"data": [{"type": "AudienceSegment", "attributes": {
         "advertiserId": "12345",
@@ -277,8 +300,8 @@ def test_segment_names_are_deterministic_and_carry_the_dmp_id(prefix, name, expe
 )
 def test_a_200_carrying_errors_is_refused_with_criteos_reason(fake, http, clock, call):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
-    fake.fail_next(200, body={"data": [], "warnings": [],
+    segment = fake.sandbox.criteo.create_segment("s")
+    fail_next(fake, 200, body={"data": [], "warnings": [],
                               **criteo_error("invalid-segment-name", "Invalid name", "too long")})
 
     with pytest.raises(PermanentError) as raised:
@@ -289,33 +312,33 @@ def test_a_200_carrying_errors_is_refused_with_criteos_reason(fake, http, clock,
 
 def test_a_taken_name_is_resolved_by_searching_every_page(fake, http, clock):
     for n in range(150):
-        fake.create_segment(f"other {n}")
-    existing = fake.create_segment(NAME)
+        fake.sandbox.criteo.create_segment(f"other {n}")
+    existing = fake.sandbox.criteo.create_segment(NAME)
 
     segment = criteo(fake, http, clock).create_audience(AUDIENCE)
 
     assert segment == existing
-    assert len(fake.segments) == 151
-    searches = [r for r in api_calls(fake) if r.path.endswith("/search")]
+    assert len(criteo_segments(fake)) == 151
+    searches = [r for r in criteo_api_calls(fake) if r.path.endswith("/search")]
     assert [r.query for r in searches] == [{"limit": "100", "offset": "0"}, {"limit": "100", "offset": "100"}]
     assert searches[0].body == {"data": {"attributes": {"audienceSegmentTypes": ["ContactList"],
                                                         "advertiserIds": ["12345"]}}}
 
 
 @pytest.mark.parametrize("name_clash", ["warnings", "errors"], ids=["clash-in-warnings-of-a-200", "clash-in-errors-of-a-400"])
-def test_creating_an_audience_twice_gives_one_segment(fake, http, clock, name_clash):
-    fake.name_clash = name_clash
+def test_creating_an_audience_twice_gives_one_segment(start_criteo, http, clock, name_clash):
+    fake = start_criteo(criteo_name_clash=name_clash)
     target = criteo(fake, http, clock)
 
     first = target.create_audience(AUDIENCE)
     second = target.create_audience(AUDIENCE)
 
     assert first == second
-    assert fake.segments == {first: NAME}
+    assert criteo_segments(fake) == {first: NAME}
 
 
 def test_a_taken_name_that_search_cannot_find_is_retried_later(fake, http, clock):
-    fake.fail_next(400, body=criteo_error("name-must-be-unique"))
+    fail_next(fake, 400, body=criteo_error("name-must-be-unique"))
 
     with pytest.raises(TransientError):
         criteo(fake, http, clock).create_audience(AUDIENCE)
@@ -323,7 +346,7 @@ def test_a_taken_name_that_search_cannot_find_is_retried_later(fake, http, clock
 
 def test_a_200_that_creates_nothing_and_warns_is_refused_with_the_warning(fake, http, clock):
     warning = criteo_error("name-must-not-be-empty", "Segment name must not be empty")["errors"]
-    fake.fail_next(200, body={"data": [], "errors": [], "warnings": warning})
+    fail_next(fake, 200, body={"data": [], "errors": [], "warnings": warning})
 
     with pytest.raises(PermanentError) as raised:
         criteo(fake, http, clock).create_audience(AUDIENCE)
@@ -346,11 +369,11 @@ def test_a_200_that_creates_nothing_and_warns_is_refused_with_the_warning(fake, 
 )
 def test_member_calls_send_exactly_the_documented_body(fake, http, clock, settings, op, attributes):
     target = criteo(fake, http, clock, **settings)
-    segment = fake.create_segment("s")
+    segment = fake.sandbox.criteo.create_segment("s")
 
     (target.add_users if op == ADD else target.remove_users)(on(segment), users("g1", "g2", op=op))
 
-    [request] = api_calls(fake)
+    [request] = criteo_api_calls(fake)
     assert (request.method, request.path) == (
         "PATCH", f"/2026-07/marketing-solutions/audience-segments/{segment}/contact-list")
     assert request.body == {"data": {"type": "ContactlistAmendment",
@@ -359,36 +382,39 @@ def test_member_calls_send_exactly_the_documented_body(fake, http, clock, settin
 
 def test_add_then_remove_changes_the_membership(fake, http, clock):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
+    segment = fake.sandbox.criteo.create_segment("s")
 
     target.add_users(on(segment), users("g1", "g2"))
     target.remove_users(on(segment), users("g1", op=REMOVE, first_id=3))
 
-    assert fake.members[segment] == {"g2"}
+    assert criteo_members(fake)[segment] == {"g2"}
 
 
 def test_identifiers_in_criteos_invalid_sample_fail_alone(fake, http, clock):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
-    fake.invalid(["bad"])
+    segment = fake.sandbox.criteo.create_segment("s")
+    fake.sandbox.criteo.invalid(["bad"])
 
     with pytest.raises(PartialFailure) as raised:
         target.add_users(on(segment), users("g1", "bad", "g2"))
 
     assert raised.value.failed == {2: "Criteo: not a valid gum identifier"}
-    assert fake.members[segment] == {"g1", "g2"}
+    assert criteo_members(fake)[segment] == {"g1", "g2"}
 
 
 @pytest.mark.parametrize(
-    "missing_segment",
-    [(404, "segment-not-found"), (404, "audience-invalid"), (404, "not-found"), (400, "segment-not-found")],
+    "missing_segment, scripted",
+    [((404, "segment-not-found"), False), ((404, "audience-invalid"), True), ((404, "not-found"), True),
+     ((400, "segment-not-found"), True)],
     ids=["404-segment-not-found", "404-audience-invalid", "404-any-code", "400-segment-not-found"],
 )
-def test_a_deleted_segment_raises_audience_gone(fake, http, clock, missing_segment):
-    fake.missing_segment = missing_segment
+def test_a_deleted_segment_raises_audience_gone(fake, http, clock, missing_segment, scripted):
+    """The sandbox answers 404 segment-not-found; the other answers no source rules out are scripted."""
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
-    fake.delete_segment(segment)
+    segment = fake.sandbox.criteo.create_segment("s")
+    fake.sandbox.criteo.delete_segment(segment)
+    if scripted:
+        fail_next(fake, missing_segment[0], body=criteo_error(missing_segment[1], "Segment is not found"))
 
     with pytest.raises(AudienceGone) as raised:
         target.add_users(on(segment), users("g1"))
@@ -399,17 +425,17 @@ def test_a_deleted_segment_raises_audience_gone(fake, http, clock, missing_segme
 def test_segment_not_found_among_the_warnings_of_a_200_raises_audience_gone(fake, http, clock):
     target = criteo(fake, http, clock)
     warning = criteo_error("segment-not-found", "Segment is not found")["errors"]
-    fake.fail_next(200, body={"data": None, "errors": [], "warnings": warning})
+    fail_next(fake, 200, body={"data": None, "errors": [], "warnings": warning})
 
     with pytest.raises(AudienceGone):
-        target.add_users(on(fake.create_segment("s")), users("g1"))
+        target.add_users(on(fake.sandbox.criteo.create_segment("s")), users("g1"))
 
 
 def test_a_deprecation_warning_of_a_200_is_not_an_error(fake, http, clock):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
+    segment = fake.sandbox.criteo.create_segment("s")
     warning = criteo_error("deprecated-field", "'nbValidIds' is deprecated")["errors"]
-    fake.fail_next(200, body={"data": {"type": "ContactlistAmendment", "attributes": {}},
+    fail_next(fake, 200, body={"data": {"type": "ContactlistAmendment", "attributes": {}},
                               "errors": [], "warnings": warning})
 
     target.add_users(on(segment), users("g1"))
@@ -417,12 +443,12 @@ def test_a_deprecation_warning_of_a_200_is_not_an_error(fake, http, clock):
 
 def test_any_gum_caller_id_is_sent_as_configured(fake, http, clock):
     target = criteo(fake, http, clock, gum_caller_id="987")
-    segment = fake.create_segment("s")
+    segment = fake.sandbox.criteo.create_segment("s")
 
     target.add_users(on(segment), users("g1"))
 
-    assert api_calls(fake)[-1].body["data"]["attributes"]["gumCallerId"] == 987
-    assert fake.members[segment] == {"g1"}
+    assert criteo_api_calls(fake)[-1].body["data"]["attributes"]["gumCallerId"] == 987
+    assert criteo_members(fake)[segment] == {"g1"}
 
 
 @pytest.mark.parametrize(
@@ -443,8 +469,8 @@ def test_any_gum_caller_id_is_sent_as_configured(fake, http, clock):
 )
 def test_statuses_raise_the_shared_error_classes_with_criteos_code(fake, http, clock, status, code, error):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
-    fake.fail_next(status, body=criteo_error(code, "Scripted title"))
+    segment = fake.sandbox.criteo.create_segment("s")
+    fail_next(fake, status, body=criteo_error(code, "Scripted title"))
 
     with pytest.raises(error) as raised:
         target.add_users(on(segment), users("g1"))
@@ -457,7 +483,7 @@ def test_a_segment_id_that_is_not_a_number_is_refused_without_a_call(fake, http,
     with pytest.raises(PermanentError):
         criteo(fake, http, clock).add_users(on("../oauth2"), users("g1"))
 
-    assert fake.requests == []
+    assert fake.calls("criteo") == []
 
 
 # Rate limit.
@@ -475,8 +501,8 @@ def test_a_segment_id_that_is_not_a_number_is_refused_without_a_call(fake, http,
 )
 def test_a_429_retries_when_the_rate_limit_resets(fake, http, clock, headers, retry_after):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
-    fake.fail_next(429, headers=headers)
+    segment = fake.sandbox.criteo.create_segment("s")
+    fail_next(fake, 429, headers=headers)
 
     with pytest.raises(TransientError) as raised:
         target.add_users(on(segment), users("g1"))
@@ -486,20 +512,20 @@ def test_a_429_retries_when_the_rate_limit_resets(fake, http, clock, headers, re
 
 def test_a_used_up_rate_limit_postpones_the_next_call_without_calling(fake, http, clock):
     target = criteo(fake, http, clock)
-    segment = fake.create_segment("s")
-    fake.exhaust_rate_limit(reset_at=NOW + 30)
+    segment = fake.sandbox.criteo.create_segment("s")
+    fake.sandbox.criteo.use_up_rate_limit(until=NOW + 30)
     target.add_users(on(segment), users("g1"))
-    calls = len(fake.requests)
+    calls = len(fake.calls("criteo"))
 
     clock.advance(10)
     with pytest.raises(TransientError) as raised:
         target.add_users(on(segment), users("g2"))
     assert raised.value.retry_after == 20
-    assert len(fake.requests) == calls
+    assert len(fake.calls("criteo")) == calls
 
     clock.advance(20)
     target.add_users(on(segment), users("g2"))
-    assert fake.members[segment] == {"g1", "g2"}
+    assert criteo_members(fake)[segment] == {"g1", "g2"}
 
 
 @pytest.mark.parametrize(
@@ -594,8 +620,8 @@ def drain(dispatcher, clock, rounds=50):
 def test_the_dispatcher_creates_the_segment_then_keeps_its_members(fake, http, clock, outbox):
     target = criteo(fake, http, clock)
     dispatcher = Dispatcher(outbox, {"shop": target}, clock=clock, rand=lambda: 0.0)
-    fake.invalid(["bad"])
-    fake.fail_next(429, headers={"x-ratelimit-reset": str(int(NOW) + 30)})
+    fake.sandbox.criteo.invalid(["bad"])
+    fail_next(fake, 429, headers={"x-ratelimit-reset": str(int(NOW) + 30)})
     enqueue = lambda op, *ids: outbox.enqueue(  # noqa: E731
         "shop", op, [ReceivedMutation(DMP_ID, i) for i in ids], pass_through=False, now=clock())
     enqueue("add", "g1", "g2", "bad")
@@ -609,8 +635,8 @@ def test_the_dispatcher_creates_the_segment_then_keeps_its_members(fake, http, c
     drain(dispatcher, clock)
 
     segment = outbox.audience("shop", DMP_ID).target_id
-    assert fake.segments == {segment: f"mapp ({DMP_ID})"}
-    assert fake.members[segment] == {"g2"}
+    assert criteo_segments(fake) == {segment: f"mapp ({DMP_ID})"}
+    assert criteo_members(fake)[segment] == {"g2"}
     assert outbox.counts() == {"pending": 0, "done": 3, "dead": 1}
     [dead] = outbox.dead_letters()
     assert "not a valid gum identifier" in dead[-1]
@@ -619,14 +645,19 @@ def test_the_dispatcher_creates_the_segment_then_keeps_its_members(fake, http, c
 # API versions.
 
 SUNSET = "Wed, 27 Jan 2027 00:00:00 GMT"
+"""2026-01's sunset: the sandbox retires a version on the 27th of its month a year later."""
+DEPRECATED = calendar.timegm((2026, 12, 1, 0, 0, 0))
+"""A day in 2026-01's last 3 months, when Criteo's answers announce its sunset."""
+RETIRED = calendar.timegm((2027, 2, 1, 0, 0, 0))
+"""A day after 2026-01's sunset (and 2026-07's current)."""
 
 
 def test_answers_announcing_a_sunset_are_counted_each_and_logged_once(fake, http, clock, caplog):
-    fake.deprecated["2026-01"] = SUNSET
+    clock.now = DEPRECATED
     target = criteo(fake, http, clock, api_version="2026-01")
     notices = []
     target.on_api_deprecated = lambda version, sunset: notices.append((version, sunset))
-    segment = fake.create_segment("s")
+    segment = fake.sandbox.criteo.create_segment("s")
 
     target.add_users(on(segment), users("g1"))
     target.add_users(on(segment), users("g2"))
@@ -639,12 +670,12 @@ def test_answers_announcing_a_sunset_are_counted_each_and_logged_once(fake, http
 
 
 def test_the_default_version_is_not_the_one_being_retired(fake, http, clock):
-    fake.deprecated["2026-01"] = SUNSET
+    clock.now = DEPRECATED
     target = criteo(fake, http, clock)
     notices = []
     target.on_api_deprecated = lambda version, sunset: notices.append(version)
 
-    target.add_users(on(fake.create_segment("s")), users("g1"))
+    target.add_users(on(fake.sandbox.criteo.create_segment("s")), users("g1"))
 
     assert notices == []
 
@@ -665,7 +696,7 @@ def test_deprecation_notice_reads_the_headers(headers, notice):
 
 
 def test_a_retired_version_holds_the_work_until_the_version_is_changed(fake, http, clock, outbox):
-    fake.retired.add("2026-01")
+    clock.now = RETIRED
     target = criteo(fake, http, clock, api_version="2026-01")
     dispatcher = Dispatcher(outbox, {"shop": target}, clock=clock, rand=lambda: 0.0)
     outbox.enqueue("shop", "add", [ReceivedMutation(DMP_ID, "g1")], pass_through=False, now=clock())
@@ -679,7 +710,7 @@ def test_a_retired_version_holds_the_work_until_the_version_is_changed(fake, htt
     drain(dispatcher, clock)
 
     assert outbox.counts() == {"pending": 0, "done": 1, "dead": 0}
-    assert fake.members[outbox.audience("shop", DMP_ID).target_id] == {"g1"}
+    assert criteo_members(fake)[outbox.audience("shop", DMP_ID).target_id] == {"g1"}
 
 
 # One API app, several accounts.
@@ -690,15 +721,15 @@ def test_accounts_of_one_app_share_its_token_and_its_rate_limit_pause(fake, http
     second = criteo(fake, http, clock, advertiser_id="777")
     assert first.application == second.application
     second.share_application(first)
-    segment = fake.create_segment("s")
-    fake.exhaust_rate_limit(reset_at=NOW + 30)
+    segment = fake.sandbox.criteo.create_segment("s")
+    fake.sandbox.criteo.use_up_rate_limit(until=NOW + 30)
 
     first.add_users(on(segment), users("g1"))
     with pytest.raises(TransientError) as raised:
         second.add_users(on(segment), users("g2"))
 
     assert raised.value.retry_after == 30
-    assert fake.token_requests == 1
+    assert criteo_token_requests(fake) == 1
 
 
 def test_another_client_id_or_secret_is_another_application(fake, http, clock):
@@ -714,7 +745,7 @@ def test_another_client_id_or_secret_is_another_application(fake, http, clock):
 
 def criteo_service(tmp_path, fake, clock, accounts):
     """A Service whose integration `demo` is Criteo, one account per {customer: settings}."""
-    settings = fake.settings()
+    settings = criteo_settings(fake)
     base = {"target": "criteo", **{f"target.{key}": value for key, value in settings.items()}}
     text = config_text(tmp_path / "outbox.sqlite3", "http://unused.invalid", integration=base, sections={
         f"integration:demo:customer:{customer}": {f"target.{key}": value for key, value in more.items()}
@@ -737,10 +768,10 @@ def test_accounts_sharing_a_client_id_share_one_rate_limit_and_one_token(tmp_pat
             first.guard.release("ok")
 
         assert second.guard.admit() > 0, "the app's 250 calls a minute are used up for both"
-        segment = fake.create_segment("s")
+        segment = fake.sandbox.criteo.create_segment("s")
         first.target.add_users(on(segment), users("g1"))
         second.target.add_users(on(segment), users("g2"))
-        assert fake.token_requests == 1
+        assert criteo_token_requests(fake) == 1
     finally:
         service.close()
 
@@ -758,7 +789,7 @@ def test_accounts_of_different_apps_keep_their_own_rate_limits(tmp_path, fake, c
 
 
 def test_status_shows_a_deprecated_api_version_with_its_sunset(tmp_path, fake, clock, capsys):
-    fake.deprecated["2026-01"] = SUNSET
+    clock.now = DEPRECATED
     path, service = criteo_service(tmp_path, fake, clock, {1: {"api_version": "2026-01"}})
     try:
         service.outbox.enqueue("demo", "add", [ReceivedMutation(DMP_ID, "g1", customer=1)],

@@ -34,7 +34,7 @@ from diy.signature import sign
 from targets import load_target_class
 from targets.http import HttpClient
 from tests.processes import ROOT, Spawned, dmp_post, free_port, python, wait_for_port, wait_until
-from tests.support import DMP_SECRET, WEBHOOK_SECRET, WebhookReceiver, mutation
+from tests.support import DMP_SECRET, WEBHOOK_SECRET, mutation
 
 DEPLOY = ROOT / "deploy"
 SITE = DEPLOY / "nginx" / "diy-wsgi.conf"
@@ -631,11 +631,11 @@ def answers(port, path):
 
 
 @pytest.mark.parametrize("mode", ["plain", "mdwe"], ids=["plain", "memory-deny-write-execute"])
-def test_the_example_config_serves_and_delivers_with_gunicorn_and_a_separate_dispatcher(tmp_path, httpserver, mode):
+def test_the_example_config_serves_and_delivers_with_gunicorn_and_a_separate_dispatcher(tmp_path, receiver_for, mode):
     pytest.importorskip("gunicorn")
     if mode == "mdwe" and not memory_deny_write_execute_works():
         pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
-    receiver = WebhookReceiver(httpserver)
+    receiver = receiver_for()
     folder = credentials_directory(tmp_path, **{
         "/var/lib/diy-wsgi/diy.sqlite3": str(tmp_path / "diy.sqlite3"),
         "https://hooks.example.com/dmp": receiver.url,

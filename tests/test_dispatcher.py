@@ -1,4 +1,4 @@
-"""The dispatcher against a real webhook receiver (pytest-httpserver), clock moved by hand."""
+"""The dispatcher against a real webhook receiver (the sandbox's, in process), clock moved by hand."""
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +12,8 @@ from outbox.dispatcher import call_splitting, coalesce
 from outbox.store import ReceivedMutation
 from targets.base import Mutation
 from targets.errors import PayloadTooLarge
-from tests.support import WebhookReceiver, hold_calls, make_config
+from tests.sandboxed import hold_calls
+from tests.support import make_config
 
 
 def service_builder(tmp_path, clock, database):
@@ -61,8 +62,8 @@ def drain(service, clock, rounds=50, step=1.0):
                 return
 
 
-def test_a_batch_reaches_the_receiver_and_is_marked_delivered(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver)
+def test_a_batch_reaches_the_receiver_and_is_marked_delivered(receiver_for, service_for, clock):
+    receiver = receiver_for()
     service = service_for(receiver)
     enqueue(service, "add", "4711", "u1", "u2", clock=clock)
 
@@ -72,8 +73,8 @@ def test_a_batch_reaches_the_receiver_and_is_marked_delivered(httpserver, servic
     assert service.outbox.counts() == {"pending": 0, "done": 2, "dead": 0}
 
 
-def test_add_remove_add_of_one_user_ends_a_member(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver)
+def test_add_remove_add_of_one_user_ends_a_member(receiver_for, service_for, clock):
+    receiver = receiver_for()
     service = service_for(receiver)
     for op in ("add", "remove", "add"):
         enqueue(service, op, "4711", "u1", clock=clock)
@@ -85,8 +86,8 @@ def test_add_remove_add_of_one_user_ends_a_member(httpserver, service_for, clock
     assert [e["type"] for e in receiver.events] == ["audience.members_added", "audience.members_removed", "audience.members_added"]
 
 
-def test_several_mutations_of_one_user_in_a_batch_are_coalesced_to_the_last(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver)
+def test_several_mutations_of_one_user_in_a_batch_are_coalesced_to_the_last(receiver_for, service_for, clock):
+    receiver = receiver_for()
     service = service_for(receiver)
     for op in ("add", "remove", "add", "remove"):
         enqueue(service, op, "4711", "u1", clock=clock)
@@ -97,8 +98,8 @@ def test_several_mutations_of_one_user_in_a_batch_are_coalesced_to_the_last(http
     assert service.outbox.counts()["done"] == 4
 
 
-def test_a_transient_failure_is_retried_after_a_backoff_with_the_same_webhook_id(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver, script=[503, 503])
+def test_a_transient_failure_is_retried_after_a_backoff_with_the_same_webhook_id(receiver_for, service_for, clock):
+    receiver = receiver_for(script=[503, 503])
     service = service_for(receiver)
     enqueue(service, "add", "4711", "u1", clock=clock)
 
@@ -111,8 +112,8 @@ def test_a_transient_failure_is_retried_after_a_backoff_with_the_same_webhook_id
     assert len(set(receiver.ids)) == 1
 
 
-def test_retry_after_is_honoured(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver, script=[429], retry_after=30)
+def test_retry_after_is_honoured(receiver_for, service_for, clock):
+    receiver = receiver_for(script=[429], retry_after=30)
     service = service_for(receiver, dispatcher={"backoff_cap": "1m"})
     enqueue(service, "add", "4711", "u1", clock=clock)
     service.dispatcher.run_once()
@@ -124,8 +125,8 @@ def test_retry_after_is_honoured(httpserver, service_for, clock):
     assert receiver.members == {"4711": {"u1"}}
 
 
-def test_a_permanent_refusal_is_dead_lettered_with_the_receivers_reason(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver, script=[400])
+def test_a_permanent_refusal_is_dead_lettered_with_the_receivers_reason(receiver_for, service_for, clock):
+    receiver = receiver_for(script=[400])
     service = service_for(receiver)
     enqueue(service, "add", "4711", "u1", clock=clock)
 
@@ -136,8 +137,8 @@ def test_a_permanent_refusal_is_dead_lettered_with_the_receivers_reason(httpserv
     assert "HTTP 400" in row[-1] and "scripted failure" in row[-1]
 
 
-def test_exhausted_retries_are_dead_lettered(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver, script=[503] * 10)
+def test_exhausted_retries_are_dead_lettered(receiver_for, service_for, clock):
+    receiver = receiver_for(script=[503] * 10)
     service = service_for(receiver, dispatcher={"max_attempts": "3"})
     enqueue(service, "add", "4711", "u1", clock=clock)
 
@@ -148,8 +149,8 @@ def test_exhausted_retries_are_dead_lettered(httpserver, service_for, clock):
     assert row[-1].startswith("gave up after 3 attempts")
 
 
-def test_a_failing_audience_does_not_hold_up_another(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver)
+def test_a_failing_audience_does_not_hold_up_another(receiver_for, service_for, clock):
+    receiver = receiver_for()
     service = service_for(receiver)
     enqueue(service, "add", "broken", "u1", clock=clock)
     service.outbox.retry_later(service.outbox.claim("other", now=clock(), lease=60, limit=1, batch_sizes={"demo": 10})[0],
@@ -161,20 +162,21 @@ def test_a_failing_audience_does_not_hold_up_another(httpserver, service_for, cl
     assert receiver.members == {"healthy": {"u2"}}
 
 
-def test_an_audience_first_seen_in_a_mutation_is_created_then_filled(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver, created_id="T-77")
+def test_an_audience_first_seen_in_a_mutation_is_created_then_filled(receiver_for, service_for, clock):
+    receiver = receiver_for()
     service = service_for(receiver)
     enqueue(service, "add", "dmp-aud", "u1", clock=clock, pass_through=False)
 
     drain(service, clock)
 
+    [created] = receiver.created_ids()
     assert [e["type"] for e in receiver.events] == ["audience.created", "audience.members_added"]
-    assert receiver.events[1]["data"]["audience"]["id"] == "T-77"
-    assert service.outbox.audience("demo", "dmp-aud").target_id == "T-77"
+    assert receiver.events[1]["data"]["audience"]["id"] == created
+    assert service.outbox.audience("demo", "dmp-aud").target_id == created
 
 
-def test_mutations_wait_while_creation_is_failing_then_flow(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver, script=[503, 503])
+def test_mutations_wait_while_creation_is_failing_then_flow(receiver_for, service_for, clock):
+    receiver = receiver_for(script=[503, 503])
     service = service_for(receiver)
     enqueue(service, "add", "dmp-aud", "u1", clock=clock, pass_through=False)
 
@@ -184,8 +186,8 @@ def test_mutations_wait_while_creation_is_failing_then_flow(httpserver, service_
     assert receiver.members == {"dmp-aud": {"u1"}}
 
 
-def test_a_refused_creation_dead_letters_the_audiences_mutations(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver, script=[400])
+def test_a_refused_creation_dead_letters_the_audiences_mutations(receiver_for, service_for, clock):
+    receiver = receiver_for(script=[400])
     service = service_for(receiver)
     enqueue(service, "add", "dmp-aud", "u1", "u2", clock=clock, pass_through=False)
 
@@ -195,8 +197,8 @@ def test_a_refused_creation_dead_letters_the_audiences_mutations(httpserver, ser
     assert all("could not be created" in row[-1] for row in service.outbox.dead_letters())
 
 
-def test_batches_are_cut_at_the_targets_max_batch(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver)
+def test_batches_are_cut_at_the_targets_max_batch(receiver_for, service_for, clock):
+    receiver = receiver_for()
     service = service_for(receiver, integration={"target.max_batch": "10"})
     enqueue(service, "add", "4711", *(f"u{i}" for i in range(25)), clock=clock)
 
@@ -205,8 +207,8 @@ def test_batches_are_cut_at_the_targets_max_batch(httpserver, service_for, clock
     assert [len(e["data"]["members"]) for e in receiver.events] == [10, 10, 5]
 
 
-def test_a_413_splits_the_batch_until_it_passes(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver, script=[413])
+def test_a_413_splits_the_batch_until_it_passes(receiver_for, service_for, clock):
+    receiver = receiver_for(script=[413])
     service = service_for(receiver)
     enqueue(service, "add", "4711", *(f"u{i}" for i in range(4)), clock=clock)
 
@@ -229,8 +231,8 @@ def test_coalesce_keeps_the_last_mutation_of_each_user_in_order():
     assert [m.id for m in coalesce(mutations)] == [2, 3]
 
 
-def test_the_background_dispatcher_delivers_what_is_committed_in_process(httpserver, tmp_path, database_location):
-    receiver = WebhookReceiver(httpserver)
+def test_the_background_dispatcher_delivers_what_is_committed_in_process(receiver_for, tmp_path, database_location):
+    receiver = receiver_for()
     service = Service(make_config(tmp_path, receiver.url, diy={"database": database_location},
                                   dispatcher={"poll_interval": "30s"}))
     service.dispatcher.start()
@@ -246,8 +248,8 @@ def test_the_background_dispatcher_delivers_what_is_committed_in_process(httpser
     assert receiver.members == {"4711": {"u1"}}, "woken at once, not after the 30 s poll"
 
 
-def test_a_running_dispatcher_beats_its_heart_and_retires_at_stop(httpserver, tmp_path, database_location):
-    receiver = WebhookReceiver(httpserver)
+def test_a_running_dispatcher_beats_its_heart_and_retires_at_stop(receiver_for, tmp_path, database_location):
+    receiver = receiver_for()
     service = Service(make_config(tmp_path, receiver.url, diy={"database": database_location},
                                   dispatcher={"takeover_after": "1s"}))
     owner = service.dispatcher.owner
@@ -269,9 +271,10 @@ def test_a_running_dispatcher_beats_its_heart_and_retires_at_stop(httpserver, tm
     assert seen() == [], "a graceful stop retires the dispatcher"
 
 
-def test_a_graceful_stop_gives_back_the_lease_of_a_call_in_flight(httpserver, tmp_path, database_location):
-    entered, release = hold_calls(httpserver, "/slow")
-    service = Service(make_config(tmp_path, httpserver.url_for("/slow"), diy={"database": database_location},
+def test_a_graceful_stop_gives_back_the_lease_of_a_call_in_flight(receiver_for, tmp_path, database_location):
+    receiver = receiver_for()
+    entered, release = hold_calls(receiver.sandboxed)
+    service = Service(make_config(tmp_path, receiver.url, diy={"database": database_location},
                                   dispatcher={"stop_timeout": "0.2s"}))
     service.outbox.enqueue("demo", "add", [ReceivedMutation("4711", "u1")], pass_through=True, now=time.time())
     service.dispatcher.start()
@@ -285,13 +288,14 @@ def test_a_graceful_stop_gives_back_the_lease_of_a_call_in_flight(httpserver, tm
         service.close()
 
 
-def test_a_stopping_dispatcher_keeps_its_leases_while_it_waits_for_a_call_in_flight(httpserver, tmp_path,
+def test_a_stopping_dispatcher_keeps_its_leases_while_it_waits_for_a_call_in_flight(receiver_for, tmp_path,
                                                                                       database_location):
     """A stop waits up to stop_timeout for calls in flight; if its heart stopped first, another
     dispatcher would take the audience over after takeover_after and send the batch again while
     the first call still runs."""
-    entered, release = hold_calls(httpserver, "/slow")
-    service = Service(make_config(tmp_path, httpserver.url_for("/slow"), diy={"database": database_location},
+    receiver = receiver_for()
+    entered, release = hold_calls(receiver.sandboxed)
+    service = Service(make_config(tmp_path, receiver.url, diy={"database": database_location},
                                   dispatcher={"stop_timeout": "10s", "takeover_after": "1s"},
                                   integration={"target.timeout": "10"}))
     service.outbox.enqueue("demo", "add", [ReceivedMutation("4711", "u1")], pass_through=True, now=time.time())
@@ -319,9 +323,9 @@ def enqueue_for(service, customer, audience, *users, clock):
     service.outbox.enqueue("demo", "add", received, pass_through=True, now=clock())
 
 
-def test_each_customer_is_delivered_with_its_own_account(httpserver, service_for, clock):
-    first = WebhookReceiver(httpserver, path="/first")
-    second = WebhookReceiver(httpserver, path="/second")
+def test_each_customer_is_delivered_with_its_own_account(receiver_for, service_for, clock):
+    first = receiver_for()
+    second = receiver_for()
     service = service_for(first, sections={
         "integration:demo:customer:1": {"target.url": first.url},
         "integration:demo:customer:2": {"target.url": second.url},
@@ -334,8 +338,8 @@ def test_each_customer_is_delivered_with_its_own_account(httpserver, service_for
     assert (first.members, second.members) == ({"aud-a": {"u1"}}, {"aud-b": {"u2"}})
 
 
-def test_a_customer_without_an_account_is_dead_lettered_with_the_reason(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver)
+def test_a_customer_without_an_account_is_dead_lettered_with_the_reason(receiver_for, service_for, clock):
+    receiver = receiver_for()
     service = service_for(receiver, sections={"integration:demo:customer:1": {}})
     enqueue_for(service, 99, "aud", "u1", clock=clock)
 
@@ -346,8 +350,8 @@ def test_a_customer_without_an_account_is_dead_lettered_with_the_reason(httpserv
     assert "no platform account is configured for DMP client 99" in row[-1]
 
 
-def test_an_open_breaker_holds_work_back_without_burning_attempts(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver, script=[503] * 100)
+def test_an_open_breaker_holds_work_back_without_burning_attempts(receiver_for, service_for, clock):
+    receiver = receiver_for(script=[503] * 100)
     service = service_for(receiver, integration={"breaker_failures": "2", "breaker_cooldown": "1h"},
                           dispatcher={"max_attempts": "3"})
     enqueue(service, "add", "a", "u1", clock=clock)
@@ -357,14 +361,14 @@ def test_an_open_breaker_holds_work_back_without_burning_attempts(httpserver, se
 
     assert receiver.calls == 2, "two audiences failing open the breaker; no call while it is open"
     assert service.outbox.counts() == {"pending": 2, "done": 0, "dead": 0}, "attempts not burned"
-    receiver.script.clear()
+    receiver.sandboxed.sandbox.faults.clear_script()
     clock.advance(3600)
     drain(service, clock)
     assert receiver.members == {"a": {"u1"}, "b": {"u2"}}
 
 
-def test_one_audience_failing_again_and_again_does_not_stall_the_others(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver, script=[503] * 6)
+def test_one_audience_failing_again_and_again_does_not_stall_the_others(receiver_for, service_for, clock):
+    receiver = receiver_for(script=[503] * 6)
     service = service_for(receiver, integration={"breaker_failures": "2", "breaker_cooldown": "1h"})
     enqueue(service, "add", "poisoned", "u1", clock=clock)
     drain(service, clock, rounds=6, step=5)
@@ -375,8 +379,8 @@ def test_one_audience_failing_again_and_again_does_not_stall_the_others(httpserv
     assert receiver.members.get("healthy") == {"u2"}
 
 
-def test_the_rate_limit_spreads_calls_over_time(httpserver, service_for, clock):
-    receiver = WebhookReceiver(httpserver)
+def test_the_rate_limit_spreads_calls_over_time(receiver_for, service_for, clock):
+    receiver = receiver_for()
     service = service_for(receiver, integration={"calls_per_second": "1/m"})
     for audience in ("a", "b", "c"):
         enqueue(service, "add", audience, "u1", clock=clock)
@@ -388,10 +392,10 @@ def test_the_rate_limit_spreads_calls_over_time(httpserver, service_for, clock):
     assert receiver.calls == 2
 
 
-def test_an_outcome_is_recorded_even_when_the_database_is_busy_at_that_moment(httpserver, sqlite_service_for, clock):
+def test_an_outcome_is_recorded_even_when_the_database_is_busy_at_that_moment(receiver_for, sqlite_service_for, clock):
     """The platform accepted the batch while another process held the write lock past
     write_timeout: the dispatcher keeps trying to record it instead of sending it again later."""
-    receiver = WebhookReceiver(httpserver)
+    receiver = receiver_for()
     service = sqlite_service_for(receiver)
     released = threading.Event()
 
@@ -402,14 +406,13 @@ def test_an_outcome_is_recorded_even_when_the_database_is_busy_at_that_moment(ht
         blocker.execute("ROLLBACK")
         blocker.close()
 
-    def accept_while_locked(request):
+    def lock_before_answering(exchange):
+        """Called once the webhook applied the batch, before its answer leaves."""
         threading.Thread(target=hold_the_lock, daemon=True).start()
         threading.Timer(1.2, released.set).start()
         time.sleep(0.2)
-        return receiver.handle(request)
 
-    httpserver.clear_all_handlers()
-    httpserver.expect_request("/events").respond_with_handler(accept_while_locked)
+    receiver.sandboxed.sandbox.listeners.append(lock_before_answering)
     enqueue(service, "add", "4711", "u1", clock=clock)
 
     service.dispatcher.run_once()
@@ -418,11 +421,11 @@ def test_an_outcome_is_recorded_even_when_the_database_is_busy_at_that_moment(ht
     assert service.outbox.counts() == {"pending": 0, "done": 1, "dead": 0}
 
 
-def test_the_dispatcher_checkpoints_the_wal_every_second_in_the_background(httpserver, sqlite_service_for, clock):
+def test_the_dispatcher_checkpoints_the_wal_every_second_in_the_background(receiver_for, sqlite_service_for, clock):
     """Request commits never checkpoint (outbox/db.py); the dispatcher's loop does, so the WAL
     stays small while requests keep coming. (The probe's own checkpoint, at the end of each
     round, lets the next round start with an empty WAL.)"""
-    service = sqlite_service_for(WebhookReceiver(httpserver))
+    service = sqlite_service_for(receiver_for())
     database = service.database
     users = [f"user-{n:04d}-" + "x" * 200 for n in range(1000)]
 
@@ -448,10 +451,10 @@ def test_the_dispatcher_checkpoints_the_wal_every_second_in_the_background(https
 
 
 def test_a_database_that_cannot_be_written_pauses_the_loop_with_one_line_not_a_traceback(
-        httpserver, sqlite_service_for, clock, caplog):
+        receiver_for, sqlite_service_for, clock, caplog):
     """A full disk or a lock held elsewhere is a state the operator should see, greppable, once
     per poll; a traceback every second would bury it (and real crashes) in the log."""
-    service = sqlite_service_for(WebhookReceiver(httpserver), diy={"write_timeout": "0.1s"},
+    service = sqlite_service_for(receiver_for(), diy={"write_timeout": "0.1s"},
                           dispatcher={"poll_interval": "0.05s"})
     enqueue(service, "add", "4711", "u1", clock=clock)
     blocker = sqlite3.connect(service.database.path, isolation_level=None)
@@ -470,11 +473,11 @@ def test_a_database_that_cannot_be_written_pauses_the_loop_with_one_line_not_a_t
     assert not any(r.exc_info for r in caplog.records if r.name == "diy.dispatcher")
 
 
-def test_another_processs_commit_wakes_an_sqlite_dispatcher_within_milliseconds(tmp_path, httpserver):
+def test_another_processs_commit_wakes_an_sqlite_dispatcher_within_milliseconds(tmp_path, receiver_for):
     """SQLite has no NOTIFY: the dispatcher watches the file's data_version. It polls every 30 s
     here, yet delivers within seconds what another process (`diy-wsgi dispatch`'s usual
     neighbour, a gunicorn worker) commits."""
-    receiver = WebhookReceiver(httpserver)
+    receiver = receiver_for()
     config = make_config(tmp_path, receiver.url, dispatcher={"poll_interval": "30s"})
     service = Service(config)
     service.dispatcher.start()

@@ -8,11 +8,12 @@ import struct
 
 
 from tests.processes import Diy, dmp_post, free_port, wait_for_port, wait_until, write_config
-from tests.support import WebhookReceiver, hold_calls, mutation
+from tests.sandboxed import hold_calls
+from tests.support import mutation
 
 
-def test_serve_answers_the_dmp_and_delivers_add_remove_add(httpserver, tmp_path):
-    receiver = WebhookReceiver(httpserver, created_id="rcv-1")
+def test_serve_answers_the_dmp_and_delivers_add_remove_add(receiver_for, tmp_path):
+    receiver = receiver_for()
     config = write_config(tmp_path, receiver.url, integration={"return_target_id": "yes"})
     port = free_port()
     server = Diy(tmp_path, "serve", "--config", config, "--port", port)
@@ -24,9 +25,9 @@ def test_serve_answers_the_dmp_and_delivers_add_remove_add(httpserver, tmp_path)
 
         assert dmp_post(port, "VALIDATE", {"Type": "VALIDATE"}) == (200, {})
         created = dmp_post(port, "CREATE_AUDIENCE", {"Type": "CREATE_AUDIENCE", "Name": "Buyers", "Customer": 1, "Audience": "dmp-1"})
-        assert created == (200, {"id": "rcv-1"})
+        assert created == (200, {"id": receiver.created_ids()[0]})
         for kind in ("ADD_TO_AUDIENCE", "REMOVE_FROM_AUDIENCE", "ADD_TO_AUDIENCE"):
-            assert dmp_post(port, kind, {"Type": kind, "Mutations": [mutation("rcv-1", "u1")]}) == (200, {"accepted": 1})
+            assert dmp_post(port, kind, {"Type": kind, "Mutations": [mutation(created[1]["id"], "u1")]}) == (200, {"accepted": 1})
 
         database = sqlite3.connect(tmp_path / "outbox.sqlite3")
         wait_until(lambda: settled(database) == [("done", 3)], what="delivery", processes=[server])
@@ -40,10 +41,10 @@ def settled(database):
     return database.execute("SELECT state, COUNT(*) FROM mutations GROUP BY state").fetchall()
 
 
-def test_a_dispatcher_killed_mid_batch_loses_nothing_and_is_taken_over_before_its_lease_ends(httpserver, tmp_path):
+def test_a_dispatcher_killed_mid_batch_loses_nothing_and_is_taken_over_before_its_lease_ends(receiver_for, tmp_path):
     """The lease is the default 5 minutes: only the heartbeat takeover can deliver within 30 s."""
-    receiver = WebhookReceiver(httpserver, path="/events")
-    first_call, release = hold_calls(httpserver, after_first_delivery=receiver, wait=20)
+    receiver = receiver_for()
+    first_call, release = hold_calls(receiver.sandboxed)
     config = write_config(tmp_path, receiver.url, dispatcher={"embedded": "no", "takeover_after": "2s", "threads": "2"},
                           integration={"target.timeout": "0.5"})
     port = free_port()
@@ -74,12 +75,12 @@ def test_a_dispatcher_killed_mid_batch_loses_nothing_and_is_taken_over_before_it
         server.kill()
 
 
-def test_serve_keeps_its_open_files_flat_however_many_requests_touch_the_database(httpserver, tmp_path):
+def test_serve_keeps_its_open_files_flat_however_many_requests_touch_the_database(receiver_for, tmp_path):
     """The stdlib server starts a thread per request, and each thread opens its own database
     connection: those of ended threads must be closed, or every request leaks two descriptors
     (the file and its WAL) until the process runs out of them and answers every write 503.
     (/metrics reads the outbox on every call; /readyz asks the database once a second.)"""
-    receiver = WebhookReceiver(httpserver)
+    receiver = receiver_for()
     config = write_config(tmp_path, receiver.url)
     port = free_port()
     server = Diy(tmp_path, "serve", "--config", config, "--port", port)
@@ -107,10 +108,10 @@ def test_serve_keeps_its_open_files_flat_however_many_requests_touch_the_databas
     assert after <= before + 10, f"{before} open files after 50 requests, {after} after 2050 more"
 
 
-def test_serve_answers_metrics_only_to_requests_addressed_to_this_machine(httpserver, tmp_path):
+def test_serve_answers_metrics_only_to_requests_addressed_to_this_machine(receiver_for, tmp_path):
     """A page whose name an attacker points at 127.0.0.1 (DNS rebinding) reaches serve from
     loopback, with its own name as the Host: the client's address alone would let it read /metrics."""
-    config = write_config(tmp_path, WebhookReceiver(httpserver).url, diy={"server_name": "dmp.example.com"})
+    config = write_config(tmp_path, receiver_for().url, diy={"server_name": "dmp.example.com"})
     port = free_port()
     server = Diy(tmp_path, "serve", "--config", config, "--port", port)
 
@@ -134,9 +135,9 @@ def test_serve_answers_metrics_only_to_requests_addressed_to_this_machine(httpse
                         "dmp.example.com": 200, f"rebound.example:{port}": 403, "127.0.0.1.rebound.example": 403}
 
 
-def test_serve_takes_a_client_that_hangs_up_mid_request_as_one_debug_line(httpserver, tmp_path):
+def test_serve_takes_a_client_that_hangs_up_mid_request_as_one_debug_line(receiver_for, tmp_path):
     """A DMP, a probe or a load balancer may reset a connection before its request is read."""
-    config = write_config(tmp_path, WebhookReceiver(httpserver).url, diy={"log_level": "debug"})
+    config = write_config(tmp_path, receiver_for().url, diy={"log_level": "debug"})
     port = free_port()
     server = Diy(tmp_path, "serve", "--config", config, "--port", port)
     try:

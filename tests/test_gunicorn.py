@@ -5,15 +5,15 @@ import subprocess
 import pytest
 
 from tests.processes import ROOT, Spawned, dmp_post, environment, free_port, python, wait_until, write_config
-from tests.support import WebhookReceiver, mutation, parse_metrics
+from tests.support import mutation, parse_metrics
 
 pytest.importorskip("gunicorn")
 
 GUNICORN = python("-m", "gunicorn", "-c", "gunicorn.conf.py", "diy_wsgi:app")
 
 
-def test_two_gunicorn_workers_store_and_deliver(httpserver, tmp_path):
-    receiver = WebhookReceiver(httpserver)
+def test_two_gunicorn_workers_store_and_deliver(receiver_for, tmp_path):
+    receiver = receiver_for()
     config = write_config(tmp_path, receiver.url)
     port = free_port()
     gunicorn = Spawned(tmp_path, GUNICORN, "gunicorn", env={

@@ -13,7 +13,7 @@ from diy.metrics import Metrics, render
 from diy_wsgi import make_app
 from outbox.errors import StoreUnavailable
 from tests.processes import ROOT, write_config
-from tests.support import WebhookReceiver, call, make_config, mode_of, mutation, mutations_body, parse_metrics
+from tests.support import call, make_config, mode_of, mutation, mutations_body, parse_metrics
 
 LOOPBACK = {"REMOTE_ADDR": "127.0.0.1"}
 @pytest.fixture
@@ -208,8 +208,8 @@ def test_every_documented_series_is_there_at_zero_before_anything_happens(build)
     assert {series: samples.get(series) for series in DOCUMENTED_AT_ZERO} == {series: 0 for series in DOCUMENTED_AT_ZERO}
 
 
-def test_the_oldest_pending_age_is_zero_once_everything_is_delivered(httpserver, tmp_path):
-    receiver = WebhookReceiver(httpserver)
+def test_the_oldest_pending_age_is_zero_once_everything_is_delivered(receiver_for, tmp_path):
+    receiver = receiver_for()
     app = make_app(make_config(tmp_path, receiver.url))
     try:
         call(app, query="type=ADD_TO_AUDIENCE", body=mutations_body("ADD_TO_AUDIENCE", mutation("a", "u1")))

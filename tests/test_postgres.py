@@ -15,7 +15,7 @@ from outbox.postgres import PostgresDatabase, without_password
 from outbox.store import Outbox, ReceivedMutation
 from diy.service import Service
 from diy_wsgi import make_app
-from tests.support import WebhookReceiver, call, make_config, mutation, mutations_body
+from tests.support import call, make_config, mutation, mutations_body
 
 SIZES = {"demo": 1000}
 
@@ -174,16 +174,17 @@ def test_after_a_server_restart_the_next_use_reconnects_by_itself(postgres_serve
     assert pg_outbox.counts()["pending"] == outcomes.count("stored") + 1
 
 
-def test_after_the_server_was_away_no_live_dispatchers_lease_is_taken_over(postgres_server, url, tmp_path, httpserver):
+def test_after_the_server_was_away_no_live_dispatchers_lease_is_taken_over(postgres_server, url, tmp_path, receiver_for):
     """While PostgreSQL is away every heartbeat goes stale, the live dispatchers' too. When it is
     back, a dispatcher must not take over a live one's lease (its call still running) before that
     one had a chance to beat again: it waits until it has itself beaten for takeover_after."""
     import psycopg
 
-    from tests.support import hold_calls
+    from tests.sandboxed import hold_calls
 
-    held, release = hold_calls(httpserver)
-    config = make_config(tmp_path, httpserver.url_for("/events"), diy={"database": url},
+    receiver = receiver_for()
+    held, release = hold_calls(receiver.sandboxed)
+    config = make_config(tmp_path, receiver.url, diy={"database": url},
                          dispatcher={"takeover_after": "2s"}, integration={"target.timeout": "60"})
     holder, other = Service(config), Service(config)
     owners = []
@@ -289,10 +290,10 @@ def test_without_psycopg_a_postgresql_url_fails_in_one_line_naming_the_extra(tmp
     assert "pip install 'diy-wsgi[postgres]'" in run.stderr
 
 
-def test_a_commit_on_another_machine_wakes_the_dispatcher_at_once(url, tmp_path, httpserver):
+def test_a_commit_on_another_machine_wakes_the_dispatcher_at_once(url, tmp_path, receiver_for):
     """LISTEN/NOTIFY: the dispatcher polls every 30 s here, yet delivers within seconds what
     another process (standing in for another VM) commits."""
-    receiver = WebhookReceiver(httpserver)
+    receiver = receiver_for()
     config = make_config(tmp_path, receiver.url, diy={"database": url}, dispatcher={"poll_interval": "30s"})
     listening, elsewhere = Service(config), Outbox(PostgresDatabase(url))
     listening.dispatcher.start()
@@ -391,8 +392,8 @@ def test_a_listener_skips_its_own_processs_notifications_and_wakes_for_anyone_el
 
 
 def test_while_the_server_is_down_the_dmp_gets_503_and_everything_resumes_when_it_is_back(
-        postgres_server, url, tmp_path, httpserver, caplog):
-    receiver = WebhookReceiver(httpserver)
+        postgres_server, url, tmp_path, receiver_for, caplog):
+    receiver = receiver_for()
     app = make_app(make_config(tmp_path, receiver.url, diy={"database": url}))
     app.start()
     try:

@@ -1,7 +1,7 @@
 """A platform refusing diy-wsgi's own credentials: the integration's work is held, never blamed on
 the data or the marketer, said loudly once, shown in /readyz, /metrics and `diy-wsgi status`, and
 resumed by itself once the platform accepts them again. The app runs with its dispatcher against
-the strict webhook fake, whose secret is rotated and then put back."""
+the sandbox's webhook (in process), whose secret is rotated and then put back."""
 import json
 import logging
 import time
@@ -11,8 +11,8 @@ import pytest
 from diy.cli import main as cli_main
 from diy.config import load_config
 from diy_wsgi import make_app
-from tests.fakes.webhook import FakeWebhook
 from tests.processes import wait_until, write_config
+from tests.sandboxed import webhook_members, webhook_settings
 from tests.support import WEBHOOK_SECRET, call, mutation, mutations_body, parse_metrics
 
 ROTATED = "whsec_cm90YXRlZC1ieS10aGUtcmVjZWl2ZXItd2l0aG91dC11cw=="
@@ -22,13 +22,13 @@ LOOPBACK = {"REMOTE_ADDR": "127.0.0.1"}
 
 
 @pytest.fixture
-def receiver(httpserver):
-    return FakeWebhook(httpserver, secret=ROTATED)
+def receiver(sandboxed):
+    return sandboxed(webhook_secret=ROTATED)
 
 
 @pytest.fixture
 def config_path(tmp_path, receiver):
-    return write_config(tmp_path, receiver.settings()["url"],
+    return write_config(tmp_path, webhook_settings(receiver)["url"],
                         integration={"return_target_id": "yes", "breaker_cooldown": "0.2s"})
 
 
@@ -77,8 +77,8 @@ def test_held_work_is_shown_then_delivered_by_itself_once_the_credentials_are_ac
 
     ready = call(app, "GET", path="/readyz")
     held = status(config_path, capsys)
-    receiver.secret = WEBHOOK_SECRET
-    wait_until(lambda: receiver.members.get("4711") == set(users), what="delivery after the fix")
+    receiver.sandbox.webhook.secret = WEBHOOK_SECRET
+    wait_until(lambda: webhook_members(receiver, "4711") == set(users), what="delivery after the fix")
     wait_until(lambda: metrics(app).get(REFUSED) == 0, what="the account to be released")
     time.sleep(1.0)
     ready_again = call(app, "GET", path="/readyz")

@@ -42,6 +42,7 @@ OTHER_SECRET = "whsec_b3RoZXIta2V5LW5vdC10aGUtc2FuZGJveGVz"
 TDID_1 = "df2df528-e032-4851-b7c6-99287c7d6bce"
 TDID_2 = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
 SEGMENTS = "/2026-07/marketing-solutions/audience-segments"
+SEARCH = {"data": {"attributes": {"audienceSegmentTypes": ["ContactList"], "advertiserIds": ["12345"]}}}
 
 
 # Starting sandboxes and talking to them.
@@ -93,7 +94,7 @@ def post_event(server, event, message_id, secret=DEFAULT_WEBHOOK_SECRET):
 
 
 def members_event(kind, dmp_id, *users):
-    return {"type": f"audience.members_{kind}", "data": {
+    return {"type": f"audience.members_{kind}", "timestamp": "2026-11-27T05:34:21Z", "data": {
         "integration": "shop", "audience": {"id": None, "dmp_id": dmp_id, "name": None, "customer": 1},
         "members": [{"external_user_id": user} for user in users]}}
 
@@ -191,6 +192,51 @@ def test_a_repeated_webhook_id_is_applied_once(sandbox):
     assert audiences(sandbox)["webhook"]["a1"]["members"] == []
 
 
+def signed_headers(body, message_id, secret=DEFAULT_WEBHOOK_SECRET):
+    timestamp = int(time.time())
+    return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret, message_id, timestamp, body)}
+
+
+@pytest.mark.parametrize("event, content_type", [
+    ({k: v for k, v in members_event("added", "a1", "u1").items() if k != "timestamp"}, "application/json"),
+    ({**members_event("added", "a1", "u1"), "data": {"audience": {"dmp_id": "a1"}, "members": []}},
+     "application/json"),
+    (members_event("added", "a1", "u1"), "text/plain"),
+], ids=["no-timestamp", "no-integration", "not-json-content-type"])
+def test_the_webhook_refuses_an_event_not_of_the_documented_shape(sandbox, event, content_type):
+    body = json.dumps(event).encode()
+
+    answer = call(sandbox, "POST", "/webhook", body, {"content-type": content_type, **signed_headers(body, "m1")})
+
+    assert answer.status == 400
+    assert audiences(sandbox)["webhook"] == {}
+
+
+def test_the_webhook_refuses_members_sent_under_another_id_than_it_gave(sandbox):
+    created = {"type": "audience.created", "timestamp": "2026-11-27T05:34:21Z",
+               "data": {"integration": "shop", "audience": {"id": None, "dmp_id": "a1", "name": None}}}
+    given = post_event(sandbox, created, "m1").json()["id"]
+    wrong = members_event("added", "a1", "u1")
+    wrong["data"]["audience"]["id"] = "sbx-elsewhere"
+    right = members_event("added", "a1", "u2")
+    right["data"]["audience"]["id"] = given
+
+    assert post_event(sandbox, wrong, "m2").status == 400
+    assert post_event(sandbox, right, "m3").status == 200
+    assert audiences(sandbox)["webhook"]["a1"]["members"] == ["u2"]
+
+
+def test_the_webhook_answers_413_over_its_member_limit(start_sandbox):
+    server = start_sandbox(webhook_max_members=2)
+
+    over = post_event(server, members_event("added", "a1", "u1", "u2", "u3"), "m1")
+    within = post_event(server, members_event("added", "a1", "u1", "u2"), "m2")
+
+    assert (over.status, within.status) == (413, 200)
+    assert audiences(server)["webhook"]["a1"]["members"] == ["u1", "u2"]
+
+
 # The Trade Desk.
 
 def test_the_trade_desk_names_a_malformed_tdid_in_failed_lines_and_applies_the_rest(sandbox):
@@ -223,7 +269,7 @@ def test_the_trade_desk_removes_a_tdid_uploaded_with_ttl_zero(sandbox):
 def test_the_trade_desk_takes_its_token_or_a_body_signature(sandbox, headers, status):
     body = json.dumps(ttd_upload((TDID_1, "seg", 60))).encode()
 
-    answer = call(sandbox, "POST", "/data/advertiser", body, headers(body))
+    answer = call(sandbox, "POST", "/data/advertiser", body, {"Content-Type": "application/json", **headers(body)})
 
     assert answer.status == status
 
@@ -235,6 +281,49 @@ def test_the_trade_desk_refuses_a_body_over_2_5_mb_with_413_whatever_its_item_co
 
     assert (many.status, large.status) == (200, 413)
     assert audiences(sandbox)["thetradedesk"] == {"seg": {"advertiser_ids": ["adv1"], "members": [TDID_1]}}
+
+
+TTD_JSON = {"TTD-Auth": DEFAULT_TTD_TOKEN, "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("upload, headers, status, said", [
+    (ttd_upload((TDID_1, "seg", 60)), {"TTD-Auth": DEFAULT_TTD_TOKEN, "Content-Type": "text/plain"}, 400,
+     "SerializationFailed"),
+    ({**ttd_upload((TDID_1, "seg", 60)), "Extra": 1}, TTD_JSON, 400, "SerializationFailed"),
+    ({"AdvertiserId": "adv1", "Items": []}, TTD_JSON, 400, "MissingData"),
+    ({**ttd_upload((TDID_1, "seg", 60)), "DataProviderId": 7}, TTD_JSON, 400, "IncorrectContent"),
+    (ttd_upload((TDID_1, "seg", 60), advertiser="adv2"), TTD_JSON, 403, "AdvertiserMisconfigured"),
+    ({**ttd_upload((TDID_1, "seg", 60)), "DataProviderId": "dp"}, TTD_JSON, 403, "DataProviderMisconfigured"),
+], ids=["content-type", "unknown-key", "no-items", "data-provider-not-a-string", "other-advertiser",
+        "unknown-data-provider"])
+def test_the_trade_desk_refuses_an_upload_it_would_not_process(sandbox, upload, headers, status, said):
+    answer = call(sandbox, "POST", "/data/advertiser", json.dumps(upload).encode(), headers)
+
+    assert (answer.status, said in answer.body.decode()) == (status, True)
+    assert audiences(sandbox)["thetradedesk"] == {}
+
+
+def test_the_trade_desk_fails_an_item_of_unknown_keys_alone(sandbox):
+    upload = ttd_upload((TDID_1, "seg", 60), (TDID_2, "seg", 60))
+    upload["Items"][1]["Cookie"] = "x"
+
+    answer = call(sandbox, "POST", "/data/advertiser", upload, {"TTD-Auth": DEFAULT_TTD_TOKEN})
+
+    assert answer.json() == {"FailedLines": [
+        {"ErrorCode": "ItemDeserializationError", "Message": "an item must be a JSON object of known keys, item #2"}]}
+    assert audiences(sandbox)["thetradedesk"]["seg"]["members"] == [TDID_1]
+
+
+def test_the_trade_desk_refuses_a_new_segment_over_its_limit(start_sandbox):
+    server = start_sandbox(ttd_segment_limit=1)
+    headers = {"TTD-Auth": DEFAULT_TTD_TOKEN}
+
+    first = call(server, "POST", "/data/advertiser", ttd_upload((TDID_1, "seg", 60)), headers)
+    again = call(server, "POST", "/data/advertiser", ttd_upload((TDID_2, "seg", 60)), headers)
+    second = call(server, "POST", "/data/advertiser", ttd_upload((TDID_1, "other", 60)), headers)
+
+    assert (first.status, again.status, second.status) == (200, 200, 403)
+    assert second.json()["ErrorCode"] == "TargetingDataLimitReached"
 
 
 def test_the_trade_desk_target_adds_and_reports_a_malformed_tdid(sandbox, http_client):
@@ -327,7 +416,7 @@ def test_criteo_announces_then_retires_an_api_version(start_sandbox, clock, toda
     clock.now = calendar.timegm(time.strptime(today, "%Y-%m-%d"))
     sandbox = start_sandbox(clock=clock)
 
-    answer = criteo(sandbox, "POST", "/2026-01/marketing-solutions/audience-segments/search", {},
+    answer = criteo(sandbox, "POST", "/2026-01/marketing-solutions/audience-segments/search", SEARCH,
                     criteo_token(sandbox))
 
     assert answer.status == status
@@ -336,19 +425,66 @@ def test_criteo_announces_then_retires_an_api_version(start_sandbox, clock, toda
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-token"}], ids=["none", "unknown"])
 def test_criteo_refuses_a_call_without_a_valid_token(sandbox, headers):
-    answer = call(sandbox, "POST", f"{SEGMENTS}/search", {}, headers)
+    answer = call(sandbox, "POST", f"{SEGMENTS}/search", SEARCH, headers)
 
     assert answer.status == 401
     assert answer.json()["errors"][0]["code"] == "authorization-token-invalid"
 
 
-def test_criteo_refuses_wrong_client_credentials(sandbox):
-    form = urlencode({"grant_type": "client_credentials", "client_id": DEFAULT_CRITEO_CLIENT_ID,
-                      "client_secret": "wrong"}).encode()
+FORM = "application/x-www-form-urlencoded"
+GRANT = {"grant_type": "client_credentials", "client_id": DEFAULT_CRITEO_CLIENT_ID,
+         "client_secret": DEFAULT_CRITEO_CLIENT_SECRET}
 
-    answer = call(sandbox, "POST", "/oauth2/token", form)
 
-    assert (answer.status, answer.json()["error"]) == (401, "invalid_client")
+@pytest.mark.parametrize("fields, content_type, status, error", [
+    ({**GRANT, "client_secret": "wrong"}, FORM, 401, "invalid_client"),
+    ({**GRANT, "grant_type": "password"}, FORM, 400, "unsupported_grant_type"),
+    ({k: v for k, v in GRANT.items() if k != "client_secret"}, FORM, 400, "invalid_request"),
+    (GRANT, "application/json", 400, "invalid_request"),
+], ids=["wrong-secret", "another-grant", "missing-field", "not-form-encoded"])
+def test_criteo_refuses_a_token_request_it_would_not_grant(sandbox, fields, content_type, status, error):
+    answer = call(sandbox, "POST", "/oauth2/token", urlencode(fields).encode(), {"Content-Type": content_type})
+
+    assert (answer.status, answer.json()["error"]) == (status, error)
+
+
+def criteo_call(sandbox, path, body, content_type="application/json", method="POST"):
+    headers = {"Authorization": f"Bearer {criteo_token(sandbox)}", "Content-Type": content_type}
+    return call(sandbox, method, path, json.dumps(body).encode(), headers)
+
+
+AMENDMENT = {"operation": "add", "identifierType": "gum", "gumCallerId": 1, "identifiers": ["g1"]}
+
+
+@pytest.mark.parametrize("path, body, content_type, status, code", [
+    (f"{SEGMENTS}/search", SEARCH, "text/plain", 400, "invalid-request"),
+    ("/v1/marketing-solutions/audience-segments/search", SEARCH, "application/json", 404, "route-not-found"),
+    (f"{SEGMENTS}/search?limit=0", SEARCH, "application/json", 400, "invalid-request"),
+    (f"{SEGMENTS}/search", {"data": {"attributes": {"advertiserIds": ["12345"]}}}, "application/json", 400,
+     "invalid-request"),
+    (f"{SEGMENTS}/create", {"data": [{"type": "AudienceSegment", "attributes": {
+        "advertiserId": "999", "name": "n", "contactList": {}}}]}, "application/json", 403, "access-denied"),
+], ids=["not-json", "not-a-version", "search-limit-0", "search-without-segment-types", "another-advertiser"])
+def test_criteo_refuses_a_call_it_would_not_serve(sandbox, path, body, content_type, status, code):
+    answer = criteo_call(sandbox, path, body, content_type)
+
+    assert (answer.status, answer.json()["errors"][0]["code"]) == (status, code)
+
+
+@pytest.mark.parametrize("change", [
+    {"type": "Amendment"},
+    {"attributes": {**AMENDMENT, "identifierType": "email"}},
+    {"attributes": {**AMENDMENT, "identifiers": []}},
+    {"attributes": {**AMENDMENT, "identifiers": [7]}},
+], ids=["not-an-amendment", "gum-caller-id-without-gum", "no-identifiers", "an-identifier-not-a-string"])
+def test_criteo_refuses_a_malformed_contact_list_change(sandbox, change):
+    token = criteo_token(sandbox)
+    segment = criteo_create(sandbox, token, "seg").json()["data"][0]["id"]
+    body = {"data": {"type": "ContactlistAmendment", "attributes": AMENDMENT, **change}}
+
+    answer = criteo_call(sandbox, f"{SEGMENTS}/{segment}/contact-list", body, method="PATCH")
+
+    assert (answer.status, answer.json()["errors"][0]["code"]) == (400, "invalid-request")
 
 
 def test_a_criteo_token_expires_after_900_seconds(start_sandbox, clock):
@@ -356,7 +492,7 @@ def test_a_criteo_token_expires_after_900_seconds(start_sandbox, clock):
     token = criteo_token(sandbox)
     clock.advance(900)
 
-    answer = criteo(sandbox, "POST", f"{SEGMENTS}/search", {}, token)
+    answer = criteo(sandbox, "POST", f"{SEGMENTS}/search", SEARCH, token)
 
     assert answer.status == 401
     assert answer.json()["errors"][0]["code"] == "authorization-token-expired"
@@ -365,7 +501,7 @@ def test_a_criteo_token_expires_after_900_seconds(start_sandbox, clock):
 def test_criteo_answers_429_once_the_window_is_used_up_until_it_resets(start_sandbox, clock):
     sandbox = start_sandbox(clock=clock, criteo_rate_limit=2)
     token = criteo_token(sandbox)
-    search = lambda: criteo(sandbox, "POST", f"{SEGMENTS}/search", {}, token)  # noqa: E731
+    search = lambda: criteo(sandbox, "POST", f"{SEGMENTS}/search", SEARCH, token)  # noqa: E731
 
     answers = [search(), search(), search()]
     clock.advance(60)
@@ -512,6 +648,12 @@ def test_a_client_that_gives_up_during_the_latency_is_one_debug_line_not_a_trace
     assert call(sandbox, "GET", "/api/stats").status == 200
 
 
+def test_the_advertisers_the_platforms_take_are_flags():
+    settings = settings_from_flags(ttd_advertiser_id="adv9", criteo_advertiser_id="777")
+
+    assert (settings.ttd_advertiser_id, settings.criteo_advertiser_id) == ("adv9", "777")
+
+
 @pytest.mark.parametrize("text, seconds", [("50ms", 0.05), ("1.5s", 1.5), ("2m", 120), ("1h", 3600), ("30", 30)],
                          ids=["ms", "s", "m", "h", "bare"])
 def test_durations_are_read_with_units(text, seconds):
@@ -521,7 +663,9 @@ def test_durations_are_read_with_units(text, seconds):
 @pytest.mark.parametrize("flags", [
     {"host": "0.0.0.0"}, {"webhook_secret": "not-whsec"}, {"error_rate": "1.5"},
     {"error_rate": "0.6", "rate_limit_rate": "0.6"}, {"latency": "soon"}, {"outages": ["30s"]},
-], ids=["not-loopback", "webhook-secret", "rate-above-1", "rates-above-1", "latency", "outage"])
+    {"ttd_advertiser_id": " "}, {"criteo_advertiser_id": ""},
+], ids=["not-loopback", "webhook-secret", "rate-above-1", "rates-above-1", "latency", "outage",
+        "ttd-advertiser", "criteo-advertiser"])
 def test_wrong_flags_are_refused_with_one_error(flags):
     with pytest.raises(SandboxConfigError):
         settings_from_flags(**flags)
@@ -534,7 +678,7 @@ def test_a_window_covers_its_start_but_not_its_end():
 # The views.
 
 def test_the_page_escapes_audience_names(sandbox):
-    created = {"type": "audience.created", "data": {"integration": "shop", "audience": {
+    created = {"type": "audience.created", "timestamp": "2026-11-27T05:34:21Z", "data": {"integration": "shop", "audience": {
         "dmp_id": "a1", "name": "<script>alert(1)</script>", "customer": 1}}}
     post_event(sandbox, created, "msg_created")
 

@@ -6,15 +6,16 @@ import time
 import pytest
 
 from tests.processes import Diy, dmp_post, free_port, wait_for_port, wait_until, write_config
-from tests.support import WebhookReceiver, hold_calls, mutation
+from tests.sandboxed import hold_calls
+from tests.support import mutation
 
 
 @pytest.fixture
-def hanging_platform(httpserver):
-    """A webhook receiver whose first delivery hangs until `release` is set (pytest-httpserver
-    answers one request at a time: nothing else is answered meanwhile)."""
-    receiver = WebhookReceiver(httpserver)
-    receiver.hung, receiver.release = hold_calls(httpserver, status=503, after_first_delivery=receiver)
+def hanging_platform(receiver_for):
+    """The sandbox's webhook holding its deliveries until `release` is set, the first of them
+    then answered 503 (creations pass)."""
+    receiver = receiver_for()
+    receiver.hung, receiver.release = hold_calls(receiver.sandboxed, status=503)
     yield receiver
     receiver.release.set()
 
@@ -79,11 +80,12 @@ def test_a_stop_that_outlasts_stop_timeout_says_which_calls_still_run(hanging_pl
     assert "another dispatcher took it over" not in server.output(), "the lease was given back, not taken"
 
 
-def test_a_stop_names_the_audience_creations_still_running(httpserver, tmp_path):
+def test_a_stop_names_the_audience_creations_still_running(receiver_for, tmp_path):
     """A CREATE_AUDIENCE the platform does not answer is queued after create_timeout, but its call
     runs on until the platform's timeout, and the process waits for it before it exits."""
-    hung, release = hold_calls(httpserver, status=503)
-    config = write_config(tmp_path, httpserver.url_for("/events"), integration={"target.timeout": "30"},
+    receiver = receiver_for()
+    hung, release = hold_calls(receiver.sandboxed, mode="hang")
+    config = write_config(tmp_path, receiver.url, integration={"target.timeout": "30"},
                           dispatcher={"embedded": "no"})
     port = free_port()
     server = Diy(tmp_path, "serve", "--config", config, "--port", port)

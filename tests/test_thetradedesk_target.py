@@ -1,4 +1,5 @@
-"""TheTradeDeskTarget against FakeTheTradeDesk on 127.0.0.1; payloads, answers, settings."""
+"""TheTradeDeskTarget against the sandbox's Trade Desk (diy/sandbox, in process on 127.0.0.1);
+payloads, answers, settings."""
 import base64
 import hashlib
 import hmac
@@ -17,7 +18,7 @@ from targets.errors import (
 from targets.http import HttpClient
 from targets.thetradedesk import TheTradeDeskTarget
 from targets.thetradedesk_wire import build_requests, segment_name
-from tests.fakes.thetradedesk import FakeTheTradeDesk
+from tests.sandboxed import ttd_members, ttd_settings
 from tests.support import make_config
 
 NOW = 1_795_757_661.0  # 2026-11-27T05:34:21Z
@@ -38,83 +39,101 @@ def http():
     client.close()
 
 
-@pytest.fixture
-def fake(httpserver_ipv4):
-    return FakeTheTradeDesk(httpserver_ipv4)
+DATA_PROVIDER = {"ttd_data_provider_id": "mapp", "ttd_data_provider_secret": DP_SECRET}
 
 
 @pytest.fixture
-def signing_fake(httpserver_ipv4):
-    return FakeTheTradeDesk(httpserver_ipv4, secret=SECRET, data_provider_id="mapp",
-                            data_provider_secret=DP_SECRET)
+def start_ttd(sandboxed):
+    """A sandbox taking the token "ttd-token" and the secret SECRET; `options` are more of its
+    settings (e.g. DATA_PROVIDER)."""
+    return lambda **options: sandboxed(ttd_token="ttd-token", ttd_secret=SECRET, **options)
 
 
-def ttd(fake, http, **settings):
-    return TheTradeDeskTarget({**fake.settings(), **settings}, http, clock=lambda: NOW)
+@pytest.fixture
+def fake(start_ttd):
+    return start_ttd()
 
 
-def received(server):
-    """(headers, body bytes) of each request the fake got, in order."""
-    return [(request.headers, request.get_data()) for request, _ in server.log]
+@pytest.fixture
+def signing_fake(start_ttd):
+    return start_ttd(**DATA_PROVIDER)
+
+
+def ttd(fake, http, signature=None, **settings):
+    """The target on `fake`, signing when `signature` (by default when it has a data provider)."""
+    if signature is None:
+        signature = fake.sandbox.thetradedesk.data_provider_id is not None
+    return TheTradeDeskTarget({**ttd_settings(fake, signature), **settings}, http, clock=lambda: NOW)
+
+
+def received(fake):
+    """(headers with lower-case names, body bytes) of each request the platform got, in order."""
+    return [(exchange.request.headers, exchange.request.body) for exchange in fake.calls("thetradedesk")]
+
+
+def requests(fake):
+    return fake.bodies("thetradedesk")
+
+
+def rejections(fake):
+    return fake.refusals("thetradedesk")
 
 
 # Authentication
 
 @pytest.mark.parametrize(
-    "fake_options",
+    "fake_options, signature",
     [
-        pytest.param({}, id="token"),
-        pytest.param({"secret": SECRET}, id="signature"),
-        pytest.param({"secret": SECRET, "data_provider_id": "mapp", "data_provider_secret": DP_SECRET},
-                     id="signature-with-data-provider"),
+        pytest.param({}, False, id="token"),
+        pytest.param({}, True, id="signature"),
+        pytest.param(DATA_PROVIDER, True, id="signature-with-data-provider"),
     ],
 )
-def test_each_auth_mode_is_accepted_by_the_fake(httpserver_ipv4, http, fake_options):
-    fake = FakeTheTradeDesk(httpserver_ipv4, **fake_options)
+def test_each_auth_mode_is_accepted_by_the_platform(start_ttd, http, fake_options, signature):
+    fake = start_ttd(**fake_options)
 
-    ttd(fake, http).add_users(AUDIENCE, mutations(*TDIDS[:2]))
+    ttd(fake, http, signature).add_users(AUDIENCE, mutations(*TDIDS[:2]))
 
-    assert fake.rejections == []
-    assert fake.members == {"mapp_42_4711": set(TDIDS[:2])}
+    assert rejections(fake) == []
+    assert ttd_members(fake) == {"mapp_42_4711": set(TDIDS[:2])}
 
 
-def test_signatures_match_an_independent_hmac_sha1_of_the_exact_body(signing_fake, http, httpserver_ipv4):
+def test_signatures_match_an_independent_hmac_sha1_of_the_exact_body(signing_fake, http):
     ttd(signing_fake, http).add_users(AUDIENCE, mutations(TDIDS[0]))
 
-    [(headers, body)] = received(httpserver_ipv4)
-    for header, key in (("TtdSignature", SECRET), ("TtdSignature-dp", DP_SECRET)):
+    [(headers, body)] = received(signing_fake)
+    for header, key in (("ttdsignature", SECRET), ("ttdsignature-dp", DP_SECRET)):
         mac = hmac.new(key.encode(), body, hashlib.sha1).digest()
         assert headers[header] == base64.b64encode(mac).decode()
-    assert "TTD-Auth" not in headers
+    assert "ttd-auth" not in headers
     assert json.loads(body)["DataProviderId"] == "mapp"
 
 
-def test_token_mode_sends_the_token_and_no_signature(fake, http, httpserver_ipv4):
+def test_token_mode_sends_the_token_and_no_signature(fake, http):
     ttd(fake, http).add_users(AUDIENCE, mutations(TDIDS[0]))
 
-    [(headers, _)] = received(httpserver_ipv4)
-    assert headers["TTD-Auth"] == "ttd-token"
-    assert "TtdSignature" not in headers and "TtdSignature-dp" not in headers
+    [(headers, _)] = received(fake)
+    assert headers["ttd-auth"] == "ttd-token"
+    assert "ttdsignature" not in headers and "ttdsignature-dp" not in headers
 
 
 @pytest.mark.parametrize(
-    "fake_options, wrong",
+    "fake_options, signature, wrong",
     [
-        pytest.param({}, {"token": "stale-token"}, id="wrong-token"),
-        pytest.param({"secret": SECRET}, {"secret": "other-secret"}, id="wrong-secret"),
-        pytest.param({"secret": SECRET, "data_provider_id": "mapp", "data_provider_secret": DP_SECRET},
-                     {"data_provider_secret": "other-dp-secret"}, id="wrong-data-provider-secret"),
+        pytest.param({}, False, {"token": "stale-token"}, id="wrong-token"),
+        pytest.param({}, True, {"secret": "other-secret"}, id="wrong-secret"),
+        pytest.param(DATA_PROVIDER, True, {"data_provider_secret": "other-dp-secret"}, id="wrong-data-provider-secret"),
     ],
 )
-def test_refused_credentials_are_a_configuration_error_not_the_datas(httpserver_ipv4, http, fake_options, wrong):
-    fake = FakeTheTradeDesk(httpserver_ipv4, **fake_options)
+def test_refused_credentials_are_a_configuration_error_not_the_datas(start_ttd, http, fake_options, signature, wrong):
+    fake = start_ttd(**fake_options)
 
     with pytest.raises(CredentialsRefused) as raised:
-        ttd(fake, http, **wrong).add_users(AUDIENCE, mutations(TDIDS[0]))
+        ttd(fake, http, signature, **wrong).add_users(AUDIENCE, mutations(TDIDS[0]))
 
     assert not isinstance(raised.value, PermanentError), "nothing to dead-letter: the data is fine"
     assert "configuration error" in raised.value.message
-    assert fake.rejections[0][0] == 401
+    assert rejections(fake)[0][0] == 401
     assert not any(secret in raised.value.message for secret in wrong.values())
 
 
@@ -123,20 +142,20 @@ def test_refused_credentials_are_a_configuration_error_not_the_datas(httpserver_
     [
         pytest.param({}, {"advertiser_id": "adv2"}, "AdvertiserMisconfigured: The provided AdvertiserId is not"
                      " configured to send data", "ask TTD", id="advertiser-misconfigured"),
-        pytest.param({"segment_limit": 0}, {}, "TargetingDataLimitReached: The maximum allowed targeting data"
+        pytest.param({"ttd_segment_limit": 0}, {}, "TargetingDataLimitReached: The maximum allowed targeting data"
                      " elements limit has been reached", "raise the limit", id="targeting-data-limit-reached"),
     ],
 )
 def test_a_403_says_the_platforms_own_code_and_message_and_holds_the_account(
-        httpserver_ipv4, http, fake_options, settings, said, advice):
-    fake = FakeTheTradeDesk(httpserver_ipv4, **fake_options)
+        start_ttd, http, fake_options, settings, said, advice):
+    fake = start_ttd(**fake_options)
 
     with pytest.raises(CredentialsRefused) as raised:
         ttd(fake, http, **settings).add_users(AUDIENCE, mutations(TDIDS[0]))
 
     assert f"HTTP 403, {said}" in raised.value.message
     assert "not the data's" in raised.value.message and advice in raised.value.message
-    assert fake.members == {}
+    assert ttd_members(fake) == {}
 
 
 def test_a_410_is_a_retired_endpoint_that_holds_the_account(fake, http):
@@ -166,8 +185,8 @@ def test_add_then_remove_leaves_no_member(fake, http):
     target.add_users(AUDIENCE, mutations(*TDIDS[:3]))
     target.remove_users(AUDIENCE, mutations(*TDIDS[:3], op=REMOVE))
 
-    assert fake.members == {}
-    assert [item["Data"][0]["TtlInMinutes"] for item in fake.requests[1]["Items"]] == [0, 0, 0]
+    assert ttd_members(fake) == {}
+    assert [item["Data"][0]["TtlInMinutes"] for item in requests(fake)[1]["Items"]] == [0, 0, 0]
 
 
 @pytest.mark.parametrize(
@@ -181,7 +200,7 @@ def test_add_then_remove_leaves_no_member(fake, http):
 def test_ttl_of_an_add_is_configurable(fake, http, settings, expected):
     ttd(fake, http, **settings).add_users(AUDIENCE, mutations(TDIDS[0]))
 
-    assert fake.requests[0]["Items"][0]["Data"] == [{"Name": "mapp_42_4711", "TtlInMinutes": expected}]
+    assert requests(fake)[0]["Items"][0]["Data"] == [{"Name": "mapp_42_4711", "TtlInMinutes": expected}]
 
 
 @pytest.mark.parametrize(
@@ -192,16 +211,16 @@ def test_ttl_of_an_add_is_configurable(fake, http, settings, expected):
                      id="data-provider"),
     ],
 )
-def test_body_is_compact_json_of_exactly_this_shape(request, http, httpserver_ipv4, fake_fixture, expected_head):
+def test_body_is_compact_json_of_exactly_this_shape(request, http, fake_fixture, expected_head):
     fake = request.getfixturevalue(fake_fixture)
 
     ttd(fake, http).add_users(AUDIENCE, mutations(*TDIDS[:2]))
 
     item = '{{"TDID":"{}","Data":[{{"Name":"mapp_42_4711","TtlInMinutes":43200}}]}}'
     expected = expected_head + ",".join(item.format(tdid) for tdid in TDIDS[:2]) + "]}"
-    [(headers, body)] = received(httpserver_ipv4)
+    [(headers, body)] = received(fake)
     assert body == expected.encode()
-    assert headers["Content-Type"] == "application/json"
+    assert headers["content-type"] == "application/json"
 
 
 @pytest.mark.parametrize(
@@ -216,31 +235,31 @@ def test_body_is_compact_json_of_exactly_this_shape(request, http, httpserver_ip
 def test_users_go_to_the_recorded_target_id_else_the_derived_name(fake, http, audience, segment):
     ttd(fake, http).add_users(audience, mutations(TDIDS[0]))
 
-    assert fake.members == {segment: {TDIDS[0]}}
+    assert ttd_members(fake) == {segment: {TDIDS[0]}}
 
 
 def test_an_empty_batch_sends_nothing(fake, http):
     ttd(fake, http).remove_users(AUDIENCE, [])
 
-    assert fake.requests == []
+    assert requests(fake) == []
 
 
 # Partial failures
 
 @pytest.mark.parametrize("failed_lines", ["recorded", "schema"], ids=["recorded-shape", "sdk-schema-shape"])
-def test_failed_lines_name_exactly_the_refused_mutations(fake, http, failed_lines):
-    fake.failed_lines = failed_lines
-    fake.refuse([TDIDS[1], TDIDS[3]], code="UserNotMapped")
+def test_failed_lines_name_exactly_the_refused_mutations(start_ttd, http, failed_lines):
+    fake = start_ttd(ttd_failed_lines=failed_lines)
+    fake.sandbox.thetradedesk.refuse([TDIDS[1], TDIDS[3]], code="UserNotMapped")
     batch = mutations(*TDIDS[:5])
 
     with pytest.raises(PartialFailure) as raised:
         ttd(fake, http).add_users(AUDIENCE, batch)
 
     assert raised.value.failed == {
-        batch[1].id: "UserNotMapped: Refused by the fake, item #2",
-        batch[3].id: "UserNotMapped: Refused by the fake, item #4",
+        batch[1].id: "UserNotMapped: Refused by the sandbox, item #2",
+        batch[3].id: "UserNotMapped: Refused by the sandbox, item #4",
     }
-    assert fake.members == {"mapp_42_4711": {TDIDS[0], TDIDS[2], TDIDS[4]}}
+    assert ttd_members(fake) == {"mapp_42_4711": {TDIDS[0], TDIDS[2], TDIDS[4]}}
 
 
 def test_a_malformed_tdid_is_sent_as_given_and_refused_by_the_platform(fake, http):
@@ -249,19 +268,19 @@ def test_a_malformed_tdid_is_sent_as_given_and_refused_by_the_platform(fake, htt
     with pytest.raises(PartialFailure) as raised:
         ttd(fake, http).add_users(AUDIENCE, batch)
 
-    assert fake.requests[0]["Items"][1]["TDID"] == "12478286329"
+    assert requests(fake)[0]["Items"][1]["TDID"] == "12478286329"
     assert raised.value.failed == {batch[1].id: "MissingUserId: Invalid TDID, item #2"}
 
 
 def test_every_item_failing_is_still_a_partial_failure_naming_all(fake, http):
-    fake.refuse(TDIDS[:2])
+    fake.sandbox.thetradedesk.refuse(TDIDS[:2])
     batch = mutations(*TDIDS[:2])
 
     with pytest.raises(PartialFailure) as raised:
         ttd(fake, http).add_users(AUDIENCE, batch)
 
     assert set(raised.value.failed) == {m.id for m in batch}
-    assert fake.rejections == []  # answered 400 with FailedLines, not refused whole
+    assert rejections(fake) == []  # answered 400 with FailedLines, not refused whole
 
 
 @pytest.mark.parametrize(
@@ -332,11 +351,11 @@ def test_a_400_is_partial_with_failed_lines_and_permanent_without(fake, http, bo
     "fake_options, target_settings",
     [
         pytest.param({}, {}, id="scripted-413"),
-        pytest.param({"max_bytes": 300}, {"max_bytes": "100000"}, id="over-the-fakes-byte-limit"),
+        pytest.param({"ttd_max_bytes": 300}, {"max_bytes": "100000"}, id="over-the-platforms-byte-limit"),
     ],
 )
-def test_a_413_is_payload_too_large(httpserver_ipv4, http, fake_options, target_settings):
-    fake = FakeTheTradeDesk(httpserver_ipv4, **fake_options)
+def test_a_413_is_payload_too_large(start_ttd, http, fake_options, target_settings):
+    fake = start_ttd(**fake_options)
     if not fake_options:
         fake.fail_next(413)
 
@@ -370,36 +389,35 @@ def test_a_5xx_is_transient_and_the_retry_succeeds(fake, http, status):
         target.add_users(AUDIENCE, mutations(TDIDS[0]))
     target.add_users(AUDIENCE, mutations(TDIDS[0]))
 
-    assert fake.members == {"mapp_42_4711": {TDIDS[0]}}
+    assert ttd_members(fake) == {"mapp_42_4711": {TDIDS[0]}}
 
 
 # Splitting by bytes
 
-def test_a_body_over_max_bytes_is_sent_as_several_signed_requests(signing_fake, http, httpserver_ipv4):
+def test_a_body_over_max_bytes_is_sent_as_several_signed_requests(signing_fake, http):
     ttd(signing_fake, http, max_bytes="1000").add_users(AUDIENCE, mutations(*TDIDS))
 
-    bodies = [body for _, body in received(httpserver_ipv4)]
+    bodies = [body for _, body in received(signing_fake)]
     assert len(bodies) > 1 and all(len(body) <= 1000 for body in bodies)
-    assert [i["TDID"] for r in signing_fake.requests for i in r["Items"]] == TDIDS
-    assert signing_fake.rejections == []
-    assert signing_fake.members == {"mapp_42_4711": set(TDIDS)}
+    assert [i["TDID"] for r in requests(signing_fake) for i in r["Items"]] == TDIDS
+    assert rejections(signing_fake) == []
+    assert ttd_members(signing_fake) == {"mapp_42_4711": set(TDIDS)}
 
 
 def test_failed_lines_of_a_later_request_map_to_its_own_items(fake, http):
     batch = mutations(*TDIDS)
     bodies = build_requests("adv1", "mapp_42_4711", batch, 43200, max_bytes=1000)
     second = bodies[1][1]
-    fake.refuse([second[0].external_user_id])
+    fake.sandbox.thetradedesk.refuse([second[0].external_user_id])
 
     with pytest.raises(PartialFailure) as raised:
         ttd(fake, http, max_bytes="1000").add_users(AUDIENCE, batch)
 
-    assert raised.value.failed == {second[0].id: "MissingUserId: Refused by the fake, item #1"}
+    assert raised.value.failed == {second[0].id: "MissingUserId: Refused by the sandbox, item #1"}
 
 
 def test_a_403_between_the_requests_of_a_batch_holds_it_and_dead_letters_nothing(
-        httpserver_ipv4, tmp_path, clock):
-    fake = FakeTheTradeDesk(httpserver_ipv4)
+        fake, tmp_path, clock):
     service = ttd_service(fake, tmp_path, clock, max_bytes="1000")
     try:
         batch = [ReceivedMutation("4711", tdid) for tdid in TDIDS]
@@ -409,12 +427,12 @@ def test_a_403_between_the_requests_of_a_batch_holds_it_and_dead_letters_nothing
             service.dispatcher.run_once()
 
         assert service.outbox.counts("ttd") == {"pending": len(TDIDS), "done": 0, "dead": 0}
-        assert 0 < len(fake.members["mapp_4711"]) < len(TDIDS), "the first request was applied"
+        assert 0 < len(ttd_members(fake)["mapp_4711"]) < len(TDIDS), "the first request was applied"
         clock.advance(3600)
         for _ in range(5):
             service.dispatcher.run_once()
         assert service.outbox.counts("ttd") == {"pending": 0, "done": len(TDIDS), "dead": 0}
-        assert fake.members == {"mapp_4711": set(TDIDS)}
+        assert ttd_members(fake) == {"mapp_4711": set(TDIDS)}
     finally:
         service.close()
 
@@ -428,7 +446,7 @@ def test_a_request_refused_whole_fails_only_its_items_when_others_passed(fake, h
         ttd(fake, http, max_bytes="1000").add_users(AUDIENCE, batch)
 
     assert set(raised.value.failed) == {m.id for m in first}
-    assert fake.members == {"mapp_42_4711": set(TDIDS) - {m.external_user_id for m in first}}
+    assert ttd_members(fake) == {"mapp_42_4711": set(TDIDS) - {m.external_user_id for m in first}}
 
 
 @pytest.mark.parametrize("max_bytes", [256, 300, 1000, 2_500_000])
@@ -531,14 +549,13 @@ def test_defaults_and_the_builtin_name():
 
 def ttd_service(fake, tmp_path, clock, **settings):
     integration = {"path": "/ttd", "hmac_secrets": "s3cr3t", "target": "thetradedesk",
-                   **{f"target.{key}": value for key, value in {**fake.settings(), **settings}.items()}}
-    config = make_config(tmp_path, fake.settings()["base_url"], sections={"integration:ttd": integration})
+                   **{f"target.{key}": value for key, value in {**ttd_settings(fake), **settings}.items()}}
+    config = make_config(tmp_path, fake.url, sections={"integration:ttd": integration})
     return Service(config, clock=clock)
 
 
-def test_the_dispatcher_dead_letters_exactly_the_refused_mutations(httpserver_ipv4, tmp_path, clock):
-    fake = FakeTheTradeDesk(httpserver_ipv4)
-    fake.refuse([TDIDS[2]])
+def test_the_dispatcher_dead_letters_exactly_the_refused_mutations(fake, tmp_path, clock):
+    fake.sandbox.thetradedesk.refuse([TDIDS[2]])
     service = ttd_service(fake, tmp_path, clock)
     try:
         users = [*TDIDS[:4], "not-a-uuid"]
@@ -548,11 +565,11 @@ def test_the_dispatcher_dead_letters_exactly_the_refused_mutations(httpserver_ip
             service.dispatcher.run_once()
 
         dead = {row[4]: row[5] for row in service.outbox.dead_letters("ttd")}
-        assert dead == {TDIDS[2]: "MissingUserId: Refused by the fake, item #3",
+        assert dead == {TDIDS[2]: "MissingUserId: Refused by the sandbox, item #3",
                         "not-a-uuid": "MissingUserId: Invalid TDID, item #5"}
         assert service.outbox.counts("ttd") == {"pending": 0, "done": 3, "dead": 2}
         assert service.outbox.audience("ttd", "4711").target_id == "mapp_4711"
-        assert fake.members == {"mapp_4711": {TDIDS[0], TDIDS[1], TDIDS[3]}}
-        assert len(fake.requests) == 1
+        assert ttd_members(fake) == {"mapp_4711": {TDIDS[0], TDIDS[1], TDIDS[3]}}
+        assert len(requests(fake)) == 1
     finally:
         service.close()

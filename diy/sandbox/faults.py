@@ -23,7 +23,10 @@ relative `--outage 30s:60s` (from 30 s after `origin`, for 60 s) on the clock.
 `Faults` holds the current settings and the random source for the server's threads, applies
 runtime changes (each change lets go of the calls held or hung under the one before), and keeps
 a `Script` of answers a test scripts for the next calls (`fail_next`), which come before all of
-the above and before the platform checks anything.
+the above and before the platform checks anything; under `mode` "hold" a scripted answer is held
+first, like any other call (a platform slow to fail). A scripted answer may be for token
+requests only, or for every call but them (`Call.token`), as a test of an OAuth2 client needs,
+and likewise for creations only or for every call but them (`Call.creates`).
 """
 import json
 import math
@@ -123,6 +126,8 @@ class Call:
 
     audience: Optional[str] = None
     creates: bool = False
+    token: bool = False
+    """An OAuth2 token request (Criteo's), which a scripted answer may be for or not."""
 
 
 @dataclass(frozen=True)
@@ -273,22 +278,27 @@ class Script:
         return bool(self._queue)
 
     def add(self, status: int, times: int = 1, headers: Optional[Mapping[str, str]] = None,
-            body: Any = None, after: int = 0, text_type: str = "text/plain; charset=utf-8") -> None:
+            body: Any = None, after: int = 0, text_type: str = "text/plain; charset=utf-8",
+            token: Optional[bool] = None, creates: Optional[bool] = None) -> None:
+        """`token` (`creates`): None for any call, True for token requests (creations) only,
+        False for every call but them."""
         if times < 1:
             raise ValueError("times must be at least 1")
         rendered = None if body is None else render(body, text_type)
-        self._queue.append([status, times, tuple((headers or {}).items()), rendered])
+        self._queue.append([status, times, tuple((headers or {}).items()), rendered, (token, creates)])
         self._normal_before_next = after
 
-    def take(self) -> Optional[Decision]:
-        """The next scripted answer as a Decision, or None when this call is answered normally."""
+    def take(self, call: Call = NO_CALL) -> Optional[Decision]:
+        """The next scripted answer for `call` as a Decision, or None when it is answered normally."""
         if not self._queue:
+            return None
+        answer = self._queue[0]
+        status, _, headers, rendered, (token, creates) = answer
+        if (token is not None and token != call.token) or (creates is not None and creates != call.creates):
             return None
         if self._normal_before_next > 0:
             self._normal_before_next -= 1
             return None
-        answer = self._queue[0]
-        status, _, headers, rendered = answer
         answer[1] -= 1
         if answer[1] <= 0:
             self._queue.pop(0)
@@ -317,16 +327,30 @@ class Faults:
 
     def decide(self, call: Call = NO_CALL) -> Decision:
         with self._lock:
-            decision = self.script.take() or decide(self.settings, self.random, self.clock(), call)
+            decision = self.script.take(call)
+            if decision is not None:
+                settings = self.settings
+                held = (settings.mode == "hold" and not call.creates
+                        and (settings.audiences is None or call.audience in settings.audiences))
+                decision = replace(decision, hold=held)
+            else:
+                decision = decide(self.settings, self.random, self.clock(), call)
             return replace(decision, generation=self.generation) if decision.hang or decision.hold else decision
 
     def fail_next(self, status: int, times: int = 1, headers=None, body=None, *, after: int = 0,
-                  text_type: str = "text/plain; charset=utf-8") -> None:
+                  text_type: str = "text/plain; charset=utf-8", token: Optional[bool] = None,
+                  creates: Optional[bool] = None) -> None:
         """Answer the next `times` calls with `status` (and `headers`, `body`), unchecked, once
         `after` more calls have been answered normally. `body`: a dict or list (JSON), text or
-        bytes; by default the platform's own error body for the status."""
+        bytes; by default the platform's own error body for the status. `token`, `creates`:
+        which calls it is for (see `Script.add`)."""
         with self._lock:
-            self.script.add(status, times, headers, body, after, text_type)
+            self.script.add(status, times, headers, body, after, text_type, token, creates)
+
+    def clear_script(self) -> None:
+        """Forget the scripted answers not given yet."""
+        with self._lock:
+            self.script.clear()
 
     def change(self, changes: Mapping[str, Any],
                before: Callable[[Optional[str]], None] = lambda mode: None) -> FaultSettings:

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 from diy.sandbox.criteo import CriteoApi
@@ -40,6 +40,7 @@ from diy.sandbox.views import home_page
 from diy.sandbox.webhook import WebhookApi
 from diy.sandbox.wire import (
     BadRequest,
+    Exchange,
     Forbidden,
     LengthRequired,
     MethodNotAllowed,
@@ -69,6 +70,9 @@ class Sandbox:
         self.base_url = base_url
         self.journal = Journal(settings.journal, clock) if settings.journal else None
         """Every webhook call, as the reliability suites' checker reads them (`--journal`)."""
+        self.listeners: List[Callable[[Exchange], None]] = []
+        """Called with each answered platform call (`Exchange`), in the serving thread: what a
+        test in the same process reads the calls from (the sandbox keeps no bodies itself)."""
         self.state = SandboxState()
         self.stats = RequestStats()
         started = clock()
@@ -77,13 +81,10 @@ class Sandbox:
         self.on_mode: Callable[[Optional[str]], None] = refuse_down
         """Called with the new `mode` before a fault change applies; the control port's server
         takes the platform port down and up, and without one "down" is refused."""
-        self.criteo = CriteoApi(self.state, settings.criteo_client_id, settings.criteo_client_secret,
-                                clock, settings.criteo_rate_limit, settings.criteo_rate_window)
-        self.platforms = {
-            "webhook": WebhookApi(self.state, settings.webhook_secret, clock),
-            "thetradedesk": TheTradeDeskApi(self.state, settings.ttd_token, settings.ttd_secret),
-            "criteo": self.criteo,
-        }
+        self.criteo = CriteoApi(self.state, settings, clock)
+        self.webhook = WebhookApi(self.state, settings.webhook_secret, clock, settings.webhook_max_members)
+        self.thetradedesk = TheTradeDeskApi(self.state, settings)
+        self.platforms = {"webhook": self.webhook, "thetradedesk": self.thetradedesk, "criteo": self.criteo}
         views = [("GET", r"/", self.home), ("GET", r"/api/audiences", self.audiences),
                  ("GET", r"/api/stats", self.statistics), ("GET", r"/api/faults", self.fault_settings),
                  ("POST", r"/api/faults", self.change_faults), ("POST", r"/api/reset", self.reset)]
@@ -96,7 +97,7 @@ class Sandbox:
         """The one place a request becomes an answer: errors raised below are rendered here.
 
         `views_only`: the control port's request, which reaches no platform."""
-        api, fault = None, None
+        api, fault, refusal = None, None, None
         try:
             refuse_other_origins(request)
             api, handler, params = self.route(request.method, request.path)
@@ -110,7 +111,7 @@ class Sandbox:
                 fault = decision.kind
                 reply = self.platform_call(api, decision, request, handler, params)
         except SandboxError as error:
-            reply = error.reply()
+            reply, refusal = error.reply(), error
         except Exception:
             log.exception("request failed method=%s path=%s", request.method, request.path)
             reply = json_reply(500, {"error": "the sandbox failed; its log has the traceback"})
@@ -118,6 +119,8 @@ class Sandbox:
             self.stats.count(api, reply.status, fault)
             if self.journal is not None and api == "webhook":
                 self.journal.record(request, reply.status, fault)
+            for listener in self.listeners:
+                listener(Exchange(api, request, reply, fault, refusal))
         return reply
 
     def platform_call(self, api: str, decision: Decision, request: Request, handler, params) -> Reply:

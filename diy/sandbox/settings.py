@@ -33,6 +33,26 @@ class SandboxSettings:
     ttd_secret: str = field(default=DEFAULT_TTD_SECRET, repr=False)
     criteo_client_id: str = DEFAULT_CRITEO_CLIENT_ID
     criteo_client_secret: str = field(default=DEFAULT_CRITEO_CLIENT_SECRET, repr=False)
+    webhook_max_members: Optional[int] = None
+    """Answer an event of more members 413, as a receiver's body limit would (None: no limit)."""
+    ttd_advertiser_id: str = "adv1"
+    """The one advertiser the Trade Desk token or secret may send data for."""
+    ttd_data_provider_id: Optional[str] = None
+    ttd_data_provider_secret: Optional[str] = field(default=None, repr=False)
+    """A data provider's id and its key for `TtdSignature-dp`; an upload naming another (or
+    none while one is set) is refused 403 DataProviderMisconfigured."""
+    ttd_max_bytes: int = 2_500_000
+    ttd_segment_limit: Optional[int] = None
+    """A new segment beyond this many is refused 403 TargetingDataLimitReached (None: no limit)."""
+    ttd_failed_lines: str = "recorded"
+    """The shape of a failed line: "recorded" (as production integrations saw it) or "schema"
+    (with the SDK's optional `ItemNumber` and `TDID`)."""
+    criteo_advertiser_id: str = "12345"
+    """The one advertiser the Criteo app may create segments for (403 access-denied otherwise)."""
+    criteo_name_clash: str = "warnings"
+    """Where a taken name is named: "warnings" of a 200 (as Criteo's partial approvals list it)
+    or "errors" of a 400 (the shape this project first assumed; no source)."""
+    criteo_token_lifetime: int = 900
     criteo_rate_limit: int = 250
     criteo_rate_window: float = 60.0
     faults: FaultSettings = field(default_factory=FaultSettings)
@@ -62,8 +82,10 @@ class SandboxSettings:
         except ValueError as error:
             raise SandboxConfigError(f"--webhook-secret: {error}") from None
         for flag, value in (("--ttd-token", self.ttd_token), ("--ttd-secret", self.ttd_secret),
+                            ("--ttd-advertiser-id", self.ttd_advertiser_id),
                             ("--criteo-client-id", self.criteo_client_id),
-                            ("--criteo-client-secret", self.criteo_client_secret)):
+                            ("--criteo-client-secret", self.criteo_client_secret),
+                            ("--criteo-advertiser-id", self.criteo_advertiser_id)):
             if not isinstance(value, str) or not value.strip():
                 raise SandboxConfigError(f"{flag} must not be empty")
         if self.counting:
@@ -80,6 +102,12 @@ class SandboxSettings:
                     raise SandboxConfigError("--trace must be a regular expression with one group")
         elif self.trace is not None:
             raise SandboxConfigError("--trace goes with --counting")
+        if (self.ttd_data_provider_id is None) != (self.ttd_data_provider_secret is None):
+            raise SandboxConfigError("a Trade Desk data provider needs its id and its secret")
+        if self.criteo_name_clash not in ("warnings", "errors"):
+            raise SandboxConfigError("criteo_name_clash must be warnings or errors")
+        if self.ttd_failed_lines not in ("recorded", "schema"):
+            raise SandboxConfigError("ttd_failed_lines must be recorded or schema")
         if not (isinstance(self.criteo_rate_limit, int) and self.criteo_rate_limit > 0
                 and self.criteo_rate_window > 0):
             raise SandboxConfigError("the Criteo rate limit and its window must be above 0")
@@ -89,7 +117,9 @@ def settings_from_flags(
     *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
     webhook_secret: Optional[str] = None, ttd_token: Optional[str] = None,
     ttd_secret: Optional[str] = None, criteo_client_id: Optional[str] = None,
-    criteo_client_secret: Optional[str] = None, error_rate: str = "0", rate_limit_rate: str = "0",
+    criteo_client_secret: Optional[str] = None, ttd_advertiser_id: Optional[str] = None,
+    criteo_advertiser_id: Optional[str] = None,
+    error_rate: str = "0", rate_limit_rate: str = "0",
     retry_after: str = "1", latency: str = "0", latency_jitter: str = "0",
     outages: Iterable[str] = (), seed: Optional[int] = None, control_port: Optional[int] = None,
     journal: Optional[str] = None, counting: bool = False, trace: Optional[str] = None,
@@ -98,6 +128,7 @@ def settings_from_flags(
     credentials = {
         "webhook_secret": webhook_secret, "ttd_token": ttd_token, "ttd_secret": ttd_secret,
         "criteo_client_id": criteo_client_id, "criteo_client_secret": criteo_client_secret,
+        "ttd_advertiser_id": ttd_advertiser_id, "criteo_advertiser_id": criteo_advertiser_id,
     }
     faults = FaultSettings(
         error_rate=parse_rate(error_rate, "--error-rate"),

@@ -101,13 +101,18 @@ class SandboxState:
             return audience.id
 
     def webhook_members(self, dmp_id: str, audience_id: Optional[str], name: Optional[str],
-                        add: bool, users: Iterable[str]) -> None:
-        """Add or remove members; an audience first seen here is kept under the id it names."""
+                        add: bool, users: Iterable[str]) -> bool:
+        """Add or remove members; an audience first seen here is kept under the id it names.
+        False (nothing applied) when it names another id than the audience has."""
         with self._lock:
             audience = self._webhook.setdefault(dmp_id, WebhookAudience(audience_id, name))
+            if audience_id is not None and audience.id not in (None, audience_id):
+                return False
+            audience.id = audience.id or audience_id
             if name is not None:
                 audience.name = name
             _apply(audience.members, add, users)
+            return True
 
     # The Trade Desk.
 
@@ -118,6 +123,11 @@ class SandboxState:
             entry = self._ttd.setdefault(segment, TtdSegment())
             entry.advertiser_ids.add(advertiser_id)
             _apply(entry.members, add, [tdid])
+
+    def ttd_segment_names(self) -> Set[str]:
+        """Every segment that came into being, members or not (what a segment limit counts)."""
+        with self._lock:
+            return set(self._ttd)
 
     # Criteo.
 
@@ -140,6 +150,10 @@ class SandboxState:
                 if (advertiser_ids is None or segment.advertiser_id in advertiser_ids)
                 and (segment_ids is None or segment.id in segment_ids)
             ]
+
+    def criteo_delete(self, segment_id: str) -> None:
+        with self._lock:
+            self._criteo.pop(segment_id, None)
 
     def criteo_amend(self, segment_id: str, add: bool, identifiers: Iterable[str]) -> bool:
         """Add or remove identifiers; False when there is no such segment."""

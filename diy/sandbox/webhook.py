@@ -1,15 +1,26 @@
 """The generic webhook receiver: `POST /webhook`, Standard Webhooks 1.0 signatures.
 
-The signature is checked on the raw body before it is parsed (`targets.webhook.verify`, with
-its 300-second timestamp tolerance); a missing, stale or wrong one is answered 401. An event
-whose `webhook-id` was already applied is answered as it was the first time and not applied
-again. The events are those `targets.webhook` documents:
+The format is our own (`targets.webhook` documents the sender's side; the signature is the
+Standard Webhooks spec's), so a receiver's checks beyond the signature are our assumption,
+strict where that module documents the event:
+
+- the signature is checked on the raw body before it is parsed (`targets.webhook.verify`, with
+  its 300-second timestamp tolerance); a missing, stale or wrong one is answered 401;
+- a body that is not `application/json`, not JSON, or not an event of the documented shape
+  (`type`, `timestamp` a string, `data.integration` a string, `data.audience.dmp_id`,
+  `data.members[].external_user_id`) is answered 400 naming the first wrong field;
+- a member event whose `data.audience.id` is not the id this receiver gave the audience is
+  answered 400 (a receiver files members under its own id);
+- with `max_members` (`SandboxSettings.webhook_max_members`), an event of more members is
+  answered 413, as a receiver's body limit would;
+- an event whose `webhook-id` was already applied is answered as it was the first time and not
+  applied again, as Standard Webhooks asks of receivers.
+
+The events:
 
     audience.created          -> 200 {"id": "sbx-<n>"} (the same id when created again)
     audience.members_added    -> 200 {}, each member's `external_user_id` added
     audience.members_removed  -> 200 {}, removed
-
-Any other event type, or an event without `data.audience.dmp_id`, is answered 400.
 """
 import json
 from dataclasses import dataclass
@@ -17,7 +28,9 @@ from typing import Any, Callable, Optional, Tuple
 
 from diy.sandbox.faults import NO_CALL, Call
 from diy.sandbox.state import SandboxState
-from diy.sandbox.wire import BadRequest, Reply, Request, Unauthorized, as_object, json_reply, read_json
+from diy.sandbox.wire import (
+    BadRequest, PayloadTooLarge, Reply, Request, Unauthorized, as_object, json_reply, read_json,
+)
 from targets.webhook import SignatureError, verify
 
 CREATED = "audience.created"
@@ -36,10 +49,13 @@ class Event:
 class WebhookApi:
     """Verifies, deduplicates and applies webhook events to the sandbox's state."""
 
-    def __init__(self, state: SandboxState, secret: str, clock: Callable[[], float]):
+    def __init__(self, state: SandboxState, secret: str, clock: Callable[[], float],
+                 max_members: Optional[int] = None):
         self.state = state
         self.secret = secret
+        """The receiver's signing secret; set it to rotate the key (callers then get 401)."""
         self.clock = clock
+        self.max_members = max_members
 
     def routes(self):
         """(method, path pattern, handler) for the server's route table."""
@@ -59,15 +75,20 @@ class WebhookApi:
             verify(self.secret, request.headers, request.body, now=self.clock())
         except SignatureError as error:
             raise Unauthorized(f"{error}; sign with the sandbox's --webhook-secret") from None
+        if (request.header("content-type") or "").split(";")[0].strip().lower() != "application/json":
+            raise BadRequest("the content-type must be application/json")
         event = parse_event(read_json(request, "the event"))
+        if self.max_members is not None and len(event.users) > self.max_members:
+            raise PayloadTooLarge(f"more than {self.max_members} members in one event")
         answer = self.state.webhook_once(request.header("webhook-id").strip(), lambda: self._apply(event))
         return json_reply(200, answer)
 
     def _apply(self, event: Event) -> Any:
         if event.type == CREATED:
             return {"id": self.state.webhook_create(event.dmp_id, event.name)}
-        self.state.webhook_members(
-            event.dmp_id, event.audience_id, event.name, MEMBER_EVENTS[event.type], event.users)
+        if not self.state.webhook_members(
+                event.dmp_id, event.audience_id, event.name, MEMBER_EVENTS[event.type], event.users):
+            raise BadRequest(f"data.audience.id is not the id this receiver gave audience {event.dmp_id!r}")
         return {}
 
 
@@ -78,7 +99,11 @@ def parse_event(document: Any) -> Event:
     if event_type != CREATED and event_type not in MEMBER_EVENTS:
         known = ", ".join([CREATED, *MEMBER_EVENTS])
         raise BadRequest(f"type must be one of {known}")
+    if not isinstance(document.get("timestamp"), str):
+        raise BadRequest("timestamp must be a string")
     data = as_object(document.get("data"), "data")
+    if not isinstance(data.get("integration"), str):
+        raise BadRequest("data.integration must be a string")
     audience = as_object(data.get("audience"), "data.audience")
     dmp_id = audience.get("dmp_id")
     if not isinstance(dmp_id, str) or not dmp_id:

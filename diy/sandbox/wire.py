@@ -37,6 +37,16 @@ class Reply:
         return Reply(self.status, self.body, self.content_type, self.headers + tuple(headers))
 
 
+class Exchange:
+    """One platform call as the sandbox answered it, for `Sandbox.listeners`: `api`, the
+    `request`, the `reply`, the fault kind that replaced or delayed it (None: none), and the
+    `refusal` (the SandboxError) when the platform refused the request itself."""
+
+    def __init__(self, api: str, request: Request, reply: Reply, fault: Optional[str],
+                 refusal: Optional["SandboxError"]):
+        self.api, self.request, self.reply, self.fault, self.refusal = api, request, reply, fault, refusal
+
+
 def json_reply(status: int, document: Any, headers=()) -> Reply:
     return Reply(status, json.dumps(document).encode("utf-8"), "application/json", headers)
 

@@ -1,4 +1,5 @@
-"""The contract suite's adapters: how to drive each target on its enforcing fake.
+"""The contract suite's adapters: how to drive each target on its enforcing fake, the sandbox
+(diy/sandbox, in process: tests/sandboxed.py).
 
 An adapter (`Platform`) knows, for one target:
 
@@ -36,9 +37,10 @@ from targets.criteo import CriteoTarget
 from targets.http import HttpClient
 from targets.thetradedesk import TheTradeDeskTarget
 from targets.webhook import WebhookTarget
-from tests.fakes.criteo import TOKEN_PATH, FakeCriteo
-from tests.fakes.thetradedesk import FakeTheTradeDesk
-from tests.fakes.webhook import FakeWebhook
+from tests.sandboxed import (
+    criteo_api_calls, criteo_members, criteo_settings, criteo_token_requests, criteo_violations, ttd_members,
+    ttd_settings, webhook_members, webhook_settings,
+)
 
 INTEGRATION = "contract"
 AUDIENCE = Audience(INTEGRATION, "a5940e473cea659.356693871497425011", "Summer buyers", 42)
@@ -53,15 +55,18 @@ class Platform:
     wrong_credentials = {}
     lacks = {}
 
-    def __init__(self, server, clock, http):
-        self.server, self.clock, self.http = server, clock, http
-        self.fake = self.make_fake()
+    def __init__(self, request, clock, http):
+        self.clock, self.http = clock, http
+        self.fake = self.make_fake(request)
 
-    def make_fake(self):
+    def make_fake(self, request):
         raise NotImplementedError
 
+    def settings(self):
+        return self.fake.settings()
+
     def target(self, **overrides):
-        settings = {**self.fake.settings(), **overrides}
+        settings = {**self.settings(), **overrides}
         return self.target_class(settings, self.http, clock=self.clock)
 
     def require(self, capability):
@@ -99,22 +104,36 @@ class WebhookPlatform(Platform):
         "token_refresh": "requests are HMAC-signed with a shared secret; there is no token to refresh",
     }
 
-    def make_fake(self):
-        return FakeWebhook(self.server, clock=self.clock, max_members=self.max_batch)
+    def make_fake(self, request):
+        return request.getfixturevalue("sandboxed")(clock=self.clock, webhook_max_members=self.max_batch)
+
+    def settings(self):
+        return webhook_settings(self.fake)
 
     def refuse_credentials(self):
         """The receiver's secret rotated without us: its signature check answers 401."""
-        self.secret, self.fake.secret = self.fake.secret, self.wrong_credentials["secret"]
+        webhook = self.fake.sandbox.webhook
+        self.secret, webhook.secret = webhook.secret, self.wrong_credentials["secret"]
 
     def accept_credentials(self):
-        self.fake.secret = self.secret
+        self.fake.sandbox.webhook.secret = self.secret
 
     def credentials(self):
-        return [self.fake.secret, self.wrong_credentials["secret"]]
+        return [self.fake.sandbox.webhook.secret, self.wrong_credentials["secret"]]
+
+    def members(self, target_id):
+        return webhook_members(self.fake, target_id)
 
     def member_batches(self):
-        return [len(body["data"]["members"]) for body in self.fake.requests
+        return [len(body["data"]["members"]) for body in self.fake.bodies("webhook")
                 if isinstance(body, dict) and "members" in body.get("data", {})]
+
+    def calls(self):
+        return len(self.fake.calls("webhook"))
+
+    def violations(self):
+        """Refused as malformed or unsigned: every refusal but a 413 (the receiver's size limit)."""
+        return [refusal for refusal in self.fake.refusals("webhook") if refusal[0] != 413]
 
     @staticmethod
     def refusal_body(reason):
@@ -130,31 +149,43 @@ class TheTradeDeskPlatform(Platform):
         "token_refresh": "TTD-Auth is a long-lived Data API token (or an HMAC signature); nothing to refresh",
     }
 
-    def make_fake(self):
-        return FakeTheTradeDesk(self.server)
+    def make_fake(self, request):
+        return request.getfixturevalue("sandboxed")(clock=self.clock)
+
+    def settings(self):
+        return ttd_settings(self.fake)
 
     def refuse_credentials(self):
         """The Data API token revoked at TTD: TTD-Auth answers 401."""
-        self.token, self.fake.token = self.fake.token, "a-token-issued-since"
+        ttd = self.fake.sandbox.thetradedesk
+        self.token, ttd.token = ttd.token, "a-token-issued-since"
 
     def accept_credentials(self):
-        self.fake.token = self.token
+        self.fake.sandbox.thetradedesk.token = self.token
 
     def credentials(self):
-        return [self.fake.token, self.wrong_credentials["token"]]
+        return [self.fake.sandbox.thetradedesk.token, self.wrong_credentials["token"]]
+
+    def members(self, target_id):
+        return ttd_members(self.fake).get(target_id, set())
 
     def member_batches(self):
-        return [len(body["Items"]) for body in self.fake.requests if isinstance(body, dict) and "Items" in body]
+        return [len(body["Items"]) for body in self.fake.bodies("thetradedesk")
+                if isinstance(body, dict) and "Items" in body]
+
+    def calls(self):
+        return len(self.fake.calls("thetradedesk"))
 
     def violations(self):
-        return list(self.fake.rejections)
+        """Every request refused whole."""
+        return self.fake.refusals("thetradedesk")
 
     @staticmethod
     def refusal_body(reason):
         return reason
 
     def refuse(self, users):
-        self.fake.refuse(users)
+        self.fake.sandbox.thetradedesk.refuse(users)
 
 
 class CriteoPlatform(Platform):
@@ -163,23 +194,33 @@ class CriteoPlatform(Platform):
     target_class = CriteoTarget
     wrong_credentials = {"client_secret": "wrong-criteo-secret"}
 
-    def make_fake(self):
-        return FakeCriteo(self.server, clock=self.clock)
+    def make_fake(self, request):
+        return request.getfixturevalue("sandboxed")(clock=self.clock)
+
+    def settings(self):
+        return criteo_settings(self.fake)
+
+    def fail_next(self, status, times=1, headers=None, body=None):
+        self.fake.fail_next(status, times=times, headers=headers, body=body, token=False)
 
     def refuse_credentials(self):
         """The app's client secret rotated at Criteo: its tokens stop working (401) and the old
         secret gets no new one (401 invalid_client)."""
-        self.client_secret, self.fake.client_secret = self.fake.client_secret, "a-secret-issued-since"
-        self.fake.revoke_token()
+        criteo = self.fake.sandbox.criteo
+        self.client_secret, criteo.client_secret = criteo.client_secret, "a-secret-issued-since"
+        criteo.revoke_tokens()
 
     def accept_credentials(self):
-        self.fake.client_secret = self.client_secret
+        self.fake.sandbox.criteo.client_secret = self.client_secret
 
     def credentials(self):
-        return [self.fake.client_secret, self.wrong_credentials["client_secret"]]
+        return [self.fake.sandbox.criteo.client_secret, self.wrong_credentials["client_secret"]]
+
+    def members(self, target_id):
+        return criteo_members(self.fake).get(target_id, set())
 
     def member_batches(self):
-        return [len(recorded.body["data"]["attributes"]["identifiers"]) for recorded in self.fake.requests
+        return [len(recorded.body["data"]["attributes"]["identifiers"]) for recorded in criteo_api_calls(self.fake)
                 if recorded.method == "PATCH"]
 
     def throttle_headers(self, seconds):
@@ -188,7 +229,10 @@ class CriteoPlatform(Platform):
                 "x-ratelimit-reset": str(int(self.clock() + seconds))}
 
     def calls(self):
-        return sum(1 for recorded in self.fake.requests if recorded.path != TOKEN_PATH)
+        return len(criteo_api_calls(self.fake))
+
+    def violations(self):
+        return criteo_violations(self.fake)
 
     @staticmethod
     def refusal_body(reason):
@@ -197,22 +241,16 @@ class CriteoPlatform(Platform):
                 "warnings": []}
 
     def refuse(self, users):
-        self.fake.invalid(users)
+        self.fake.sandbox.criteo.invalid(users)
 
     def revoke_tokens(self):
-        self.fake.revoke_token()
+        self.fake.sandbox.criteo.revoke_tokens()
 
     def token_requests(self):
-        return self.fake.token_requests
+        return criteo_token_requests(self.fake)
 
 
 PLATFORMS = [WebhookPlatform, TheTradeDeskPlatform, CriteoPlatform]
-
-
-@pytest.fixture
-def server(httpserver_ipv4):
-    yield httpserver_ipv4
-    httpserver_ipv4.check_handler_errors()
 
 
 @pytest.fixture
@@ -223,8 +261,8 @@ def http():
 
 
 @pytest.fixture(params=PLATFORMS, ids=[platform.name for platform in PLATFORMS])
-def platform(request, server, clock, http):
-    return request.param(server, clock, http)
+def platform(request, clock, http):
+    return request.param(request, clock, http)
 
 
 def created(target, audience=AUDIENCE):

@@ -1,4 +1,4 @@
-"""What every target must do, checked against each platform's enforcing fake (targets/base.py).
+"""What every target must do, checked against each platform in the sandbox (targets/base.py).
 
 Each case runs once per target (ids webhook, thetradedesk, criteo) through the adapters in
 conftest.py; a case that needs a capability a target lacks is skipped with the reason. Cases
