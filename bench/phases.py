@@ -99,9 +99,6 @@ class Bench:
         for key, contender in running.items():
             ingest[key]["log_events"] = {p.name: contenders.log_events(p.log_path) for p in contender.processes}
         self.results["huey_synchronous"] = huey_synchronous(self.workdir)
-        from diy.config import DispatcherSettings
-
-        self.results["diy_poll_interval_s"] = DispatcherSettings().poll_interval
 
     def target_load_runs(self, running, ingest):
         """diy-wsgi's repeats at TARGET_LOAD (its first run there was among its loads), taking
@@ -179,6 +176,7 @@ class Bench:
             verdict = step_verdict(run)
             steps.append({"rate": rate, "verdict": verdict, "request_p99_ms": run["latency_ms"]["p99"],
                           "delivery_p99_ms": delivery_p99(run.get("delivery_ms")),
+                          "delivery_p50_ms": (run.get("delivery_ms") or {}).get("p50"),
                           "not_200": run["count"] - run["statuses"].get("200", 0),
                           "send_lag_p99_ms": run["send_lag_ms"].get("p99"), "server_cores": run["cpu"]["server_cores"],
                           "foreign_cores": run["cpu"]["foreign_cores"]})

@@ -27,6 +27,13 @@ def sustainable(ingest, key):
     return entry["sustainable"]["rate"] if entry and entry.get("sustainable") else None
 
 
+def sustained_step(entry):
+    """The passing step at the sustainable rate, or None."""
+    found = entry.get("sustainable") or {}
+    return next((step for step in found.get("steps", []) if step["verdict"] == "ok"
+                 and step["rate"] == found.get("rate")), None)
+
+
 def cpu_ms(run):
     """Server CPU ms per request: the server processes' core seconds (/proc) over the requests."""
     rate = run.get("requests_per_s") or run.get("rate")
@@ -112,12 +119,11 @@ def findings(results):
         (sat_e, sus_e), (sat_s, sus_s) = rates["diy"], rates["diy_standalone"]
         lines.append(f"Standalone dispatcher / embedded: {sat_s / sat_e:.2f}x at saturation, {sus_s / sus_e:.2f}x "
                      "sustainable.")
-    first = (ingest.get("diy_standalone", {}).get("sustainable") or {}).get("steps")
-    if first and results.get("diy_poll_interval_s"):
-        lowest = min(first, key=lambda step: step["rate"])
-        lines.append(f"Standalone dispatcher's delivery p99 at {lowest['rate']:,.0f}/s: "
-                     f"{ms(lowest['delivery_p99_ms'])} ms; on SQLite no commit in another process wakes it, "
-                     f"it polls every {results['diy_poll_interval_s']:g} s (the default `poll_interval`).")
+    at_sustainable = [f"{ingest[key]['label']} {ms(step.get('delivery_p50_ms'))} / {ms(step['delivery_p99_ms'])} ms at "
+                      f"{step['rate']:,.0f}/s" for key in ("diy", "diy_standalone")
+                      for step in [sustained_step(ingest.get(key, {}))] if step]
+    if at_sustainable:
+        lines.append("Delivery p50 / p99 at the sustainable rate: " + "; ".join(at_sustainable) + ".")
     bound = [f"{entry['label']} ({ms(step['send_lag_p99_ms'], 0)} ms at {step['rate']:,.0f}/s)"
              for entry in ingest.values() for step in (entry.get("sustainable") or {}).get("steps", [])
              if step["verdict"] != "ok" and (step["send_lag_p99_ms"] or 0) > 100]
