@@ -12,6 +12,7 @@ request's headers or body. The HTTP/1.1 itself is read and written by `targets.h
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import re
 import socket
@@ -98,10 +99,9 @@ class HttpClient:
         contract already allows.
         """
         origin, path = _split_url(url)
-        headers = dict(headers or {})
-        if not any(name.lower() == "user-agent" for name in headers):
-            headers["User-Agent"] = self.user_agent
-        message = http_wire.request_message(method, path, _host_header(origin), headers, body)
+        message = http_wire.request_message(
+            method, path, _host_header(origin), headers or {}, body, self.user_agent
+        )
         timeout = self.timeout if timeout is None else timeout
         connection, reused = self._checkout(origin, timeout)
         try:
@@ -241,6 +241,7 @@ def _excerpt(text: str) -> str:
     return printable
 
 
+@functools.lru_cache(maxsize=256)
 def _split_url(url: str) -> Tuple[Origin, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -255,6 +256,7 @@ def _host_port(origin: Origin) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@functools.lru_cache(maxsize=256)
 def _host_header(origin: Origin) -> str:
     """The Host header's value: the port only when not the scheme's default."""
     scheme, host, port = origin

@@ -27,7 +27,6 @@ _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_NAME = re.compile(r"[^:\s][^:\r\n]*")
-_LINE_BREAK = re.compile(r"[\r\n]")
 _REQUEST_TARGET = re.compile(r"[^\x00-\x20\x7f]+")
 
 
@@ -93,8 +92,11 @@ class Connection:
 
 
 def request_message(method: str, target: str, host: str, headers: Mapping[str, str],
-                    body: Optional[bytes]) -> bytes:
-    """The request's head and body as one message; ValueError on a header that would split it."""
+                    body: Optional[bytes], user_agent: str) -> bytes:
+    """The request's head and body as one message; ValueError on a header that would split it.
+
+    Host, Content-Length and User-Agent are added unless `headers` has them.
+    """
     if not _TOKEN.fullmatch(method) or not _REQUEST_TARGET.fullmatch(target):
         raise ValueError("the method or the URL's path contains characters HTTP does not allow")
     lines = [f"{method} {target} HTTP/1.1"]
@@ -106,9 +108,11 @@ def request_message(method: str, target: str, host: str, headers: Mapping[str, s
             lines.append(f"Content-Length: {len(body or b'')}")
     for name, value in headers.items():
         value = str(value)
-        if not _HEADER_NAME.fullmatch(name) or _LINE_BREAK.search(value):
+        if not _HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value:
             raise ValueError(f"invalid header name or value (header {name[:40]!r})")
         lines.append(f"{name}: {value}")
+    if "user-agent" not in given:
+        lines.append(f"User-Agent: {user_agent}")
     lines.append("\r\n")
     head = "\r\n".join(lines).encode("latin-1")
     return head + body if body else head
@@ -176,15 +180,13 @@ def _read_line(reader) -> str:
     return line.decode("latin-1")
 
 
-def _tokens(value: str):
-    return {token.strip().lower() for token in value.split(",")}
-
-
 def _keeps_alive(version: int, headers: Mapping[str, str]) -> bool:
-    connection = _tokens(headers.get("connection", ""))
-    if version == 0:
-        return "keep-alive" in connection
-    return "close" not in connection
+    """HTTP/1.1 keeps the connection unless told to close it, HTTP/1.0 only when told to keep it."""
+    value = headers.get("connection")
+    if value is None:
+        return version == 1
+    tokens = {token.strip().lower() for token in value.split(",")}
+    return "keep-alive" in tokens if version == 0 else "close" not in tokens
 
 
 def _content_length(headers: Mapping[str, str]) -> Optional[int]:
