@@ -378,7 +378,7 @@ CATEGORIES = (
      r"^(coalesce|members_event|encode_event|_iso_utc|_message_id|members_message_id|_signature|"
      r"WebhookTarget\._(post|deliver_members))[ .]"),
     (HEADER_PARSING, r"^parse_headers \(http/client\.py|\(email/"),
-    ("HTTP call to the platform (send, wait for the answer, read it)", r"\(targets/http\.py:"),
+    ("HTTP call to the platform (send, wait for the answer, read it)", r"\(targets/http(_wire)?\.py:"),
     ("request id (os.urandom)", r"^request_id_of "),
     ("other diy-wsgi code", r"\((diy_wsgi\.py|diy/|outbox/|targets/)"),
     ("gunicorn (HTTP parsing, socket I/O, event loop)", r"\(gunicorn/"),
