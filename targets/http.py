@@ -5,13 +5,14 @@ thread at a time. It never follows redirects: a 3xx is returned like any other a
 `raise_for_status` turns it into a PermanentError, because a redirected POST would either lose
 its body or carry a signed payload to a host nobody configured.
 
-Failures to talk at all (refused, reset, DNS, timeout, TLS, an answer over `max_response_bytes`)
-raise TransientError naming host:port and the reason, never the request's headers or body.
+Failures to talk at all (refused, reset, DNS, timeout, TLS, an answer that is not valid HTTP or
+is over `max_response_bytes`) raise TransientError naming host:port and the reason, never the
+request's headers or body. The HTTP/1.1 itself is read and written by `targets.http_wire`.
 """
 from __future__ import annotations
 
 import email.utils
-import http.client
+import functools
 import json
 import re
 import socket
@@ -22,13 +23,15 @@ from datetime import timezone
 from typing import Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
+from targets import http_wire
 from targets.errors import CredentialsRefused, PayloadTooLarge, PermanentError, TransientError
 
 Origin = Tuple[str, str, int]
 
-STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+STALE_CONNECTION_ERRORS = (http_wire.ClosedWithoutAnswer, ConnectionResetError, BrokenPipeError)
 """What a reused idle connection raises when the server closed it while it sat in the pool."""
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 CREDENTIAL_STATUSES = frozenset({401, 403})
 """Who we are (401) or what we may do (403): our configuration, not the data."""
@@ -59,7 +62,7 @@ class HttpResponse:
 
 
 class HttpClient:
-    """A thread-safe keep-alive client over `http.client`, shared by all targets and threads.
+    """A thread-safe keep-alive client over `targets.http_wire`, shared by all targets and threads.
 
     `timeout` bounds the connect and every single read or write, not the whole exchange.
     """
@@ -77,7 +80,7 @@ class HttpClient:
         self.max_response_bytes = max_response_bytes
         self.user_agent = user_agent
         self.ssl_context = ssl_context or ssl.create_default_context()
-        self._idle: Dict[Origin, List[http.client.HTTPConnection]] = {}
+        self._idle: Dict[Origin, List[http_wire.Connection]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -96,27 +99,34 @@ class HttpClient:
         contract already allows.
         """
         origin, path = _split_url(url)
-        headers = dict(headers or {})
-        if not any(name.lower() == "user-agent" for name in headers):
-            headers["User-Agent"] = self.user_agent
+        message = http_wire.request_message(
+            method, path, _host_header(origin), headers or {}, body, self.user_agent
+        )
         timeout = self.timeout if timeout is None else timeout
         connection, reused = self._checkout(origin, timeout)
         try:
             try:
-                answer = _send(connection, method, path, body, headers)
+                answer = connection.exchange(message, method, self.max_response_bytes)
             except STALE_CONNECTION_ERRORS:
                 if not reused:
                     raise
                 connection.close()
                 connection = self._connect(origin, timeout)
-                answer = _send(connection, method, path, body, headers)
-            return self._read(origin, connection, answer)
-        except (OSError, http.client.HTTPException) as error:
+                answer = connection.exchange(message, method, self.max_response_bytes)
+        except http_wire.AnswerTooLarge:
+            connection.close()
+            raise self._too_large(origin) from None
+        except (OSError, http_wire.InvalidAnswer) as error:
             connection.close()
             raise TransientError(f"{_host_port(origin)}: {_describe(error, timeout)}") from error
         except BaseException:
             connection.close()
             raise
+        if answer.keep_alive:
+            self._checkin(origin, connection)
+        else:
+            connection.close()
+        return HttpResponse(answer.status, answer.headers, answer.body)
 
     def close(self) -> None:
         """Close the idle connections; those in use are closed when their request ends."""
@@ -126,20 +136,6 @@ class HttpClient:
         for connections in idle.values():
             for connection in connections:
                 connection.close()
-
-    def _read(self, origin, connection, answer) -> HttpResponse:
-        """Read the whole answer, then pool the connection unless the server is closing it."""
-        if answer.length is not None and answer.length > self.max_response_bytes:
-            raise self._too_large(origin)
-        content = answer.read(self.max_response_bytes + 1)
-        if len(content) > self.max_response_bytes:
-            raise self._too_large(origin)
-        response = HttpResponse(answer.status, _joined_headers(answer.getheaders()), content)
-        if answer.will_close:
-            connection.close()
-        else:
-            self._checkin(origin, connection)
-        return response
 
     def _too_large(self, origin) -> TransientError:
         return TransientError(
@@ -155,11 +151,10 @@ class HttpClient:
             connection = idle.pop() if idle else None
         if connection is None:
             return self._connect(origin, timeout), False
-        connection.timeout = timeout
-        connection.sock.settimeout(timeout)
+        connection.set_timeout(timeout)
         return connection, True
 
-    def _checkin(self, origin: Origin, connection: http.client.HTTPConnection) -> None:
+    def _checkin(self, origin: Origin, connection: http_wire.Connection) -> None:
         with self._lock:
             idle = self._idle.setdefault(origin, [])
             if not self._closed and len(idle) < self.max_idle_per_origin:
@@ -167,18 +162,10 @@ class HttpClient:
                 return
         connection.close()
 
-    def _connect(self, origin: Origin, timeout: float) -> http.client.HTTPConnection:
+    def _connect(self, origin: Origin, timeout: float) -> http_wire.Connection:
         scheme, host, port = origin
-        if scheme == "https":
-            return http.client.HTTPSConnection(
-                host, port, timeout=timeout, context=self.ssl_context
-            )
-        return http.client.HTTPConnection(host, port, timeout=timeout)
-
-
-def _send(connection, method, path, body, headers) -> http.client.HTTPResponse:
-    connection.request(method, path, body=body, headers=headers)
-    return connection.getresponse()
+        context = self.ssl_context if scheme == "https" else None
+        return http_wire.Connection(host, port, timeout, context)
 
 
 def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
@@ -254,26 +241,30 @@ def _excerpt(text: str) -> str:
     return printable
 
 
+@functools.lru_cache(maxsize=256)
 def _split_url(url: str) -> Tuple[Origin, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("only absolute http and https URLs can be requested")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = parts.port or DEFAULT_PORTS[parts.scheme]
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return (parts.scheme, parts.hostname, port), path
-
-
-def _joined_headers(pairs) -> Dict[str, str]:
-    headers: Dict[str, str] = {}
-    for name, value in pairs:
-        name = name.lower()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return headers
 
 
 def _host_port(origin: Origin) -> str:
     _, host, port = origin
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@functools.lru_cache(maxsize=256)
+def _host_header(origin: Origin) -> str:
+    """The Host header's value: the port only when not the scheme's default."""
+    scheme, host, port = origin
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
+    if port == DEFAULT_PORTS[scheme]:
+        return f"[{host}]" if ":" in host else host
+    return _host_port((scheme, host, port))
 
 
 def _describe(error: Exception, timeout: float) -> str:
@@ -283,14 +274,14 @@ def _describe(error: Exception, timeout: float) -> str:
         return f"no answer within {timeout:g} seconds"
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(error, http.client.RemoteDisconnected):
+    if isinstance(error, http_wire.ClosedWithoutAnswer):
         return "the server closed the connection without answering"
     if isinstance(error, ConnectionResetError):
         return "connection reset"
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"TLS certificate not accepted ({error.verify_message})"
-    if isinstance(error, http.client.HTTPException):
-        return f"the answer was not valid HTTP ({type(error).__name__})"
+    if isinstance(error, http_wire.InvalidAnswer):
+        return f"the answer was not valid HTTP ({error})"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return type(error).__name__

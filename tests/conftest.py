@@ -1,4 +1,6 @@
 import os
+import shutil
+import subprocess
 import threading
 
 import pytest
@@ -13,6 +15,7 @@ from tests.sandboxed import Receiver, Sandboxed
 from tests.support import WEBHOOK_SECRET
 
 BACKENDS = ("sqlite", "postgresql")
+CERTIFICATE_HOST = "dmp.example.com"
 
 
 class Clock:
@@ -122,3 +125,17 @@ def sqlite_database(tmp_path):
 @pytest.fixture
 def sqlite_outbox(sqlite_database):
     return Outbox(sqlite_database, retention=3600)
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed certificate for CERTIFICATE_HOST and 127.0.0.1: (certificate, key) paths."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(certificate), "-days", "2", "-subj", f"/CN={CERTIFICATE_HOST}",
+         "-addext", f"subjectAltName=DNS:{CERTIFICATE_HOST},IP:127.0.0.1"],
+        check=True, capture_output=True)
+    return certificate, key

@@ -235,20 +235,6 @@ def nginx_binary():
     return found
 
 
-@pytest.fixture
-def certificate(tmp_path):
-    """A self-signed certificate for dmp.example.com and 127.0.0.1: (certificate, key) paths."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(certificate), "-days", "2", "-subj", f"/CN={HOST}",
-         "-addext", f"subjectAltName=DNS:{HOST},IP:127.0.0.1"],
-        check=True, capture_output=True)
-    return certificate, key
-
-
 def replace(text, pattern, replacement, count_at_least=1):
     new, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
     assert count >= count_at_least, f"{pattern!r} is no longer in {SITE.name}"
