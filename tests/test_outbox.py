@@ -140,6 +140,83 @@ def test_mutations_arriving_during_a_lease_wait_for_the_next_claim(outbox, clock
     assert [(m.op, m.external_user_id) for m in following.mutations] == [("remove", "u1")]
 
 
+def settle_and_claim(outbox, claim, clock, owner="d1", **terms):
+    return outbox.settle_and_claim(claim, now=clock(), owner=owner, lease=60, batch_sizes=SIZES, **terms)
+
+
+def test_settling_can_claim_the_next_due_audience_in_the_same_transaction(outbox, clock):
+    outbox.enqueue("demo", "add", received("first", *[f"f{i}" for i in range(150)]), pass_through=True,
+                   now=clock(), batch_limit=100)
+    outbox.enqueue("demo", "add", received("second", "s1"), pass_through=True, now=clock())
+    claim = outbox.claim("d1", now=clock(), lease=60, limit=1, batch_sizes=SIZES)[0]
+    delivered = []
+
+    while claim is not None:
+        delivered.append((claim.audience.key, len(claim.mutations)))
+        settled, claims = settle_and_claim(outbox, claim, clock)
+        assert settled is True and len(claims) <= 1
+        claim = claims[0] if claims else None
+        clock.advance(1)
+
+    assert delivered == [("first", 100), ("second", 1), ("first", 50)], (
+        "the settled audience goes behind the one already due; its own rest follows in order")
+    assert outbox.counts() == {"pending": 0, "done": 151, "dead": 0}
+
+
+def test_a_claim_taken_while_settling_is_leased_like_any_other(outbox, clock):
+    outbox.enqueue("demo", "add", received("first", "u1") + received("second", "u2"), pass_through=True, now=clock())
+    first = outbox.claim("d1", now=clock(), lease=60, limit=1, batch_sizes=SIZES)[0]
+
+    _, (second,) = settle_and_claim(outbox, first, clock)
+
+    assert claim_one(outbox, clock, owner="d2") is None
+    clock.advance(61)
+    assert claim_one(outbox, clock, owner="d2").audience.key == "second"
+    assert outbox.settle(second, now=clock()) is False, "its lease ran out like any claim's"
+
+
+def test_settling_a_lost_lease_changes_nothing_and_claims_nothing(outbox, clock):
+    outbox.enqueue("demo", "add", received("first", "u1") + received("second", "u2"), pass_through=True, now=clock())
+    lost = outbox.claim("d1", now=clock(), lease=60, limit=1, batch_sizes=SIZES)[0]
+    clock.advance(61)
+    taken_over = outbox.claim("d2", now=clock(), lease=60, limit=1, batch_sizes=SIZES)[0]
+
+    assert settle_and_claim(outbox, lost, clock) == (False, [])
+
+    assert {c.audience.key for c in outbox.claim("d3", now=clock(), lease=60, limit=5, batch_sizes=SIZES)} == {"second"}
+    assert outbox.settle(taken_over, now=clock()) is True
+    assert outbox.counts() == {"pending": 1, "done": 1, "dead": 0}
+
+
+def test_settling_and_claiming_dead_letters_and_beats_like_its_parts(outbox, clock):
+    outbox.enqueue("demo", "add", received("4711", "u1", "u2"), pass_through=True, now=clock())
+    claim = claim_one(outbox, clock)
+    clock.advance(3)
+
+    assert settle_and_claim(outbox, claim, clock, owner="d9", dead={claim.mutations[0].id: "MissingUserId"}) == (True, [])
+
+    assert outbox.counts() == {"pending": 0, "done": 1, "dead": 1}
+    assert outbox.live_dispatchers(seen_since=clock()) == 1
+    clock.advance(3)
+    settle_and_claim(outbox, claim, clock, owner="d8", beat=False)
+    assert outbox.live_dispatchers(seen_since=clock()) == 0
+
+
+def test_a_claim_taken_while_settling_takes_over_only_with_alive_since(outbox, clock):
+    outbox.enqueue("demo", "add", received("first", "u1"), pass_through=True, now=clock())
+    outbox.enqueue("demo", "add", received("orphan", "u2"), pass_through=True, now=clock())
+    outbox.claim("dead-one", now=clock(), lease=300, limit=5, batch_sizes={"demo": 100})
+    outbox.enqueue("demo", "add", received("mine", "u3"), pass_through=True, now=clock())
+    mine = outbox.claim("d1", now=clock(), lease=300, limit=1, batch_sizes=SIZES)[0]
+    clock.advance(10)
+
+    assert settle_and_claim(outbox, mine, clock) == (True, [])
+    outbox.enqueue("demo", "add", received("mine", "u4"), pass_through=True, now=clock())
+    mine = outbox.claim("d1", now=clock(), lease=300, limit=1, batch_sizes=SIZES)[0]
+    _, claims = settle_and_claim(outbox, mine, clock, alive_since=clock() - 5)
+    assert [c.audience.key for c in claims] == ["first"]
+
+
 def test_retry_later_holds_the_audience_back_until_the_time_given(outbox, clock):
     outbox.enqueue("demo", "add", received("4711", "u1"), pass_through=True, now=clock())
     claim = claim_one(outbox, clock)
