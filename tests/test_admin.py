@@ -2,7 +2,6 @@
 import json
 import re
 import sqlite3
-import threading
 import time
 
 import pytest
@@ -581,37 +580,3 @@ def test_audiences_show_of_an_audience_in_several_integrations_names_them(outbox
 
     assert code == 2 and len(err.splitlines()) == 1
     assert "audience aud-1 is in several integrations (demo, other); name one with --integration" in err
-
-
-def test_retry_now_and_a_request_touching_the_same_audiences_never_deadlock(postgres_server):
-    """retry-now updates b (stored first) and a while a request holds a and then asks for b, as
-    requests lock their audiences by key: retry-now must lock in the request's order first, or
-    each waits for the other and PostgreSQL aborts one (a 503 for the DMP, or a failed command)."""
-    psycopg = pytest.importorskip("psycopg")
-    url = postgres_server.create_database()
-    outbox = Outbox(open_database(url, write_timeout=10.0))
-    in_backoff(outbox, "b", "u1")
-    in_backoff(outbox, "a", "u2")
-    results = {}
-
-    def retry_now():
-        try:
-            results["retry-now"] = Admin(outbox).retry_now(now=time.time())
-        except Exception as error:
-            results["retry-now"] = error
-
-    with psycopg.connect(url) as request:
-        request.execute("UPDATE audiences SET pending = pending WHERE key = 'a'")
-        retrying = threading.Thread(target=retry_now)
-        retrying.start()
-        time.sleep(1.0)
-        try:
-            request.execute("UPDATE audiences SET pending = pending WHERE key = 'b'")
-            request.commit()
-            results["request"] = "committed"
-        except psycopg.Error as error:
-            results["request"] = error
-        retrying.join(30)
-    outbox.database.close()
-
-    assert results == {"request": "committed", "retry-now": (2, 2)}

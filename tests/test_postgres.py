@@ -1,4 +1,4 @@
-"""What only the PostgreSQL backend has to show, on a real server (tests/postgres.py): order per
+"""What only the PostgreSQL backend has to show, on a real server (reliability/postgres.py): order per
 audience while ids are handed out before commit, row locks, a server that restarts or turns
 read-only, secrets kept out of messages. The behaviour both backends share is tested once for
 each in test_outbox.py, test_dispatcher.py and the contract suite."""
@@ -330,29 +330,49 @@ def test_what_a_200_promises_commits_with_the_servers_own_synchronous_commit(url
     assert seen == ["off", "remote_write", "off", "remote_write"]
 
 
-def test_a_replay_and_a_request_touching_the_same_audiences_never_deadlock(url):
-    """A replay requeues dead letters in id order (here b's, then a's) while a request locks
-    its audiences by key (a, then b): the replay must take its audiences in the request's order
-    first, or each waits for the other and PostgreSQL aborts one (a 503 or a failed replay)."""
-    import psycopg
-
-    outbox = Outbox(PostgresDatabase(url, write_timeout=10.0))
-    add(outbox, "b", "u1")
-    add(outbox, "a", "u2")
+def dead_lettered(outbox, audience, user):
+    add(outbox, audience, user)
     for claim in outbox.claim("test", now=1000.0, lease=60, limit=10, batch_sizes={"demo": 100}):
         outbox.dead_letter(claim, "refused", now=1000.0)
+
+
+def waiting_for_retry(outbox, audience, user):
+    add(outbox, audience, user, now=time.time())
+    now = time.time()
+    for claim in outbox.claim("test", now=now, lease=60, limit=10, batch_sizes={"demo": 100}):
+        outbox.retry_later(claim, "connection refused", at=now + 600, now=now)
+
+
+ADMIN_COMMANDS = {
+    "replay": (dead_lettered, lambda admin: admin.replay(DeadFilter(), now=1001.0), (2, 0)),
+    "retry-now": (waiting_for_retry, lambda admin: admin.retry_now(now=time.time()), (2, 2)),
+}
+
+
+@pytest.mark.parametrize("command", ADMIN_COMMANDS)
+def test_an_admin_command_and_a_request_touching_the_same_audiences_never_deadlock(url, command):
+    """The command updates b's row (its work was stored first), then a's, while a request locks
+    its audiences by key (a, then b): the command must take its audiences in the request's
+    order first, or each waits for the other and PostgreSQL aborts one (a 503 for the DMP, or a
+    failed command)."""
+    import psycopg
+
+    prepare, run, expected = ADMIN_COMMANDS[command]
+    outbox = Outbox(PostgresDatabase(url, write_timeout=10.0))
+    prepare(outbox, "b", "u1")
+    prepare(outbox, "a", "u2")
     results = {}
 
-    def replay():
+    def run_command():
         try:
-            results["replay"] = Admin(outbox).replay(DeadFilter(), now=1001.0)
+            results["command"] = run(Admin(outbox))
         except Exception as error:
-            results["replay"] = error
+            results["command"] = error
 
     with psycopg.connect(url) as request:
         request.execute("UPDATE audiences SET pending = pending WHERE key = 'a'")
-        replaying = threading.Thread(target=replay)
-        replaying.start()
+        commanding = threading.Thread(target=run_command)
+        commanding.start()
         time.sleep(1.0)
         try:
             request.execute("UPDATE audiences SET pending = pending WHERE key = 'b'")
@@ -360,10 +380,10 @@ def test_a_replay_and_a_request_touching_the_same_audiences_never_deadlock(url):
             results["request"] = "committed"
         except psycopg.Error as error:
             results["request"] = error
-        replaying.join(30)
+        commanding.join(30)
     outbox.database.close()
 
-    assert results == {"request": "committed", "replay": (2, 0)}
+    assert results == {"request": "committed", "command": expected}
 
 
 def test_a_listener_skips_its_own_processs_notifications_and_wakes_for_anyone_elses(url, pg_outbox):
