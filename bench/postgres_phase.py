@@ -3,7 +3,7 @@ with two app instances sharing one database, in one run, taking turns at saturat
 rotating order, as the ingest phase does); then each at one offered rate, open loop, for the
 delivery latency.
 
-PostgreSQL is a throwaway cluster (tests/postgres.py's PostgresServer with `durable=True`: fsync,
+PostgreSQL is a throwaway cluster (reliability/postgres.py's PostgresServer with `durable=True`: fsync,
 full_page_writes and synchronous_commit on) on 127.0.0.1, its processes pinned to the servers'
 CPUs, so that every contender's server-side work (the gunicorn workers with their embedded
 dispatchers, and PostgreSQL for the two on it) shares one core budget. Two instances split the
@@ -74,7 +74,7 @@ class PostgresPhase:
         self.bench.log(f"postgres: {message}")
 
     def run(self):
-        from tests.postgres import PostgresServer, unavailable, wait_until_accepting
+        from reliability.postgres import PostgresServer, unavailable, wait_until_accepting
 
         reason = unavailable()
         results = self.bench.results["postgres"] = {}

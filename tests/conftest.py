@@ -10,7 +10,7 @@ from diy.sandbox import SandboxSettings, make_server
 from outbox.backends import open_database
 from outbox.db import Database
 from outbox.store import Outbox
-from tests import postgres
+from reliability import postgres
 from tests.sandboxed import Receiver, Sandboxed
 from tests.support import WEBHOOK_SECRET
 
@@ -82,8 +82,8 @@ def permissive_umask():
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A PostgreSQL server of the test run's own (tests/postgres.py), or a skip saying why there is
-    none; with DIY_REQUIRE_POSTGRES=1 (CI) a missing server fails instead."""
+    """A PostgreSQL server of the test run's own (reliability/postgres.py), or a skip saying why
+    there is none; with DIY_REQUIRE_POSTGRES=1 (CI) a missing server fails instead."""
     reason = postgres.unavailable()
     if reason:
         if os.environ.get("DIY_REQUIRE_POSTGRES"):

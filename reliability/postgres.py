@@ -1,5 +1,5 @@
-"""A throwaway PostgreSQL server for the tests: its own cluster in a temporary folder, on a free
-loopback port, started and stopped by the tests themselves.
+"""A throwaway PostgreSQL server for the tests and the bench: its own cluster in a temporary
+folder, on a free loopback port, started and stopped by whoever uses it.
 
 As root, `initdb` and `pg_ctl` run as the `postgres` user (PostgreSQL refuses to run as root).
 Where no server can be started (no binaries, no psycopg), `unavailable()` says why in one line
