@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from outbox.postgres import is_postgres_url
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -161,9 +163,20 @@ def config_text(database, receiver_url, *, defaults, diy=None, dispatcher=None, 
 def write_config(directory, receiver_url, database=None, *, defaults, **sections):
     """`config_text` written to DIRECTORY/diy.ini (the outbox in DIRECTORY unless `database`)."""
     path = Path(directory) / "diy.ini"
-    path.write_text(config_text(database or Path(directory) / "outbox.sqlite3", receiver_url,
-                                defaults=defaults, **sections))
+    database = database or Path(directory) / "outbox.sqlite3"
+    path.write_text(config_text(database, receiver_url, defaults=defaults,
+                                **metrics_within(directory, database, sections)))
     return path
+
+
+def metrics_within(directory, database, sections):
+    """`sections` with `metrics_dir` in `directory` when the outbox is on PostgreSQL: its default
+    is a folder of the machine's /tmp (diy.config.default_metrics_dir), which a test's throwaway
+    database would leave behind."""
+    diy = sections.get("diy") or {}
+    if "metrics_dir" in diy or not is_postgres_url(diy.get("database", database)):
+        return sections
+    return {**sections, "diy": {**diy, "metrics_dir": Path(directory) / "metrics"}}
 
 
 def dmp_post(port, request_type, payload, *, secret, path="/dmp", timeout=10, raw_allowed=False):

@@ -27,7 +27,8 @@ adds whole sections ({name: {key: value}})."""
 
 
 def make_config(tmp_path, receiver_url, **sections):
-    text = config_text(tmp_path / "outbox.sqlite3", receiver_url, **sections)
+    database = tmp_path / "outbox.sqlite3"
+    text = config_text(database, receiver_url, **processes.metrics_within(tmp_path, database, sections))
     return parse_config(text, source="test.ini", base_dir=tmp_path, environ={})
 
 
