@@ -1,9 +1,7 @@
 """The dispatcher: threads that drain the outbox into targets.
 
 One loop thread claims audiences with due work (as many as there are free delivery threads)
-and hands each claim to a pool thread, which calls the target and settles the claim; a delivered
-batch's settling transaction also claims that thread's next audience, so under load the threads
-go from one delivery to the next without the loop or a transaction of their own. A commit in
+and hands each claim to a pool thread, which calls the target and settles the claim. A commit in
 this process wakes the loop at once (`wake`); a fourth thread hears of every other process's
 commits (PostgreSQL's LISTEN/NOTIFY, SQLite's data_version: `listen` of the backend); polling
 finds retries that came due. Retry policy lives here; the outbox only moves rows.
@@ -104,8 +102,6 @@ class Dispatcher:
         self._heart_stopping = threading.Event()
         self._in_flight = set()
         self._in_flight_lock = threading.Lock()
-        self._thread = threading.local()
-        """`in_turn`: this thread delivers claims in turn (`_deliver_in_turn`); `next`: its next claim."""
         self._calls = {}
         """Claim token -> (integration, monotonic time its platform call times out, or None)."""
         self._loop = None
@@ -270,7 +266,7 @@ class Dispatcher:
             free = self.threads - len(self._in_flight)
         claims = self._claim(free)
         for claim in claims:
-            future = self._pool.submit(self._deliver_in_turn, claim)
+            future = self._pool.submit(self.deliver, claim)
             with self._in_flight_lock:
                 self._in_flight.add(future)
             future.add_done_callback(self._finished)
@@ -282,13 +278,8 @@ class Dispatcher:
         self._wake.set()
 
     def _claim(self, limit):
-        """Claim up to `limit` audiences (`_claiming` says on which terms)."""
-        return self._claiming(lambda **terms: self.outbox.claim(limit=limit, **terms))
-
-    def _claiming(self, claim):
-        """Call `claim(**terms)` with the terms of a claim by this dispatcher now; it returns the
-        claims made. The claim beats the heart too unless the heart thread did within the last
-        beat interval (a lease is then fresh for most of takeover_after).
+        """Claim up to `limit` audiences; the claim beats the heart too unless the heart thread
+        did within the last beat interval (a lease is then fresh for most of takeover_after).
 
         Leases of dispatchers whose heartbeat is stale are taken over only once this one has
         beaten without a miss for `takeover_after` itself: when the database was away (a
@@ -299,8 +290,8 @@ class Dispatcher:
         beat = beaten_at is None or started - beaten_at >= self.heartbeat_interval
         takes_over = beating_since is not None and started - beating_since >= self.takeover_after
         try:
-            claims = claim(
-                owner=self.owner, now=now, lease=self.lease, batch_sizes=self.batch_sizes,
+            claims = self.outbox.claim(
+                self.owner, now=now, lease=self.lease, limit=limit, batch_sizes=self.batch_sizes,
                 alive_since=now - self.takeover_after if takes_over else None, beat=beat,
             )
         except StoreUnavailable:
@@ -342,34 +333,6 @@ class Dispatcher:
         return len(claims)
 
     # Delivering one claim.
-
-    def _deliver_in_turn(self, claim):
-        """Deliver `claim` in a pool thread, then each claim that settling the one before took
-        (`_settle_delivered`), until none was due or this dispatcher is stopping (whose release
-        gives back a claim taken but not started)."""
-        thread = self._thread
-        thread.in_turn = True
-        while claim is not None:
-            thread.next = None
-            self.deliver(claim)
-            claim = None if self._stopping.is_set() else thread.next
-
-    def _settle_delivered(self, claim, dead):
-        """Settle a delivered claim; in a thread delivering in turn, claim its next audience in
-        the same transaction (`Outbox.settle_and_claim`)."""
-        thread = self._thread
-        if not getattr(thread, "in_turn", False) or self._stopping.is_set():
-            return self.outbox.settle(claim, dead=dead, now=self.clock())
-        outcome = []
-
-        def settle_and_claim(**terms):
-            settled, claims = self.outbox.settle_and_claim(claim, dead=dead, **terms)
-            outcome.append(settled)
-            return claims
-
-        claims = self._claiming(settle_and_claim)
-        thread.next = claims[0] if claims else None
-        return outcome[-1]
 
     def deliver(self, claim):
         """Create the audience or deliver the batch, then settle the claim; never raises."""
@@ -530,7 +493,7 @@ class Dispatcher:
             log.exception("target crashed integration=%s audience=%s", audience.integration, audience.key)
             self._retry(claim, f"{type(error).__name__} in the target: {error}", None)
             return "other"
-        if self._settle(claim, self._settle_delivered, claim, dead):
+        if self._settle(claim, self.outbox.settle, claim, dead=dead, now=self.clock()):
             self._observe_delivered(claim, dead)
         log.info(
             "delivered integration=%s audience=%s mutations=%d sent=%d dead=%d ms=%.0f",

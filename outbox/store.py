@@ -241,80 +241,71 @@ class Outbox:
         """
         if limit <= 0 or not batch_sizes:
             return []
-        due, parameters = _due(now, batch_sizes, alive_since)
+        integrations = list(batch_sizes)
+        free = "lease_expires_at IS NULL OR lease_expires_at <= ?"
+        parameters = [now, now]
+        if alive_since is not None:
+            free += (" OR NOT EXISTS (SELECT 1 FROM dispatchers d WHERE d.owner = audiences.lease_owner"
+                     " AND d.seen_at >= ?)")
+            parameters.append(alive_since)
+        due = (
+            f"(pending > 0 OR state = 'creating') AND next_attempt_at <= ? AND ({free})"
+            f" AND integration IN ({', '.join('?' * len(integrations))})"
+        )
+        parameters = (*parameters, *integrations)
         if not self.database.read(f"SELECT 1 FROM audiences WHERE {due} LIMIT 1", parameters):
             return []
         with self.database.transaction(durable=False) as connection:
             if beat:
                 record_beat(connection, owner, now)
-            leased = self._lease(connection, owner, due, parameters, now=now, lease=lease, limit=limit,
-                                 batch_sizes=batch_sizes)
-        return claims_of(leased)
-
-    def _lease(self, connection, owner, due, parameters, *, now, lease, limit, batch_sizes):
-        """Lease up to `limit` audiences matching `due` in this transaction: (audience, token,
-        batch rows) of each."""
-        audiences = [
-            AudienceRecord(*row)
-            for row in connection.execute(
-                f"SELECT {AUDIENCE_COLUMNS} FROM audiences WHERE {due} ORDER BY next_attempt_at, id LIMIT ?"
-                f"{self.database.LOCK_DUE_ROWS}",
-                (*parameters, limit),
-            )
+            audiences = [
+                AudienceRecord(*row)
+                for row in connection.execute(
+                    f"SELECT {AUDIENCE_COLUMNS} FROM audiences WHERE {due} ORDER BY next_attempt_at, id LIMIT ?"
+                    f"{self.database.LOCK_DUE_ROWS}",
+                    (*parameters, limit),
+                )
+            ]
+            leased = []
+            for audience in audiences:
+                batches = []
+                if audience.state != "creating":
+                    batches = take_batches(connection.execute(
+                        "SELECT id, op, size, mutations, received_at FROM batches WHERE audience_id = ?"
+                        " AND state = 'pending' ORDER BY id LIMIT ?",
+                        (audience.id, batch_sizes[audience.integration]),
+                    ), batch_sizes[audience.integration])
+                    if not batches:
+                        connection.execute("UPDATE audiences SET pending = 0 WHERE id = ?", (audience.id,))
+                        continue
+                token = secrets.token_hex(8)
+                connection.execute(
+                    "UPDATE audiences SET lease_token = ?, lease_owner = ?, lease_expires_at = ?, claimed_through = ?"
+                    " WHERE id = ?",
+                    (token, owner, now + lease, batches[-1][0] if batches else None, audience.id),
+                )
+                leased.append((audience, token, batches))
+        return [
+            Claim(audience, token, decode_batches(batches), {row[0]: (row[4], row[2]) for row in batches})
+            for audience, token, batches in leased
         ]
-        leased = []
-        for audience in audiences:
-            batches = []
-            if audience.state != "creating":
-                batches = take_batches(connection.execute(
-                    "SELECT id, op, size, mutations, received_at FROM batches WHERE audience_id = ?"
-                    " AND state = 'pending' ORDER BY id LIMIT ?",
-                    (audience.id, batch_sizes[audience.integration]),
-                ), batch_sizes[audience.integration])
-                if not batches:
-                    connection.execute("UPDATE audiences SET pending = 0 WHERE id = ?", (audience.id,))
-                    continue
-            token = secrets.token_hex(8)
-            connection.execute(
-                "UPDATE audiences SET lease_token = ?, lease_owner = ?, lease_expires_at = ?, claimed_through = ?"
-                " WHERE id = ?",
-                (token, owner, now + lease, batches[-1][0] if batches else None, audience.id),
-            )
-            leased.append((audience, token, batches))
-        return leased
 
     def settle(self, claim, *, dead=None, now):
         """The claim is done: every claimed mutation delivered, except `dead` (id -> reason).
 
         Returns False, changing nothing, when the lease was lost.
         """
+        dead = dead or {}
         with self.database.transaction(durable=False) as connection:
-            return self._settle_in(connection, claim, dead or {}, now)
-
-    def settle_and_claim(self, claim, *, dead=None, now, owner, lease, batch_sizes, alive_since=None, beat=True):
-        """`settle`, then `claim` one audience (this one again if more of it is due) in the same
-        transaction: a delivery thread goes on to its next claim without a transaction of its
-        own for it. Returns (settled, claims); no claim when the lease was lost."""
-        with self.database.transaction(durable=False) as connection:
-            if not self._settle_in(connection, claim, dead or {}, now):
-                return False, []
-            if beat:
-                record_beat(connection, owner, now)
-            due, parameters = _due(now, batch_sizes, alive_since)
-            leased = self._lease(connection, owner, due, parameters, now=now, lease=lease, limit=1,
-                                 batch_sizes=batch_sizes)
-        return True, claims_of(leased)
-
-    def _settle_in(self, connection, claim, dead, now):
-        settled = len(claim.mutations)
-        if not self._release(connection, claim,
-                             "pending = CASE WHEN pending > ? THEN pending - ? ELSE 0 END, attempts = 0, last_error = ?",
-                             (settled, settled, first_reason(dead)), at=now, now=now):
-            return False
-        self._dead_letter(connection, claim, dead, now)
-        self._supersede_dead(connection, claim, dead, now)
-        self._finish_batches(connection, claim, now)
-        return True
+            settled = len(claim.mutations)
+            if not self._release(connection, claim,
+                                 "pending = CASE WHEN pending > ? THEN pending - ? ELSE 0 END, attempts = 0, last_error = ?",
+                                 (settled, settled, first_reason(dead)), at=now, now=now):
+                return False
+            self._dead_letter(connection, claim, dead, now)
+            self._supersede_dead(connection, claim, dead, now)
+            self._finish_batches(connection, claim, now)
+            return True
 
     def dead_letter(self, claim, reason, *, now):
         """Give up on the whole claimed batch with `reason` (kept for the operator)."""
@@ -511,30 +502,6 @@ def record_beat(connection, owner, now):
         " ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at",
         (owner, now, now),
     )
-
-
-def _due(now, batch_sizes, alive_since):
-    """The WHERE clause of audiences a dispatcher serving `batch_sizes` may claim now, and its
-    parameters (see `Outbox.claim`)."""
-    integrations = list(batch_sizes)
-    free = "lease_expires_at IS NULL OR lease_expires_at <= ?"
-    parameters = [now, now]
-    if alive_since is not None:
-        free += (" OR NOT EXISTS (SELECT 1 FROM dispatchers d WHERE d.owner = audiences.lease_owner"
-                 " AND d.seen_at >= ?)")
-        parameters.append(alive_since)
-    due = (
-        f"(pending > 0 OR state = 'creating') AND next_attempt_at <= ? AND ({free})"
-        f" AND integration IN ({', '.join('?' * len(integrations))})"
-    )
-    return due, (*parameters, *integrations)
-
-
-def claims_of(leased):
-    return [
-        Claim(audience, token, decode_batches(batches), {row[0]: (row[4], row[2]) for row in batches})
-        for audience, token, batches in leased
-    ]
 
 
 def chunks(items, size):
