@@ -89,8 +89,7 @@ class Bench:
                     ingest[key]["open_loop"].append(self.open_loop(running[key], load, rate, PHASES["open"][index]))
                 if key == "diy":
                     self.target_load_runs(running, ingest)
-            for key in CONTENDERS:
-                ingest[key]["sustainable"] = self.sustainable(running[key], ingest[key]["saturation"]["requests_per_s"])
+            self.sustainable(running, ingest)
             for key, contender in running.items():
                 ingest[key]["rss_mib"] = contender.peak_rss()
         finally:
@@ -162,34 +161,25 @@ class Bench:
                  f"ms, p99 {run['latency_ms']['p99']:.1f} ms")
         return run
 
-    def sustainable(self, contender, saturation_rate):
-        """The highest open-loop rate that keeps SUSTAINABLE, in settings "steps" runs of settings
-        "step" seconds, each after the previous one's backlog drained: from FIRST_STEP x saturation
-        up by GROWTH until a step fails, then a bisection between the last that held and the
-        first that did not."""
-        low, high = 0.0, None
-        rate = FIRST_STEP * saturation_rate
-        steps = []
+    def sustainable(self, running, ingest):
+        """Each contender's highest open-loop rate that keeps SUSTAINABLE (a RateSearch from its
+        saturation rate), in settings "steps" runs of settings "step" seconds, each after the
+        previous one's backlog drained. The contenders take turns step by step, in rotating
+        order, so a slow spell of this shared machine falls on every contender's search alike
+        rather than on one contender's whole search."""
+        searches = {key: RateSearch(ingest[key]["saturation"]["requests_per_s"]) for key in CONTENDERS}
         for number in range(self.settings["steps"]):
             phase = PHASES["steps"][number % len(PHASES["steps"])]
-            run = self.measured_run(contender, rate, self.settings["step"], phase)
-            verdict = step_verdict(run)
-            steps.append({"rate": rate, "verdict": verdict, "request_p99_ms": run["latency_ms"]["p99"],
-                          "delivery_p99_ms": delivery_p99(run.get("delivery_ms")),
-                          "delivery_p50_ms": (run.get("delivery_ms") or {}).get("p50"),
-                          "not_200": run["count"] - run["statuses"].get("200", 0),
-                          "send_lag_p99_ms": run["send_lag_ms"].get("p99"), "server_cores": run["cpu"]["server_cores"],
-                          "foreign_cores": run["cpu"]["foreign_cores"]})
-            late = steps[-1]["delivery_p99_ms"]
-            self.log(f"{contender.label}: step {number + 1} at {rate:.0f}/s: request p99 "
-                     f"{run['latency_ms']['p99']:.1f} ms" + (f", delivery p99 {late:.1f} ms" if late is not None else "")
-                     + f": {verdict}")
-            if verdict == "ok":
-                low = rate
-            else:
-                high = rate
-            rate = low * GROWTH if high is None else (low + high) / 2
-        return {"rate": low, "steps": steps}
+            for key in CONTENDERS[number % len(CONTENDERS):] + CONTENDERS[:number % len(CONTENDERS)]:
+                contender, search = running[key], searches[key]
+                run = self.measured_run(contender, search.rate, self.settings["step"], phase)
+                step = search.record(run)
+                late = step["delivery_p99_ms"]
+                self.log(f"{contender.label}: step {number + 1} at {step['rate']:.0f}/s: request p99 "
+                         f"{step['request_p99_ms']:.1f} ms" + (f", delivery p99 {late:.1f} ms" if late is not None else "")
+                         + f": {step['verdict']}")
+        for key, search in searches.items():
+            ingest[key]["sustainable"] = {"rate": search.low, "steps": search.steps}
 
     # Dispatch: how fast one dispatcher process drains a backlog.
 
@@ -253,6 +243,33 @@ class Bench:
                  "mutations")
         self.results["replay"] = replay.run(self.workdir / "replay", dead, later)
         self.log(f"replay: {self.results['replay']['replay_s']:.1f} s")
+
+
+class RateSearch:
+    """From FIRST_STEP x the saturation rate up by GROWTH until a step fails, then a bisection
+    between the last rate that held (`low`) and the first that did not."""
+
+    def __init__(self, saturation_rate):
+        self.rate = FIRST_STEP * saturation_rate
+        self.low, self.high = 0.0, None
+        self.steps = []
+
+    def record(self, run):
+        """The step just run at `rate`; moves `rate` on to the next one."""
+        verdict = step_verdict(run)
+        step = {"rate": self.rate, "verdict": verdict, "request_p99_ms": run["latency_ms"]["p99"],
+                "delivery_p99_ms": delivery_p99(run.get("delivery_ms")),
+                "delivery_p50_ms": (run.get("delivery_ms") or {}).get("p50"),
+                "not_200": run["count"] - run["statuses"].get("200", 0),
+                "send_lag_p99_ms": run["send_lag_ms"].get("p99"), "server_cores": run["cpu"]["server_cores"],
+                "foreign_cores": run["cpu"]["foreign_cores"]}
+        self.steps.append(step)
+        if verdict == "ok":
+            self.low = self.rate
+        else:
+            self.high = self.rate
+        self.rate = self.low * GROWTH if self.high is None else (self.low + self.high) / 2
+        return step
 
 
 def delivery_p99(delivery):

@@ -241,7 +241,8 @@ def sustainable_tables(results):
         f"The highest open-loop rate with request p99 < {SUSTAINABLE['request_p99_ms']:.0f} ms, delivery p99 < "
         f"{SUSTAINABLE['delivery_p99_ms']:.0f} ms (200s not delivered within {s['delivery_window']} s after the run "
         f"count as later) and only 200s: {s['steps']} steps of {s['step']} s, each after the previous one's backlog "
-        "drained, from 70% of saturation up by 25% until one fails, then bisecting. x marks a step that failed.", "",
+        "drained, from 70% of saturation up by 25% until one fails, then bisecting; the contenders take turns step by "
+        "step. x marks a step that failed.", "",
         table(["contender", "sustainable requests/s", "of saturation", "steps"], summary), "",
         table(["contender", "step", "offered/s", "request p99 ms", "delivery p99 ms", "not 200",
                "generator late p99 ms", "server cores", "foreign cores", "verdict"], steps)])
