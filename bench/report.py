@@ -1,7 +1,7 @@
 """RESULTS.md from the results dict: the command, the machine, the targets, the findings, then
 every table behind them. Every figure is computed from the run; no prose."""
 import payloads
-from phases import SUSTAINABLE, TARGET_LOAD
+from phases import HEAVY_LOAD, SUSTAINABLE, TARGET_LOAD
 from report_format import median_by_p99, ms, num, p99_list, table
 from report_postgres import postgres_section
 
@@ -13,8 +13,10 @@ def at_load(entry, load):
                  and "rate_of" not in run), None)
 
 
-def target_runs(entry):
-    return [run for run in [at_load(entry, TARGET_LOAD)] + entry.get("target_repeats", []) if run]
+def runs_at(entry, load):
+    """The contender's own runs at `load`: the first, then its repeats."""
+    repeats = [run for run in entry.get("target_repeats", []) if abs(run["load"] - load) < 1e-9]
+    return [run for run in [at_load(entry, load)] + repeats if run]
 
 
 def saturation(ingest, key):
@@ -63,11 +65,13 @@ def targets(results):
     rows.append(ratio_row("2. group commit pays: request path alone / durable minimum, requests/s at saturation",
                           ingest_rate, saturation(ingest, "floor"), 1.5))
     diy = ingest.get("diy", {})
-    most = at_load(diy, 0.75)
+    heavy = runs_at(diy, HEAVY_LOAD)
+    most = median_by_p99(heavy)
     if most:
         p99, late = most["latency_ms"]["p99"], most.get("delivery_ms", {}).get("p99")
-        rows.append(["3. saturation usable: at 75% of diy-wsgi's saturation, request p99 / delivery p99",
-                     f"{ms(p99)} / {ms(late)} ms at {most['rate']:,.0f}/s", "<= 50 / < 100 ms",
+        rows.append(["3. saturation usable: at 75% of diy-wsgi's saturation, request p99 / delivery p99 (median run)",
+                     f"{ms(p99)} / {ms(late)} ms at {most['rate']:,.0f}/s (request p99 of the runs: {p99_list(heavy)} ms)",
+                     "<= 50 / < 100 ms",
                      verdict(p99 <= 50 and late is not None and late < 100)])
     else:
         rows.append(["3. saturation usable", "not measured", "<= 50 / < 100 ms", "n/a"])
@@ -75,15 +79,16 @@ def targets(results):
     huey = sustainable(ingest, "flask_huey")
     rows.append(ratio_row("4. sustainable rate: diy-wsgi / Flask + huey, requests/s", sustainable(ingest, "diy"), huey,
                           2, f"; standalone dispatcher {standalone / huey:.2f}x" if standalone and huey else ""))
-    half, control = median_by_p99(target_runs(diy)), median_by_p99(ingest.get("floor", {}).get("open_loop", []))
+    half, control = median_by_p99(runs_at(diy, TARGET_LOAD)), median_by_p99(ingest.get("floor", {}).get("open_loop", []))
     if half and control:
         share = half["latency_ms"]["p99"] / control["latency_ms"]["p99"]
         rows.append(["5a. request p99 at 50% / the durable minimum's at the same rate (medians of runs)",
-                     f"{share:.2f}x ({p99_list(target_runs(diy))} vs {p99_list(ingest['floor']['open_loop'])} ms)",
+                     f"{share:.2f}x ({p99_list(runs_at(diy, TARGET_LOAD))} vs {p99_list(ingest['floor']['open_loop'])} ms)",
                      "<= 1.25x", verdict(share <= 1.25)])
-    if most:
-        rows.append(["5b. requests over 1 s at 75%", f"{most['over_1s']} of {most['count']} (max "
-                     f"{ms(most['latency_ms']['max'])} ms)", "0", verdict(most["over_1s"] == 0)])
+    if heavy:
+        over, count = sum(run["over_1s"] for run in heavy), sum(run["count"] for run in heavy)
+        rows.append(["5b. requests over 1 s at 75% (every run)", f"{over} of {count} (max "
+                     f"{ms(max(run['latency_ms']['max'] for run in heavy))} ms)", "0", verdict(over == 0)])
     if half and half.get("delivery_ms", {}).get("p50") is not None:
         p50 = half["delivery_ms"]["p50"]
         rows.append(["5c. delivery p50 at 50%", f"{ms(p50)} ms", "< 50 ms", verdict(p50 < 50)])
