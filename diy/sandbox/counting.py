@@ -8,8 +8,9 @@ It checks nothing and keeps no audiences: it counts what arrives (events, member
 connections) without parsing JSON, members as occurrences of `"external_user_id"`, so that it
 costs the load test as little as a platform can. The one fault it takes is `--latency` (a fixed
 delay before each answer). With `--trace PATTERN` (a regular expression with one group) it also
-notes, for every match in a body, the arrival time (time.monotonic, comparable across processes
-on Linux) and the group: the bench finds the first member of each of its requests so.
+notes, for every match in a body, the time it arrived (time.monotonic, comparable across
+processes on Linux; taken once the body is read, before any --latency) and the group: the bench
+finds the first member of each of its requests so. Events and members are counted once answered.
 
     GET /api/stats   {"events", "members", "bytes", "connections"}
     GET /api/trace   [[monotonic seconds, group], ...] noted since the last GET /api/trace
@@ -51,9 +52,9 @@ class CountingHandler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        arrived = time.monotonic()
         if self.server.delay:
             time.sleep(self.server.delay)
-        arrived = time.monotonic()
         members = raw.count(MEMBER)
         tags = self.server.trace.findall(raw) if self.server.trace is not None else ()
         counters = self.server.counters
