@@ -165,11 +165,11 @@ class DiyApp:
             raise ServiceUnavailable(f"the outbox cannot store the request now ({reason}); nothing was stored, send it again",
                                      detail=str(error)) from None
 
-    def enqueue(self, integration, request_type, mutations):
-        count = self.outbox.enqueue(
+    def enqueue(self, integration, request_type, members):
+        count = self.outbox.enqueue_members(
             integration.name,
             dmp.OPERATIONS[request_type],
-            mutations,
+            members,
             pass_through=integration.return_target_id,
             now=self.clock(),
             batch_limit=self.service.accounts[integration.name].max_batch,

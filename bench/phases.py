@@ -197,13 +197,13 @@ class Bench:
         folder.mkdir(exist_ok=True)
         config = contenders.diy_config(folder, self.receiver.port, embedded=False)
         requests = self.settings["drain_mutations"] // payloads.MUTATIONS
-        self.log(f"dispatch: storing {requests * payloads.MUTATIONS:,} mutations through Outbox.enqueue")
+        self.log(f"dispatch: storing {requests * payloads.MUTATIONS:,} mutations through Outbox.enqueue_members")
         database = Database(config.parent / "outbox.sqlite3", synchronous="normal")
         store = Outbox(database)
         for index in range(requests):
             raw = payloads.body(PHASES["drain"], index)
-            store.enqueue("bench", "add", dmp.parse_mutations(dmp.decode_body(raw, dmp.ADD_TO_AUDIENCE)),
-                          pass_through=False, now=time.time())
+            store.enqueue_members("bench", "add", dmp.parse_mutations(dmp.decode_body(raw, dmp.ADD_TO_AUDIENCE)),
+                                  pass_through=False, now=time.time())
         database.close()
         queue = measure.Backlog(config.parent / "outbox.sqlite3", measure.Backlog.DIY)
         total = queue.pending()

@@ -278,7 +278,7 @@ def dispatch_section(results):
     d = results.get("dispatch")
     if d:
         parts += [f"One `diy-wsgi dispatch` alone on the server core, draining {d['mutations']:,} mutations stored "
-                  "through `Outbox.enqueue`:", "",
+                  "through `Outbox.enqueue_members`:", "",
                   table(["drained", "seconds", "mutations/s overall", "mutations/s steady (10-90%)",
                          "members received", "server cores", "peak RSS MiB"],
                         [["yes" if d["drained"] else "no", f"{d['seconds']:.1f}", num(d["overall_per_s"]),

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from diy.http_errors import BadRequest
-from outbox.store import ReceivedMutation
 
 VALIDATE = "VALIDATE"
 CREATE_AUDIENCE = "CREATE_AUDIENCE"
@@ -27,6 +26,7 @@ MAX_DEPTH = 32
 A deeper one is refused here, before anything is stored: storing it, sending it to the platform
 or showing it would recurse as deep (nearly 1000 levels used to crash a request with a 500)."""
 INT64 = range(-(2**63), 2**63)
+INT64_LOW, INT64_END = INT64.start, INT64.stop
 PLAIN = (float, type(None))
 
 
@@ -90,15 +90,17 @@ def parse_new_audience(body):
 
 
 def parse_mutations(body):
-    """The body's `Mutations` as ReceivedMutation, in the DMP's order; unknown fields kept.
+    """The body's `Mutations` as {audience key: member rows} (`outbox.store.member_row`), each
+    audience's in the DMP's order; unknown fields kept; the form `Outbox.enqueue_members` stores.
 
-    This runs for every mutation of every request, so the checks are inline and the error
-    message (naming the mutation and the field) is only built when a check fails.
+    This runs for every mutation of every request, so the checks are inline, an audience's key
+    is checked once (a key found among the parsed ones passed already), and the error message
+    (naming the mutation and the field) is only built when a check fails.
     """
     mutations = body.get("Mutations")
     if not isinstance(mutations, list):
         raise BadRequest(f"Mutations must be a list of objects, not {json_type(mutations)}")
-    parsed = []
+    members = {}
     for index, mutation in enumerate(mutations):
         if type(mutation) is not dict:
             raise BadRequest(f"Mutations[{index}] must be an object, not {json_type(mutation)}")
@@ -107,10 +109,11 @@ def parse_mutations(body):
         uuid = mutation.get("Uuid")
         customer = mutation.get("Customer")
         platform = mutation.get("Platform")
-        if not (type(audience) is str and type(user) is str and 0 < len(audience) <= MAX_ID_LENGTH
-                and 0 < len(user) <= MAX_ID_LENGTH and audience.strip() and user.strip()
-                and NUL not in audience and NUL not in user):
+        rows = members.get(audience) if type(audience) is str else None
+        if rows is None:
             audience = identifier(mutation, "Audience", index)
+            rows = members.setdefault(audience, [])
+        if not (type(user) is str and 0 < len(user) <= MAX_ID_LENGTH and user.strip() and NUL not in user):
             user = identifier(mutation, "External_user_id", index)
         if uuid is not None and (type(uuid) is not str or NUL in uuid):
             if type(uuid) is str:
@@ -119,14 +122,13 @@ def parse_mutations(body):
         if not (plain(customer) and plain(platform)):
             customer = scalar(mutation, "Customer", index)
             platform = scalar(mutation, "Platform", index)
-        extra = None if mutation.keys() <= KNOWN_MUTATION_FIELDS else {
-            k: v for k, v in mutation.items() if k not in KNOWN_MUTATION_FIELDS
-        }
-        if extra is not None:
+        extra = None
+        if not mutation.keys() <= KNOWN_MUTATION_FIELDS:
+            extra = {k: v for k, v in mutation.items() if k not in KNOWN_MUTATION_FIELDS}
             for key, value in extra.items():
                 refuse_deeper(value, MAX_DEPTH - 3, where(index, key))
-        parsed.append(ReceivedMutation(audience, user, uuid, customer, platform, extra))
-    return parsed
+        rows.append([user, uuid, customer, platform, extra])
+    return members
 
 
 def refuse_deeper(value, allowed, name):
@@ -146,9 +148,11 @@ def refuse_deeper(value, allowed, name):
 def plain(value):
     """A Customer or Platform value that needs no closer look: the common case, decided fast."""
     kind = type(value)
+    if kind is int:
+        return INT64_LOW <= value < INT64_END
     if kind is str:
         return NUL not in value
-    return kind in PLAIN or (kind is int and value in INT64)
+    return kind in PLAIN
 
 
 def where(index, key):

@@ -101,23 +101,24 @@ class Outbox:
     # The receiver's side.
 
     def enqueue(self, integration, op, received, *, pass_through, now, batch_limit=MAX_BATCH):
-        """Commit `received` (ReceivedMutation, DMP order) durably; returns the count. Other
-        threads' enqueues may share the commit (Database.write), so the rows are encoded first.
+        """`enqueue_members` for ReceivedMutation in the DMP's order; returns the count."""
+        return self.enqueue_members(integration, op, members_by_audience(received), pass_through=pass_through,
+                                    now=now, batch_limit=batch_limit)
 
-        The mutations of each audience become one batch row, or several of at most
-        `batch_limit` (the target's batch size, so that a claim is one platform call). An
-        audience first seen here is either taken as the platform's own id (`pass_through`: the
-        DMP sends the id we handed back) or queued for creation on first use.
+    def enqueue_members(self, integration, op, members, *, pass_through, now, batch_limit=MAX_BATCH):
+        """Commit `members` ({audience key: member rows in the DMP's order}, see `member_row`)
+        durably; returns the count. Other threads' enqueues may share the commit
+        (Database.write), so the rows are encoded first.
+
+        The members of each audience become one batch row, or several of at most `batch_limit`
+        (the target's batch size, so that a claim is one platform call). An audience first seen
+        here is either taken as the platform's own id (`pass_through`: the DMP sends the id we
+        handed back) or queued for creation on first use.
         """
-        by_audience = {}
-        for m in received:
-            by_audience.setdefault(m.audience, []).append(
-                [m.external_user_id, m.uuid, m.customer, m.platform, m.extra or None]
-            )
         limit = min(batch_limit, MAX_BATCH)
         prepared = [
-            (key, members[0][2], len(members), [(len(chunk), encode_batch(chunk)) for chunk in chunks(members, limit)])
-            for key, members in sorted(by_audience.items())
+            (key, rows[0][2], len(rows), [(len(chunk), encode_batch(chunk)) for chunk in chunks(rows, limit)])
+            for key, rows in sorted(members.items()) if rows
         ]
         database = self.database
 
@@ -139,7 +140,7 @@ class Outbox:
             database.notify_work(connection)
 
         self.database.write(store)
-        return len(received)
+        return sum(count for _, _, count, _ in prepared)
 
     def _audience_for_key(self, connection, integration, key, customer, pass_through, now):
         """The audience's id; a new audience's row is inserted, unless another transaction
@@ -506,6 +507,19 @@ def record_beat(connection, owner, now):
 
 def chunks(items, size):
     return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def member_row(mutation):
+    """A ReceivedMutation as a stored batch holds it (`decode_batches` reads it back)."""
+    return [mutation.external_user_id, mutation.uuid, mutation.customer, mutation.platform, mutation.extra or None]
+
+
+def members_by_audience(received):
+    """{audience key: member rows}, each audience's in the order of `received`."""
+    members = {}
+    for mutation in received:
+        members.setdefault(mutation.audience, []).append(member_row(mutation))
+    return members
 
 
 def encode_batch(members):

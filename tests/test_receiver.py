@@ -164,6 +164,12 @@ BAD_BODIES = [
     ("nul-in-user-id", ADD, {"Type": ADD, "Mutations": [mutation("a", "u\x001")]}, 400,
      r"Mutations\[0\].External_user_id holds a NUL"),
     ("nul-in-audience", ADD, {"Type": ADD, "Mutations": [mutation("a\x00", "u")]}, 400, r"Mutations\[0\].Audience holds a NUL"),
+    ("nul-in-a-later-user-id", ADD, {"Type": ADD, "Mutations": [mutation("a", "u1"), mutation("a", "u\x002")]}, 400,
+     r"Mutations\[1\].External_user_id holds a NUL"),
+    ("blank-later-audience", ADD, {"Type": ADD, "Mutations": [mutation("a", "u1"), mutation(" ", "u2")]}, 400,
+     r"Mutations\[1\].Audience must be a non-empty string"),
+    ("platform-below-64-bits", ADD, {"Type": ADD, "Mutations": [mutation("a", "u1"), mutation("a", "u2", Platform=-2**63 - 1)]},
+     400, r"Mutations\[1\].Platform is too large"),
     ("nul-in-uuid", ADD, {"Type": ADD, "Mutations": [mutation("a", "u", Uuid="x\x00")]}, 400, "Uuid holds a NUL"),
     ("nul-in-customer", ADD, {"Type": ADD, "Mutations": [mutation("a", "u", Customer="c\x00")]}, 400, "Customer holds a NUL"),
     ("nul-in-name", CREATE, {"Type": CREATE, "Name": "Buy\x00ers", "Audience": "a"}, 400, "Name holds a NUL"),
@@ -266,6 +272,17 @@ def test_one_request_may_span_many_audiences_and_each_keeps_its_order(app):
     for audience in range(5):
         users = [user for key, user in rows if key == f"aud-{audience}"]
         assert users == [f"u{i}" for i in range(100) if i % 5 == audience]
+
+
+def test_an_integer_audience_is_the_same_audience_as_its_decimal_text(app):
+    body = mutations_body(ADD, mutation(4711, "u1"), mutation("4711", "u2"), mutation(4711, "u3"))
+
+    assert call(app, query=f"type={ADD}", body=body).json() == {"accepted": 3}
+
+    rows = sqlite3.connect(app.config.database).execute(
+        "SELECT a.key, m.external_user_id FROM mutations m JOIN audiences a ON a.id = m.audience_id ORDER BY m.id"
+    ).fetchall()
+    assert rows == [("4711", "u1"), ("4711", "u2"), ("4711", "u3")]
 
 
 def test_unknown_fields_are_kept_with_the_mutation(app):
