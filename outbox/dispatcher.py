@@ -309,7 +309,7 @@ class Dispatcher:
 
     def maintain(self):
         """Background checkpoints (so no request's commit pays for one), and now and then the
-        retention purge, forgetting long-dead dispatchers and a checkpoint that truncates the WAL."""
+        retention purge, forgetting long-dead dispatchers and emptying a WAL that outgrew its limit."""
         now = self.clock()
         if now >= self._next_checkpoint:
             self._next_checkpoint = now + self.checkpoint_interval
@@ -321,7 +321,8 @@ class Dispatcher:
         if purged:
             log.info("purged delivered mutations count=%d", purged)
         self.outbox.forget_dispatchers(seen_before=now - FORGET_DISPATCHERS_AFTER)
-        self.outbox.checkpoint(truncate=True)
+        if self.outbox.trim_wal():
+            log.info("wal emptied: it had outgrown its size limit (readers kept SQLite from starting it afresh)")
 
     # One round in the calling thread, for tests and tools.
 

@@ -286,6 +286,10 @@ class PostgresDatabase:
         """PostgreSQL checkpoints by itself."""
         return None
 
+    def trim_wal(self):
+        """PostgreSQL keeps its WAL in bounds by itself."""
+        return False
+
     def now(self):
         """The database server's clock, in seconds since the epoch."""
         return self.read("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8")[0][0]

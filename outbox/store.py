@@ -473,6 +473,10 @@ class Outbox:
         grow without bound (Database.checkpoint)."""
         return self.database.checkpoint(truncate=truncate)
 
+    def trim_wal(self):
+        """Empty the WAL if it has outgrown its limit (Database.trim_wal)."""
+        return self.database.trim_wal()
+
     def counts(self, integration=None):
         """Mutations by state (pending, done, dead), for status and tests."""
         where, parameters = ("", ()) if integration is None else (" WHERE a.integration = ?", (integration,))

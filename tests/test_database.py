@@ -1,4 +1,5 @@
 """outbox.db against a real SQLite file: group commit, durability per transaction, lock waits."""
+import os
 import sqlite3
 import threading
 import time
@@ -152,6 +153,32 @@ def test_a_background_checkpoint_lets_the_next_commit_start_the_wal_afresh(datab
 
     assert (busy, copied) == (0, in_wal)
     assert wal_pages(database.path) < 100
+
+
+def wal_bytes(database):
+    return os.path.getsize(database.path + "-wal")
+
+
+def test_a_wal_within_its_size_limit_is_left_as_it_is(database):
+    """Emptying the WAL blocks every writer while it runs: not while SQLite bounds it anyway."""
+    fill_wal(database, 200)
+    size = wal_bytes(database)
+
+    assert database.trim_wal() is False
+    assert wal_bytes(database) == size > 0
+
+
+def test_a_wal_past_its_size_limit_is_emptied(tmp_path):
+    database = Database(tmp_path / "outbox.sqlite3", wal_size_limit=256 * 1024)
+    try:
+        fill_wal(database, 200)
+        assert wal_bytes(database) > 256 * 1024
+
+        assert database.trim_wal() is True
+        assert wal_bytes(database) == 0
+        database.write(insert("d1"))
+    finally:
+        database.close()
 
 
 def test_the_database_and_its_wal_and_shm_are_created_for_their_owner_alone(tmp_path, permissive_umask):

@@ -1,4 +1,5 @@
 """The dispatcher against a real webhook receiver (the sandbox's, in process), clock moved by hand."""
+import os
 import sqlite3
 import subprocess
 import sys
@@ -477,6 +478,22 @@ def test_the_dispatcher_checkpoints_the_wal_every_second_in_the_background(recei
     clock.advance(3600)
     service.dispatcher.maintain()
     assert wal_after_a_second_of_requests() < 20, "the WAL started afresh after the dispatcher's checkpoint"
+
+
+def test_the_minutely_maintenance_empties_the_wal_only_once_it_outgrew_its_limit(receiver_for, sqlite_service_for, clock):
+    service = sqlite_service_for(receiver_for())
+    wal = service.database.path + "-wal"
+    enqueue(service, "add", "4711", *(f"user-{n:04d}-" + "x" * 200 for n in range(1000)), clock=clock)
+    size = os.path.getsize(wal)
+
+    clock.advance(3600)
+    service.dispatcher.maintain()
+    assert os.path.getsize(wal) == size, "within its limit, SQLite bounds the WAL itself"
+
+    service.database.wal_size_limit = size // 2
+    clock.advance(3600)
+    service.dispatcher.maintain()
+    assert os.path.getsize(wal) == 0
 
 
 def test_a_database_that_cannot_be_written_pauses_the_loop_with_one_line_not_a_traceback(
